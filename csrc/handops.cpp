@@ -1,0 +1,27 @@
+// handops: every op schema, in one TORCH_LIBRARY block. The CPU kernels live in csrc/cpu/ and
+// register themselves with TORCH_LIBRARY_IMPL(handops, CPU, m); the CUDA kernels are Triton and are
+// registered from Python (handops/ops/*.py). handops/_extension.py repeats these schemas for the
+// pure-Python install, and tests/test_registration.py checks that the two agree.
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// An importable, empty Python module: importing handops._C runs the registrations below.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(handops, m) {
+  // Sum-product marginals of a mixture of tree models on 2-D maps. unary [B,K,H,W],
+  // pairwise [Bp,L,M,kh,kw] (Bp in {1,B}), weights [B,L]; messages: flat (src, dst) schedule;
+  // level_sizes: messages per independent level. Returns marginals [B,K,H,W] and the normalised
+  // messages [B,L,M,H,W] (saved for the backward).
+  m.def("tree_marginals(Tensor unary, Tensor pairwise, Tensor weights, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");
+  m.def(
+      "tree_marginals_backward(Tensor grad, Tensor unary, Tensor pairwise, Tensor weights, Tensor messages, "
+      "int[] messages_schedule, int[] level_sizes) -> (Tensor, Tensor, Tensor)");
+  // Max-product on one tree model: max-marginals [B,K,H,W] and the MAP configuration [B,K,2] (int64).
+  m.def("tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");
+}

@@ -1,0 +1,1 @@
+"""Readable pure-PyTorch references: the specification every kernel is tested against."""

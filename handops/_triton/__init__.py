@@ -1,0 +1,1 @@
+"""Triton GPU kernels. Importing a module here needs triton; handops itself never does."""

@@ -1,0 +1,1 @@
+"""The public ops; each module registers its op with torch.library."""

@@ -1,0 +1,39 @@
+"""Builds handops and its C++ extension ``handops._C`` against the installed torch.
+
+    pip install --no-build-isolation .          # C++ CPU kernels (OpenMP, -O3)
+    HANDOPS_NO_EXTENSION=1 pip install .        # pure Python: ops run their references
+    HANDOPS_NATIVE=0 pip install ...            # portable build without -march=native
+
+CUDA sources would be built only when torch is a CUDA build; the GPU kernels are Triton today, so
+there are none.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+ext_modules, cmdclass = [], {}
+if os.environ.get("HANDOPS_NO_EXTENSION", "0") != "1":
+    from torch.utils.cpp_extension import BuildExtension, CppExtension
+
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-fno-math-errno", "-DTORCH_API_INCLUDE_EXTENSION_H=0"]
+    if os.environ.get("HANDOPS_NATIVE", "1") == "1":
+        cxx_flags.append("-march=native")  # AVX-512 where the build machine has it
+    sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    ext_modules.append(
+        CppExtension(
+            "handops._C",
+            sources,
+            include_dirs=[os.path.abspath("csrc")],
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"],
+        )
+    )
+    cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
+
+setup(
+    packages=find_packages(include=["handops", "handops.*"]),
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

@@ -1,0 +1,511 @@
+// CPU kernels of handops::tree_marginals and handops::tree_marginals_backward.
+//
+// tree_marginals(unary, pairwise, weights, messages, level_sizes) -> (marginals, msgs)
+//   Args:
+//     unary:    [B, K, H, W] float/double, non-negative and finite.
+//     pairwise: [Bp, L, M, kh, kw], Bp in {1, B}, odd kh and kw, non-negative and finite;
+//               channel m is the kernel of the directed message messages[2m] -> messages[2m+1].
+//     weights:  [B, L] non-negative mixture weights.
+//     messages: the flat (src, dst) schedule of handops.Tree, M = 2 (K - 1) pairs.
+//     level_sizes: messages per level; the messages of a level depend only on earlier levels.
+//   Returns:
+//     marginals [B, K, H, W] = sum_l weights[b, l] * marginal_l, and msgs [B, L, M, H, W], the
+//     normalised messages (max 1, floored at 1e-30), which the backward reuses.
+//
+// tree_marginals_backward(grad, unary, pairwise, weights, msgs, messages, level_sizes)
+//   -> (grad_unary [B,K,H,W], grad_pairwise [Bp,L,M,kh,kw], grad_weights [B,L]).
+//
+// The semantics are those of handops/_reference/tree_marginals.py. Every message is a circular FFT
+// convolution of size N = good_size(max(H + kh/2, W + kw/2)) per axis, which equals the linear
+// convolution on the centred H x W output (no aliasing for N >= H + kh/2). Work is parallel over
+// images; with fewer images than threads, over the independent messages of a level.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu/lane_fft.h"
+#include "cpu/tree_schedule.h"
+
+namespace handops {
+namespace {
+
+constexpr double kMessageFloor = 1e-30;
+
+template <typename T>
+using Buffer = std::vector<T>;
+
+// out = first * prod(factors), rescaled to maximum 1 after every multiplication; returns log of the
+// factor removed (first * prod(factors) = out * exp(return)). An all-zero product stays zero and
+// `*is_zero` is set. An empty factor list with first == nullptr gives all ones.
+template <typename T>
+double scaled_product(const T* first, const std::vector<const T*>& factors, T* out, int64_t n, bool* is_zero) {
+  double log_scale = 0.0;
+  size_t next = 0;
+  if (first != nullptr) {
+    std::copy(first, first + n, out);
+  } else if (!factors.empty()) {
+    std::copy(factors[0], factors[0] + n, out);
+    next = 1;
+  } else {
+    std::fill(out, out + n, T(1));
+    *is_zero = false;
+    return 0.0;
+  }
+  T peak = T(0);
+#pragma omp simd reduction(max : peak)
+  for (int64_t x = 0; x < n; ++x) peak = std::max(peak, out[x]);
+  for (;;) {
+    if (peak > T(0)) {
+      const T inv = T(1) / peak;
+#pragma omp simd
+      for (int64_t x = 0; x < n; ++x) out[x] *= inv;
+      log_scale += std::log(double(peak));
+    } else {
+      *is_zero = true;
+      return log_scale;
+    }
+    if (next == factors.size()) break;
+    const T* f = factors[next++];
+    peak = T(0);
+#pragma omp simd reduction(max : peak)
+    for (int64_t x = 0; x < n; ++x) {
+      out[x] *= f[x];
+      peak = std::max(peak, out[x]);
+    }
+  }
+  *is_zero = false;
+  return log_scale;
+}
+
+// The pieces of one image's computation that depend only on the shapes.
+template <typename T>
+struct Plan {
+  int64_t K, M, L, H, W, kh, kw, ch, cw, HW, kernel_numel;
+  fft::RealFFT2D<T> fft;
+  T inv_n2;
+  Plan(int64_t K_, int64_t M_, int64_t L_, int64_t H_, int64_t W_, int64_t kh_, int64_t kw_)
+      : K(K_), M(M_), L(L_), H(H_), W(W_), kh(kh_), kw(kw_), ch(kh_ / 2), cw(kw_ / 2), HW(H_ * W_),
+        kernel_numel(kh_ * kw_), fft(fft::good_size(std::max(H_ + kh_ / 2, W_ + kw_ / 2))) {
+    inv_n2 = T(1) / T(fft.size() * fft.size());
+  }
+};
+
+// Per-thread scratch of one message computation.
+template <typename T>
+struct Scratch {
+  Buffer<T> h, raw, kernel_re, kernel_im, belief_re, belief_im, grad_re, grad_im, work;
+  explicit Scratch(const Plan<T>& plan) {
+    const int64_t spec = plan.fft.spectrum_numel();
+    h.resize(plan.HW), raw.resize(std::max(plan.HW, plan.kernel_numel));
+    for (Buffer<T>* b : {&kernel_re, &kernel_im, &belief_re, &belief_im, &grad_re, &grad_im}) b->resize(spec);
+    work.resize(plan.fft.workspace_numel());
+  }
+};
+
+// msgs of `incoming` except `skip` (-1: none), as pointers into one image's message block.
+template <typename T>
+std::vector<const T*> message_factors(const std::vector<int64_t>& incoming, int64_t skip, const T* msgs, int64_t HW) {
+  std::vector<const T*> out;
+  for (int64_t k : incoming)
+    if (k != skip) out.push_back(msgs + k * HW);
+  return out;
+}
+
+// r = conv(kernel, h) into scratch.raw, through the kernel spectrum already in scratch.kernel_*.
+template <typename T>
+void convolve(const Plan<T>& plan, Scratch<T>& s) {
+  const int64_t spec = plan.fft.spectrum_numel();
+  plan.fft.forward(s.h.data(), plan.H, plan.W, plan.W, 0, 0, s.belief_re.data(), s.belief_im.data(), s.work.data());
+  T* __restrict br = s.belief_re.data();
+  T* __restrict bi = s.belief_im.data();
+  const T* __restrict kr = s.kernel_re.data();
+  const T* __restrict ki = s.kernel_im.data();
+  // The product goes into the grad buffers: the belief spectrum stays intact for the caller.
+  T* __restrict pr = s.grad_re.data();
+  T* __restrict pi = s.grad_im.data();
+#pragma omp simd
+  for (int64_t e = 0; e < spec; ++e) {
+    pr[e] = br[e] * kr[e] - bi[e] * ki[e];
+    pi[e] = br[e] * ki[e] + bi[e] * kr[e];
+  }
+  // The kernel sits at the origin, so the centred output starts at (ch, cw) of the circular result.
+  plan.fft.inverse(pr, pi, plan.H, plan.W, plan.ch, plan.cw, plan.inv_n2, s.raw.data(), plan.W, s.work.data());
+}
+
+template <typename T>
+void kernel_spectrum(const Plan<T>& plan, const T* kernel, T* re, T* im, T* work) {
+  plan.fft.forward(kernel, plan.kh, plan.kw, plan.kw, 0, 0, re, im, work);
+}
+
+// msg = max(r, 0) / max(r) floored at kMessageFloor; all ones if r has no positive entry.
+template <typename T>
+void normalise_message(const T* raw, T* msg, int64_t n) {
+  T peak = T(0);
+#pragma omp simd reduction(max : peak)
+  for (int64_t x = 0; x < n; ++x) peak = std::max(peak, raw[x]);
+  if (!(peak > T(0))) {
+    std::fill(msg, msg + n, T(1));
+    return;
+  }
+  const T floor = T(kMessageFloor);
+  // A division, not a multiplication by 1 / peak: the maximum must become exactly 1 (the backward
+  // finds it again by that value).
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) msg[x] = std::max(raw[x] / peak, floor);
+}
+
+// One model of one image: all messages, in schedule order, into msgs [M, HW].
+template <typename T>
+void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* unary, const T* kernels,
+                      const T* shared_spectra, T* msgs) {
+  const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel();
+  for (size_t level = 0; level + 1 < tree.level_begin.size(); ++level) {
+    const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
+    at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
+      Scratch<T> s(plan);
+      for (int64_t m = m0; m < m1; ++m) {
+        const int64_t src = tree.src[m];
+        bool zero = false;
+        scaled_product(unary + src * HW, message_factors(tree.incoming[src], tree.reverse[m], msgs, HW), s.h.data(), HW, &zero);
+        if (zero) {
+          std::fill(msgs + m * HW, msgs + (m + 1) * HW, T(1));
+          continue;
+        }
+        if (shared_spectra != nullptr) {
+          std::copy(shared_spectra + 2 * m * spec, shared_spectra + (2 * m + 1) * spec, s.kernel_re.data());
+          std::copy(shared_spectra + (2 * m + 1) * spec, shared_spectra + (2 * m + 2) * spec, s.kernel_im.data());
+        } else {
+          kernel_spectrum(plan, kernels + m * plan.kernel_numel, s.kernel_re.data(), s.kernel_im.data(), s.work.data());
+        }
+        convolve(plan, s);
+        normalise_message(s.raw.data(), msgs + m * HW, HW);
+      }
+    });
+  }
+}
+
+// Spectra [L, M, 2 (re, im), spec] of kernels shared by every image.
+template <typename T>
+Buffer<T> shared_kernel_spectra(const Plan<T>& plan, const T* kernels) {
+  const int64_t spec = plan.fft.spectrum_numel(), count = plan.L * plan.M;
+  Buffer<T> spectra(count * 2 * spec);
+  at::parallel_for(0, count, 1, [&](int64_t c0, int64_t c1) {
+    Buffer<T> work(plan.fft.workspace_numel());
+    for (int64_t c = c0; c < c1; ++c)
+      kernel_spectrum(plan, kernels + c * plan.kernel_numel, spectra.data() + 2 * c * spec,
+                      spectra.data() + (2 * c + 1) * spec, work.data());
+  });
+  return spectra;
+}
+
+void check_inputs(const at::Tensor& unary, const at::Tensor& pairwise, const at::Tensor& weights, const TreeSchedule& tree) {
+  TORCH_CHECK(unary.device().is_cpu() && pairwise.device().is_cpu() && weights.device().is_cpu(),
+              "handops.tree_marginals (CPU kernel): unary, pairwise and weights must be CPU tensors");
+  TORCH_CHECK(unary.dim() == 4, "unary must be [B, K, H, W], got ", unary.sizes());
+  TORCH_CHECK(pairwise.dim() == 5, "pairwise must be [Bp, L, M, kh, kw], got ", pairwise.sizes());
+  TORCH_CHECK(weights.dim() == 2, "weights must be [B, L], got ", weights.sizes());
+  TORCH_CHECK(unary.scalar_type() == pairwise.scalar_type() && unary.scalar_type() == weights.scalar_type(),
+              "unary, pairwise and weights must share one dtype, got ", unary.scalar_type(), ", ",
+              pairwise.scalar_type(), ", ", weights.scalar_type());
+  TORCH_CHECK(unary.scalar_type() == at::kFloat || unary.scalar_type() == at::kDouble,
+              "the CPU kernel computes in float32 or float64, got ", unary.scalar_type());
+  const int64_t B = unary.size(0);
+  TORCH_CHECK(unary.size(1) == tree.num_nodes, "unary has ", unary.size(1), " maps but the tree has ", tree.num_nodes, " nodes");
+  TORCH_CHECK(pairwise.size(0) == 1 || pairwise.size(0) == B, "pairwise batch must be 1 or B = ", B, ", got ", pairwise.size(0));
+  TORCH_CHECK(pairwise.size(2) == tree.num_messages, "pairwise has ", pairwise.size(2), " kernels but the schedule has ",
+              tree.num_messages, " messages");
+  TORCH_CHECK(pairwise.size(3) % 2 == 1 && pairwise.size(4) % 2 == 1, "kernels must have odd sizes, got ",
+              pairwise.size(3), "x", pairwise.size(4));
+  TORCH_CHECK(weights.size(0) == B && weights.size(1) == pairwise.size(1), "weights must be [B, L] = [", B, ", ",
+              pairwise.size(1), "], got ", weights.sizes());
+  TORCH_CHECK(unary.size(2) > 0 && unary.size(3) > 0, "unary maps must be at least 1x1, got ", unary.sizes());
+  check_non_negative_finite(unary, "unary");
+  check_non_negative_finite(pairwise, "pairwise");
+  check_non_negative_finite(weights, "weights");
+}
+
+template <typename T>
+void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairwise, const at::Tensor& weights,
+                                const TreeSchedule& tree, at::Tensor& marginals, at::Tensor& msgs) {
+  const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
+  const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
+  const Plan<T> plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
+  const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel(), model_numel = M * plan.kernel_numel;
+  const T* u = unary.data_ptr<T>();
+  const T* kernels = pairwise.data_ptr<T>();
+  const T* w = weights.data_ptr<T>();
+  T* out = marginals.data_ptr<T>();
+  T* msg_out = msgs.data_ptr<T>();
+  Buffer<T> shared;
+  if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
+
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    Buffer<T> belief(HW);
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* ub = u + b * K * HW;
+      T* ob = out + b * K * HW;
+      std::fill(ob, ob + K * HW, T(0));
+      for (int64_t l = 0; l < L; ++l) {
+        T* mb = msg_out + (b * L + l) * M * HW;
+        const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
+        forward_messages(plan, tree, ub, kb, Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr, mb);
+        const T weight = w[b * L + l];
+        for (int64_t node = 0; node < K; ++node) {
+          bool zero = false;
+          scaled_product(ub + node * HW, message_factors(tree.incoming[node], -1, (const T*)mb, HW), belief.data(), HW, &zero);
+          T total = T(0);
+#pragma omp simd reduction(+ : total)
+          for (int64_t x = 0; x < HW; ++x) total += belief[x];
+          T* dst = ob + node * HW;
+          if (total > T(0)) {
+            const T scale = weight / total;
+#pragma omp simd
+            for (int64_t x = 0; x < HW; ++x) dst[x] += scale * belief[x];
+          } else {
+            const T uniform = weight / T(HW);
+            for (int64_t x = 0; x < HW; ++x) dst[x] += uniform;
+          }
+        }
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> tree_marginals_kernel(const at::Tensor& unary_in, const at::Tensor& pairwise_in,
+                                                         const at::Tensor& weights_in, at::IntArrayRef messages,
+                                                         at::IntArrayRef level_sizes) {
+  const TreeSchedule tree = TreeSchedule::from_flat(messages, level_sizes, unary_in.dim() == 4 ? unary_in.size(1) : -1);
+  check_inputs(unary_in, pairwise_in, weights_in, tree);
+  const at::Tensor unary = unary_in.contiguous(), pairwise = pairwise_in.contiguous(), weights = weights_in.contiguous();
+  const int64_t B = unary.size(0), H = unary.size(2), W = unary.size(3);
+  at::Tensor marginals = at::empty_like(unary);
+  at::Tensor msgs = at::empty({B, pairwise.size(1), pairwise.size(2), H, W}, unary.options());
+  if (B == 0 || pairwise.size(1) == 0) {
+    marginals.zero_();
+    return {marginals, msgs};
+  }
+  AT_DISPATCH_FLOATING_TYPES(unary.scalar_type(), "tree_marginals_cpu", [&] {
+    tree_marginals_kernel_impl<scalar_t>(unary, pairwise, weights, tree, marginals, msgs);
+  });
+  return {marginals, msgs};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward. Every rescaling factor is a constant (the marginals are invariant to it), the floor is
+// straight-through, the final belief / sum(belief) is differentiated. For a product node
+// P = f_1 * ... * f_n / D the gradient of a factor is g_P * prod_{j != k} f_j / D; the partial
+// products are rebuilt rescaled, with their scale carried in log space.
+// ---------------------------------------------------------------------------------------------
+
+// grads[k] += g_P * prod_{j != k} factors[j] * exp(-log_d) for k in [0, n). factors[0] may be the
+// unary (unscaled); grads[k] == nullptr skips k.
+template <typename T>
+void product_backward(const std::vector<const T*>& factors, const std::vector<T*>& grads, const T* g_p, double log_d,
+                      int64_t n, T* partial) {
+  for (size_t k = 0; k < factors.size(); ++k) {
+    if (grads[k] == nullptr) continue;
+    std::vector<const T*> others;
+    for (size_t j = 0; j < factors.size(); ++j)
+      if (j != k) others.push_back(factors[j]);
+    bool zero = false;
+    const double log_e = scaled_product<T>(nullptr, others, partial, n, &zero);
+    if (zero) continue;
+    const double ratio_d = std::exp(log_e - log_d);
+    const T ratio = T(std::min(ratio_d, double(std::numeric_limits<T>::max())));
+    T* __restrict g = grads[k];
+#pragma omp simd
+    for (int64_t x = 0; x < n; ++x) {
+      const T v = g_p[x] * partial[x];
+      g[x] += v == T(0) ? T(0) : v * ratio;  // no 0 * inf
+    }
+  }
+}
+
+template <typename T>
+void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tensor& unary, const at::Tensor& pairwise,
+                                         const at::Tensor& weights, const at::Tensor& msgs, const TreeSchedule& tree,
+                                         at::Tensor& g_unary, at::Tensor& g_pairwise, at::Tensor& g_weights) {
+  const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
+  const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
+  const Plan<T> plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
+  const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel(), kn = plan.kernel_numel, model_numel = M * kn;
+  const T* u = unary.data_ptr<T>();
+  const T* kernels = pairwise.data_ptr<T>();
+  const T* w = weights.data_ptr<T>();
+  const T* gout = grad.data_ptr<T>();
+  const T* msg_all = msgs.data_ptr<T>();
+  T* gu = g_unary.data_ptr<T>();
+  T* gw = g_weights.data_ptr<T>();
+  Buffer<T> shared;
+  if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
+  // Shared kernels collect gradients from every image: one accumulator per thread, summed at the end.
+  const int64_t slots = Bp == 1 ? at::get_num_threads() : 0;
+  Buffer<T> shared_grad(slots * L * model_numel, T(0));
+  T* gk_all = g_pairwise.data_ptr<T>();
+  g_unary.zero_();
+  g_pairwise.zero_();
+
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t slot = Bp == 1 ? at::get_thread_num() : 0;
+    Buffer<T> belief(HW), g_belief(HW), partial(HW), g_msgs(M * HW), g_h(M * HW);
+    for (int64_t b = b0; b < b1; ++b) {
+      const T* ub = u + b * K * HW;
+      const T* gb = gout + b * K * HW;
+      T* gub = gu + b * K * HW;
+      for (int64_t l = 0; l < L; ++l) {
+        const T* mb = msg_all + (b * L + l) * M * HW;
+        const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
+        T* gkb = Bp == 1 ? shared_grad.data() + (slot * L + l) * model_numel : gk_all + (b * L + l) * model_numel;
+        const T* spectra = Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr;
+        const T weight = w[b * L + l];
+        std::fill(g_msgs.begin(), g_msgs.end(), T(0));
+        T g_weight = T(0);
+
+        // Beliefs: marginal = belief / sum(belief), belief = unary * prod(all incoming) / D.
+        for (int64_t node = 0; node < K; ++node) {
+          std::vector<const T*> factors = {ub + node * HW};
+          std::vector<T*> grads = {gub + node * HW};
+          for (int64_t k : tree.incoming[node]) {
+            factors.push_back(mb + k * HW);
+            grads.push_back(g_msgs.data() + k * HW);
+          }
+          bool zero = false;
+          const double log_d = scaled_product<T>(nullptr, factors, belief.data(), HW, &zero);
+          T total = T(0);
+#pragma omp simd reduction(+ : total)
+          for (int64_t x = 0; x < HW; ++x) total += belief[x];
+          const T* g = gb + node * HW;
+          if (!(total > T(0))) {  // uniform marginal: constant, only the weight sees a gradient
+            T sum_g = T(0);
+            for (int64_t x = 0; x < HW; ++x) sum_g += g[x];
+            g_weight += sum_g / T(HW);
+            continue;
+          }
+          T dot = T(0);
+#pragma omp simd reduction(+ : dot)
+          for (int64_t x = 0; x < HW; ++x) dot += g[x] * belief[x];
+          dot /= total;  // <grad, marginal>
+          g_weight += dot;
+          const T scale = weight / total;
+#pragma omp simd
+          for (int64_t x = 0; x < HW; ++x) g_belief[x] = scale * (g[x] - dot);
+          product_backward(factors, grads, g_belief.data(), log_d, HW, partial.data());
+        }
+        gw[b * L + l] = g_weight;
+
+        // Messages in reverse schedule order; the convolution adjoints of a level run in parallel.
+        for (size_t level = tree.level_begin.size() - 1; level-- > 0;) {
+          const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
+          at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
+            Scratch<T> s(plan);
+            for (int64_t m = m0; m < m1; ++m) {
+              T* ghm = g_h.data() + m * HW;
+              std::fill(ghm, ghm + HW, T(0));
+              const int64_t src = tree.src[m];
+              bool zero = false;
+              scaled_product(ub + src * HW, message_factors(tree.incoming[src], tree.reverse[m], mb, HW), s.h.data(), HW, &zero);
+              if (zero) continue;  // the message was replaced by ones: constant
+              const T* kernel = kb + m * kn;
+              // The rescaling constant max(r) = r at the message's first maximum, where msg == 1.
+              const T* msg = mb + m * HW;
+              int64_t peak_at = 0;
+              while (peak_at < HW && msg[peak_at] != T(1)) ++peak_at;
+              if (peak_at == HW) continue;
+              const int64_t pr = peak_at / W, pc = peak_at % W;
+              T peak = T(0);
+              for (int64_t a = 0; a < plan.kh; ++a) {
+                const int64_t qr = pr - a + plan.ch;
+                if (qr < 0 || qr >= H) continue;
+                for (int64_t t = 0; t < plan.kw; ++t) {
+                  const int64_t qc = pc - t + plan.cw;
+                  if (qc >= 0 && qc < W) peak += kernel[a * plan.kw + t] * s.h[qr * W + qc];
+                }
+              }
+              if (!(peak > T(0))) continue;
+              if (spectra != nullptr) {
+                std::copy(spectra + 2 * m * spec, spectra + (2 * m + 1) * spec, s.kernel_re.data());
+                std::copy(spectra + (2 * m + 1) * spec, spectra + (2 * m + 2) * spec, s.kernel_im.data());
+              } else {
+                kernel_spectrum(plan, kernel, s.kernel_re.data(), s.kernel_im.data(), s.work.data());
+              }
+              plan.fft.forward(s.h.data(), H, W, W, 0, 0, s.belief_re.data(), s.belief_im.data(), s.work.data());
+              // g_r placed at (ch, cw): both adjoints then read their results from the origin.
+              const T inv_peak = T(1) / peak;
+              const T* gmsg = g_msgs.data() + m * HW;
+              for (int64_t x = 0; x < HW; ++x) s.raw[x] = gmsg[x] * inv_peak;
+              plan.fft.forward(s.raw.data(), H, W, W, plan.ch, plan.cw, s.grad_re.data(), s.grad_im.data(), s.work.data());
+              T* __restrict gr = s.grad_re.data();
+              T* __restrict gi = s.grad_im.data();
+              T* __restrict kr = s.kernel_re.data();
+              T* __restrict ki = s.kernel_im.data();
+              T* __restrict hr = s.belief_re.data();
+              T* __restrict hi = s.belief_im.data();
+#pragma omp simd
+              for (int64_t e = 0; e < spec; ++e) {
+                // G * conj(Kspec) into the kernel buffers, G * conj(Hspec) into the belief buffers.
+                const T k_r = kr[e], k_i = ki[e], h_r = hr[e], h_i = hi[e];
+                kr[e] = gr[e] * k_r + gi[e] * k_i;
+                ki[e] = gi[e] * k_r - gr[e] * k_i;
+                hr[e] = gr[e] * h_r + gi[e] * h_i;
+                hi[e] = gi[e] * h_r - gr[e] * h_i;
+              }
+              plan.fft.inverse(kr, ki, H, W, 0, 0, plan.inv_n2, ghm, W, s.work.data());
+              plan.fft.inverse(hr, hi, plan.kh, plan.kw, 0, 0, plan.inv_n2, s.raw.data(), plan.kw, s.work.data());
+              T* gk = gkb + m * kn;
+              for (int64_t x = 0; x < kn; ++x) gk[x] += s.raw[x];
+            }
+          });
+          // h_m = unary * prod(incoming but the reverse) / c_m: push g_h into its factors, serially
+          // because messages of one level can share a source node.
+          for (int64_t m = begin; m < end; ++m) {
+            const int64_t src = tree.src[m];
+            std::vector<const T*> factors = {ub + src * HW};
+            std::vector<T*> grads = {gub + src * HW};
+            for (int64_t k : tree.incoming[src]) {
+              if (k == tree.reverse[m]) continue;
+              factors.push_back(mb + k * HW);
+              grads.push_back(g_msgs.data() + k * HW);
+            }
+            bool zero = false;
+            const double log_c = scaled_product<T>(nullptr, factors, belief.data(), HW, &zero);
+            if (zero) continue;
+            product_backward(factors, grads, g_h.data() + m * HW, log_c, HW, partial.data());
+          }
+        }
+      }
+    }
+  });
+  if (Bp == 1) {
+    T* gk = gk_all;
+    for (int64_t slot = 0; slot < slots; ++slot)
+      for (int64_t x = 0; x < L * model_numel; ++x) gk[x] += shared_grad[slot * L * model_numel + x];
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tree_marginals_backward_kernel(
+    const at::Tensor& grad_in, const at::Tensor& unary_in, const at::Tensor& pairwise_in, const at::Tensor& weights_in,
+    const at::Tensor& msgs_in, at::IntArrayRef messages, at::IntArrayRef level_sizes) {
+  const TreeSchedule tree = TreeSchedule::from_flat(messages, level_sizes, unary_in.dim() == 4 ? unary_in.size(1) : -1);
+  TORCH_CHECK(grad_in.sizes() == unary_in.sizes(), "grad must match the marginals' shape ", unary_in.sizes(), ", got ", grad_in.sizes());
+  const at::Tensor grad = grad_in.to(unary_in.scalar_type()).contiguous(), unary = unary_in.contiguous();
+  const at::Tensor pairwise = pairwise_in.contiguous(), weights = weights_in.contiguous(), msgs = msgs_in.contiguous();
+  at::Tensor g_unary = at::zeros_like(unary), g_pairwise = at::zeros_like(pairwise), g_weights = at::zeros_like(weights);
+  if (unary.size(0) == 0 || pairwise.size(1) == 0) return {g_unary, g_pairwise, g_weights};
+  AT_DISPATCH_FLOATING_TYPES(unary.scalar_type(), "tree_marginals_backward_cpu", [&] {
+    tree_marginals_backward_kernel_impl<scalar_t>(grad, unary, pairwise, weights, msgs, tree, g_unary, g_pairwise, g_weights);
+  });
+  return {g_unary, g_pairwise, g_weights};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(handops, CPU, m) {
+  m.impl("tree_marginals", &tree_marginals_kernel);
+  m.impl("tree_marginals_backward", &tree_marginals_backward_kernel);
+}
+
+}  // namespace handops

@@ -143,7 +143,11 @@ def tree_from_schedule(messages: tuple[int, ...], level_sizes: tuple[int, ...]) 
         if not (0 <= src < num_nodes and 0 <= dst < num_nodes):
             raise ValueError(f"message ({src}, {dst}) names a node outside [0, {num_nodes})")
         parents[src] = dst
-    tree = Tree(parents)
+    wrong = "the message schedule is not the one handops.Tree builds; pass tree.flat_messages() and tree.level_sizes"
+    try:
+        tree = Tree(parents)
+    except ValueError as error:
+        raise ValueError(f"{wrong} ({error})") from None
     if tree.messages != tuple(pairs) or tree.level_sizes != tuple(level_sizes):
-        raise ValueError("the message schedule is not the one handops.Tree builds; pass tree.flat_messages() and tree.level_sizes")
+        raise ValueError(wrong)
     return tree

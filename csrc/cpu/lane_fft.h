@@ -194,7 +194,7 @@ class RealFFT2D {
   int64_t spectrum_ld() const { return ld_; }
   int64_t spectrum_numel() const { return n_ * ld_; }  // per real/imag part
   // Scratch values a thread needs for forward()/inverse().
-  int64_t workspace_numel() const { return 2 * n_ * pair_ld_ + 2 * n_ * std::max(ld_, pair_ld_); }
+  int64_t workspace_numel() const { return 2 * n_ * pair_ld_ + 2 * n_ * std::max(ld_, pair_ld_) + 4 * half_ * pair_ld_; }
 
   // Spectrum of x (rows x cols, row stride x_stride) placed at (row0, col0) of an N x N zero map.
   void forward(const T* x, int64_t rows, int64_t cols, int64_t x_stride, int64_t row0, int64_t col0,
@@ -203,38 +203,63 @@ class RealFFT2D {
     T* zr = workspace;
     T* zi = zr + n_ * pair_ld_;
     T* work = zi + n_ * pair_ld_;
-    std::fill(zr, zr + n_ * ld, T(0));
-    std::fill(zi, zi + n_ * ld, T(0));
-    // Column c of the padded map goes to lane c / 2, real part when c is even, imaginary when odd.
+    std::fill(zr, zr + row0 * ld, T(0));
+    std::fill(zi, zi + row0 * ld, T(0));
+    std::fill(zr + (row0 + rows) * ld, zr + n_ * ld, T(0));
+    std::fill(zi + (row0 + rows) * ld, zi + n_ * ld, T(0));
+    // Column c of the padded map goes to lane c / 2: the real part when c is even, else the imaginary.
+    // Source columns 0, 2, 4, ... land in one part, 1, 3, 5, ... in the other.
+    const bool even_start = (col0 & 1) == 0;
+    const int64_t first_lane = col0 >> 1;
     for (int64_t r = 0; r < rows; ++r) {
-      T* dst_r = zr + (row0 + r) * ld;
-      T* dst_i = zi + (row0 + r) * ld;
-      const T* src = x + r * x_stride;
-      for (int64_t c = 0; c < cols; ++c) {
-        const int64_t pc = col0 + c;
-        ((pc & 1) ? dst_i : dst_r)[pc >> 1] = src[c];
-      }
+      T* __restrict dr = zr + (row0 + r) * ld;
+      T* __restrict di = zi + (row0 + r) * ld;
+      const T* __restrict src = x + r * x_stride;
+      for (int64_t lane = 0; lane < ld; ++lane) dr[lane] = di[lane] = T(0);
+      T* __restrict a = even_start ? dr + first_lane : di + first_lane;
+      T* __restrict b = even_start ? di + first_lane : dr + first_lane + 1;
+      for (int64_t j = 0; j < (cols + 1) / 2; ++j) a[j] = src[2 * j];
+      for (int64_t j = 0; j < cols / 2; ++j) b[j] = src[2 * j + 1];
     }
     fft_.transform(zr, zi, ld, work, false);
     // Unpack the two real columns of each lane, X_even = (Z[k] + conj Z[-k]) / 2,
-    // X_odd = (Z[k] - conj Z[-k]) / 2i, and transpose to column-major for the second axis.
-    std::fill(spec_re, spec_re + n_ * ld_, T(0));
-    std::fill(spec_im, spec_im + n_ * ld_, T(0));
+    // X_odd = (Z[k] - conj Z[-k]) / 2i, vectorised over lanes into [k0][lane] blocks, then transpose
+    // them to one row per padded column: the second axis runs over columns with k0 as lanes.
+    T* er = work;  // `work` is free until the second transform
+    T* ei = er + half_ * ld;
+    T* orr = ei + half_ * ld;
+    T* oi = orr + half_ * ld;
     for (int64_t k0 = 0; k0 < half_; ++k0) {
-      const T* ar = zr + k0 * ld;
-      const T* ai = zi + k0 * ld;
-      const T* br = zr + ((n_ - k0) % n_) * ld;
-      const T* bi = zi + ((n_ - k0) % n_) * ld;
-      for (int64_t lane = 0; lane < lanes; ++lane) {
-        const int64_t c = 2 * lane;
-        spec_re[c * ld_ + k0] = T(0.5) * (ar[lane] + br[lane]);
-        spec_im[c * ld_ + k0] = T(0.5) * (ai[lane] - bi[lane]);
-        if (c + 1 < n_) {
-          spec_re[(c + 1) * ld_ + k0] = T(0.5) * (ai[lane] + bi[lane]);
-          spec_im[(c + 1) * ld_ + k0] = T(-0.5) * (ar[lane] - br[lane]);
-        }
+      const T* __restrict ar = zr + k0 * ld;
+      const T* __restrict ai = zi + k0 * ld;
+      const T* __restrict br = zr + (k0 == 0 ? 0 : n_ - k0) * ld;
+      const T* __restrict bi = zi + (k0 == 0 ? 0 : n_ - k0) * ld;
+      T* __restrict er_row = er + k0 * ld;
+      T* __restrict ei_row = ei + k0 * ld;
+      T* __restrict or_row = orr + k0 * ld;
+      T* __restrict oi_row = oi + k0 * ld;
+#pragma omp simd
+      for (int64_t lane = 0; lane < ld; ++lane) {
+        er_row[lane] = T(0.5) * (ar[lane] + br[lane]);
+        ei_row[lane] = T(0.5) * (ai[lane] - bi[lane]);
+        or_row[lane] = T(0.5) * (ai[lane] + bi[lane]);
+        oi_row[lane] = T(-0.5) * (ar[lane] - br[lane]);
       }
     }
+    const int64_t written = std::min<int64_t>(2 * lanes, n_);
+    for (int64_t c = 0; c < written; ++c) {
+      const T* __restrict src_r = ((c & 1) ? orr : er) + (c >> 1);
+      const T* __restrict src_i = ((c & 1) ? oi : ei) + (c >> 1);
+      T* __restrict dst_r = spec_re + c * ld_;
+      T* __restrict dst_i = spec_im + c * ld_;
+      for (int64_t k0 = 0; k0 < half_; ++k0) {
+        dst_r[k0] = src_r[k0 * ld];
+        dst_i[k0] = src_i[k0 * ld];
+      }
+      for (int64_t k0 = half_; k0 < ld_; ++k0) dst_r[k0] = dst_i[k0] = T(0);
+    }
+    std::fill(spec_re + written * ld_, spec_re + n_ * ld_, T(0));
+    std::fill(spec_im + written * ld_, spec_im + n_ * ld_, T(0));
     fft_.transform(spec_re, spec_im, ld_, work, false);
   }
 
@@ -245,34 +270,55 @@ class RealFFT2D {
     T* zr = workspace;
     T* zi = zr + n_ * pair_ld_;
     T* work = zi + n_ * pair_ld_;
-    fft_.transform(spec_re, spec_im, ld_, work, true);  // now T[c][k0] = N * X_c[k0]
+    fft_.transform(spec_re, spec_im, ld_, work, true);  // now row c holds N * X_c[k0]
     const int64_t lane0 = col0 / 2, lanes = (col0 + cols + 1) / 2 - lane0, ld = round_up(lanes, 8);
-    // Z[k0] = X_even[k0] + i X_odd[k0] over all k0, from the Hermitian half X_c[N - k0] = conj X_c[k0].
+    // Z[k0] = X_even[k0] + i X_odd[k0] for all k0, with X_c[N - k0] = conj X_c[k0] (x is real):
+    // transpose the needed columns' half spectra into [k0][lane] blocks, then combine row by row.
+    T* er = work;
+    T* ei = er + half_ * ld;
+    T* orr = ei + half_ * ld;
+    T* oi = orr + half_ * ld;
+    for (int64_t lane = 0; lane < ld; ++lane) {
+      const int64_t c = 2 * (lane0 + lane);
+      const bool has_even = lane < lanes, has_odd = lane < lanes && c + 1 < n_;
+      const T* er_src = spec_re + (has_even ? c : 0) * ld_;
+      const T* ei_src = spec_im + (has_even ? c : 0) * ld_;
+      const T* or_src = spec_re + (has_odd ? c + 1 : 0) * ld_;
+      const T* oi_src = spec_im + (has_odd ? c + 1 : 0) * ld_;
+      const T keep_even = has_even ? T(1) : T(0), keep_odd = has_odd ? T(1) : T(0);
+      for (int64_t k0 = 0; k0 < half_; ++k0) {
+        er[k0 * ld + lane] = keep_even * er_src[k0];
+        ei[k0 * ld + lane] = keep_even * ei_src[k0];
+        orr[k0 * ld + lane] = keep_odd * or_src[k0];
+        oi[k0 * ld + lane] = keep_odd * oi_src[k0];
+      }
+    }
     for (int64_t k0 = 0; k0 < n_; ++k0) {
       const bool mirrored = k0 >= half_;
       const int64_t kk = mirrored ? n_ - k0 : k0;
       const T conj = mirrored ? T(-1) : T(1);
-      T* dr = zr + k0 * ld;
-      T* di = zi + k0 * ld;
-      for (int64_t lane = 0; lane < lanes; ++lane) {
-        const int64_t c = 2 * (lane0 + lane);
-        const T er = spec_re[c * ld_ + kk], ei = conj * spec_im[c * ld_ + kk];
-        T orr = 0, oi = 0;
-        if (c + 1 < n_) orr = spec_re[(c + 1) * ld_ + kk], oi = conj * spec_im[(c + 1) * ld_ + kk];
-        dr[lane] = er - oi;
-        di[lane] = ei + orr;
+      const T* __restrict er_row = er + kk * ld;
+      const T* __restrict ei_row = ei + kk * ld;
+      const T* __restrict or_row = orr + kk * ld;
+      const T* __restrict oi_row = oi + kk * ld;
+      T* __restrict dr = zr + k0 * ld;
+      T* __restrict di = zi + k0 * ld;
+#pragma omp simd
+      for (int64_t lane = 0; lane < ld; ++lane) {
+        dr[lane] = er_row[lane] - conj * oi_row[lane];
+        di[lane] = conj * ei_row[lane] + or_row[lane];
       }
-      for (int64_t lane = lanes; lane < ld; ++lane) dr[lane] = di[lane] = T(0);
     }
     fft_.transform(zr, zi, ld, work, true);
+    const bool even_start = (col0 & 1) == 0;
     for (int64_t r = 0; r < rows; ++r) {
       const T* sr = zr + (row0 + r) * ld;
       const T* si = zi + (row0 + r) * ld;
-      T* dst = y + r * y_stride;
-      for (int64_t c = 0; c < cols; ++c) {
-        const int64_t pc = col0 + c, lane = (pc >> 1) - lane0;
-        dst[c] = scale * ((pc & 1) ? si[lane] : sr[lane]);
-      }
+      T* __restrict dst = y + r * y_stride;
+      const T* __restrict a = even_start ? sr : si;      // source of output columns 0, 2, 4, ...
+      const T* __restrict b = even_start ? si : sr + 1;  // and of columns 1, 3, 5, ...
+      for (int64_t j = 0; j < (cols + 1) / 2; ++j) dst[2 * j] = scale * a[j];
+      for (int64_t j = 0; j < cols / 2; ++j) dst[2 * j + 1] = scale * b[j];
     }
   }
 

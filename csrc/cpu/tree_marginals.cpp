@@ -16,8 +16,8 @@
 //   -> (grad_unary [B,K,H,W], grad_pairwise [Bp,L,M,kh,kw], grad_weights [B,L]).
 //
 // The semantics are those of handops/_reference/tree_marginals.py. Every message is a circular FFT
-// convolution of size N = good_size(max(H + kh/2, W + kw/2)) per axis, which equals the linear
-// convolution on the centred H x W output (no aliasing for N >= H + kh/2). Work is parallel over
+// convolution of size N = good_size(max(H + kh/2, W + kw/2, kh, kw)) per axis, which equals the linear
+// convolution on the centred H x W output (no aliasing for N >= H + kh/2, and N >= kh). Work is parallel over
 // images; with fewer images than threads, over the independent messages of a level.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -38,47 +38,56 @@ constexpr double kMessageFloor = 1e-30;
 template <typename T>
 using Buffer = std::vector<T>;
 
-// out = first * prod(factors), rescaled to maximum 1 after every multiplication; returns log of the
-// factor removed (first * prod(factors) = out * exp(return)). An all-zero product stays zero and
-// `*is_zero` is set. An empty factor list with first == nullptr gives all ones.
+// out = first * prod(factors), rescaled to maximum 1 after every multiplication (so no partial
+// product underflows); returns the log of the factor removed: first * prod(factors) = out * exp(return).
+// An all-zero product stays zero and sets *is_zero. first == nullptr starts from factors[0]; no
+// factors at all gives ones. Each multiplication also applies the previous rescaling: one pass each.
 template <typename T>
 double scaled_product(const T* first, const std::vector<const T*>& factors, T* out, int64_t n, bool* is_zero) {
-  double log_scale = 0.0;
   size_t next = 0;
-  if (first != nullptr) {
-    std::copy(first, first + n, out);
-  } else if (!factors.empty()) {
-    std::copy(factors[0], factors[0] + n, out);
-    next = 1;
-  } else {
-    std::fill(out, out + n, T(1));
-    *is_zero = false;
-    return 0.0;
+  const T* start = first;
+  if (start == nullptr) {
+    if (factors.empty()) {
+      std::fill(out, out + n, T(1));
+      *is_zero = false;
+      return 0.0;
+    }
+    start = factors[next++];
   }
   T peak = T(0);
 #pragma omp simd reduction(max : peak)
-  for (int64_t x = 0; x < n; ++x) peak = std::max(peak, out[x]);
-  for (;;) {
-    if (peak > T(0)) {
-      const T inv = T(1) / peak;
-#pragma omp simd
-      for (int64_t x = 0; x < n; ++x) out[x] *= inv;
-      log_scale += std::log(double(peak));
-    } else {
-      *is_zero = true;
-      return log_scale;
-    }
-    if (next == factors.size()) break;
-    const T* f = factors[next++];
+  for (int64_t x = 0; x < n; ++x) {
+    out[x] = start[x];
+    peak = std::max(peak, start[x]);
+  }
+  double log_scale = 0.0;
+  for (; next < factors.size(); ++next) {
+    if (!(peak > T(0))) break;
+    const T inv = T(1) / peak;
+    log_scale += std::log(double(peak));
+    const T* __restrict f = factors[next];
     peak = T(0);
 #pragma omp simd reduction(max : peak)
     for (int64_t x = 0; x < n; ++x) {
-      out[x] *= f[x];
+      out[x] = (out[x] * inv) * f[x];
       peak = std::max(peak, out[x]);
     }
   }
-  *is_zero = false;
-  return log_scale;
+  *is_zero = !(peak > T(0));
+  if (*is_zero) {
+    std::fill(out, out + n, T(0));
+    return log_scale;
+  }
+  const T inv = T(1) / peak;
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) out[x] *= inv;
+  return log_scale + std::log(double(peak));
+}
+
+// Circular convolution of size N equals the linear one on the centred H x W output when
+// N >= H + kh / 2 (and W + kw / 2); the kernel itself must fit too (N >= kh, kw).
+inline int64_t fft_size(int64_t H, int64_t W, int64_t kh, int64_t kw) {
+  return fft::good_size(std::max({H + kh / 2, W + kw / 2, kh, kw}));
 }
 
 // The pieces of one image's computation that depend only on the shapes.
@@ -89,7 +98,7 @@ struct Plan {
   T inv_n2;
   Plan(int64_t K_, int64_t M_, int64_t L_, int64_t H_, int64_t W_, int64_t kh_, int64_t kw_)
       : K(K_), M(M_), L(L_), H(H_), W(W_), kh(kh_), kw(kw_), ch(kh_ / 2), cw(kw_ / 2), HW(H_ * W_),
-        kernel_numel(kh_ * kw_), fft(fft::good_size(std::max(H_ + kh_ / 2, W_ + kw_ / 2))) {
+        kernel_numel(kh_ * kw_), fft(fft_size(H_, W_, kh_, kw_)) {
     inv_n2 = T(1) / T(fft.size() * fft.size());
   }
 };

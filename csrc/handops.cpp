@@ -16,11 +16,12 @@ PyObject* PyInit__C(void) {
 TORCH_LIBRARY(handops, m) {
   // Sum-product marginals of a mixture of tree models on 2-D maps. unary [B,K,H,W],
   // pairwise [Bp,L,M,kh,kw] (Bp in {1,B}), weights [B,L]; messages: flat (src, dst) schedule;
-  // level_sizes: messages per independent level. Returns marginals [B,K,H,W] and the normalised
-  // messages [B,L,M,H,W] (saved for the backward).
-  m.def("tree_marginals(Tensor unary, Tensor pairwise, Tensor weights, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");
+  // level_sizes: messages per independent level. Returns marginals [B,K,H,W], the normalised
+  // messages [B,L,M,H,W] and their scales [B,L,M] (the peak of each raw message, 0 for a message
+  // replaced by ones); the backward needs both.
+  m.def("tree_marginals(Tensor unary, Tensor pairwise, Tensor weights, int[] messages, int[] level_sizes) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "tree_marginals_backward(Tensor grad, Tensor unary, Tensor pairwise, Tensor weights, Tensor messages, "
+      "tree_marginals_backward(Tensor grad, Tensor unary, Tensor pairwise, Tensor weights, Tensor messages, Tensor scales, "
       "int[] messages_schedule, int[] level_sizes) -> (Tensor, Tensor, Tensor)");
   // Max-product on one tree model: max-marginals [B,K,H,W] and the MAP configuration [B,K,2] (int64).
   m.def("tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");

@@ -16,9 +16,9 @@ __all__ = ["HAS_EXTENSION", "SCHEMAS"]
 
 # Must match csrc/handops.cpp exactly (tests/test_registration.py compares them).
 SCHEMAS = {
-    "tree_marginals": "tree_marginals(Tensor unary, Tensor pairwise, Tensor weights, int[] messages, int[] level_sizes) -> (Tensor, Tensor)",
+    "tree_marginals": "tree_marginals(Tensor unary, Tensor pairwise, Tensor weights, int[] messages, int[] level_sizes) -> (Tensor, Tensor, Tensor)",
     "tree_marginals_backward": (
-        "tree_marginals_backward(Tensor grad, Tensor unary, Tensor pairwise, Tensor weights, Tensor messages, "
+        "tree_marginals_backward(Tensor grad, Tensor unary, Tensor pairwise, Tensor weights, Tensor messages, Tensor scales, "
         "int[] messages_schedule, int[] level_sizes) -> (Tensor, Tensor, Tensor)"
     ),
     "tree_map": "tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)",

@@ -116,10 +116,11 @@ def test_matches_reference(layout, dtype, tree):
 @pytest.mark.parametrize("size, kernel", [((46, 46), (45, 45)), ((17, 23), (9, 13)), ((5, 4), (7, 9)), ((1, 1), (3, 3))])
 def test_matches_reference_at_several_sizes(size, kernel):
     unary, pairwise, _ = sample_inputs(HAND, batch=1, size=size, kernel=kernel)
-    got, msgs = torch.ops.handops.tree_marginals(unary, pairwise[:, None], unary.new_ones(1, 1), HAND.flat_messages(), list(HAND.level_sizes))
-    expected, expected_msgs = tree_marginals_reference(unary, pairwise[:, None], unary.new_ones(1, 1), HAND)
-    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(msgs, expected_msgs, rtol=1e-9, atol=1e-12)
+    args = (unary, pairwise[:, None], unary.new_ones(1, 1))
+    got = torch.ops.handops.tree_marginals(*args, HAND.flat_messages(), list(HAND.level_sizes))
+    expected = tree_marginals_reference(*args, HAND)
+    for g, e in zip(got, expected):  # marginals, messages, scales
+        torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("layout", ["adaptive", "shared", "adaptive_pool"])
@@ -243,6 +244,23 @@ def test_zero_unary_gives_uniform_marginal_and_zero_kernel_carries_nothing():
     torch.testing.assert_close(out, canonical_reference(unary, pairwise, SMALL_TREES[0]))
     out.sum().backward()
     assert torch.isfinite(unary.grad).all() and torch.isfinite(pairwise.grad).all()
+
+
+def test_message_that_leaves_the_map_is_zero_in_every_implementation():
+    # Node 0 sits in the corner and the kernel 0 -> 1 points off the map: in exact arithmetic the
+    # message is zero, the FFT kernel sees only round-off; both must call it uninformative (ones).
+    tree = Tree([-1, 0])
+    unary = torch.rand(1, 2, 12, 12, generator=torch.Generator().manual_seed(0))
+    unary[0, 0] = 0.0
+    unary[0, 0, 0, 0] = 1.0
+    pairwise = torch.rand(2, 5, 5)
+    pairwise[tree.message_index(0, 1)] = 0.0
+    pairwise[tree.message_index(0, 1), 0, 0] = 1.0  # offset (-2, -2)
+    out, msgs, scales = torch.ops.handops.tree_marginals(unary, pairwise[None, None], torch.ones(1, 1), tree.flat_messages(), list(tree.level_sizes))
+    m = tree.message_index(0, 1)
+    assert scales[0, 0, m] == 0 and (msgs[0, 0, m] == 1).all()
+    torch.testing.assert_close(out[0, 1], unary[0, 1] / unary[0, 1].sum())
+    torch.testing.assert_close(out.double(), canonical_reference(unary.double(), pairwise.double(), tree), rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------

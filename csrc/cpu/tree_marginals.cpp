@@ -9,10 +9,11 @@
 //     messages: the flat (src, dst) schedule of handops.Tree, M = 2 (K - 1) pairs.
 //     level_sizes: messages per level; the messages of a level depend only on earlier levels.
 //   Returns:
-//     marginals [B, K, H, W] = sum_l weights[b, l] * marginal_l, and msgs [B, L, M, H, W], the
-//     normalised messages (max 1, floored at 1e-30), which the backward reuses.
+//     marginals [B, K, H, W] = sum_l weights[b, l] * marginal_l, msgs [B, L, M, H, W], the
+//     normalised messages (max 1, floored at 1e-30), and scales [B, L, M], each raw message's peak
+//     (0 for a zero message, replaced by ones); the backward reuses both.
 //
-// tree_marginals_backward(grad, unary, pairwise, weights, msgs, messages, level_sizes)
+// tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes)
 //   -> (grad_unary [B,K,H,W], grad_pairwise [Bp,L,M,kh,kw], grad_weights [B,L]).
 //
 // The semantics are those of handops/_reference/tree_marginals.py. Every message is a circular FFT
@@ -150,27 +151,38 @@ void kernel_spectrum(const Plan<T>& plan, const T* kernel, T* re, T* im, T* work
   plan.fft.forward(kernel, plan.kh, plan.kw, plan.kw, 0, 0, re, im, work);
 }
 
-// msg = max(r, 0) / max(r) floored at kMessageFloor; all ones if r has no positive entry.
 template <typename T>
-void normalise_message(const T* raw, T* msg, int64_t n) {
+T squared_norm(const T* x, int64_t n) {
+  T total = T(0);
+#pragma omp simd reduction(+ : total)
+  for (int64_t i = 0; i < n; ++i) total += x[i] * x[i];
+  return total;
+}
+
+// msg = max(r, 0) / max(r) floored at kMessageFloor, and returns max(r); a zero message (peak at or
+// below 256 eps |kernel|_2 |h|_2, the FFT's round-off level) becomes all ones and returns 0.
+template <typename T>
+T normalise_message(const T* raw, T* msg, int64_t n, T kernel_sq_norm, T belief_sq_norm) {
   T peak = T(0);
 #pragma omp simd reduction(max : peak)
   for (int64_t x = 0; x < n; ++x) peak = std::max(peak, raw[x]);
-  if (!(peak > T(0))) {
+  const T bound = T(256) * std::numeric_limits<T>::epsilon() * std::sqrt(kernel_sq_norm) * std::sqrt(belief_sq_norm);
+  if (!(peak > bound)) {
     std::fill(msg, msg + n, T(1));
-    return;
+    return T(0);
   }
   const T floor = T(kMessageFloor);
   // A division, not a multiplication by 1 / peak: the maximum must become exactly 1 (the backward
   // finds it again by that value).
 #pragma omp simd
   for (int64_t x = 0; x < n; ++x) msg[x] = std::max(raw[x] / peak, floor);
+  return peak;
 }
 
-// One model of one image: all messages, in schedule order, into msgs [M, HW].
+// One model of one image: all messages, in schedule order, into msgs [M, HW] and scales [M].
 template <typename T>
 void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* unary, const T* kernels,
-                      const T* shared_spectra, T* msgs) {
+                      const T* shared_spectra, T* msgs, T* scales) {
   const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel();
   for (size_t level = 0; level + 1 < tree.level_begin.size(); ++level) {
     const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
@@ -182,6 +194,7 @@ void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* un
         scaled_product(unary + src * HW, message_factors(tree.incoming[src], tree.reverse[m], msgs, HW), s.h.data(), HW, &zero);
         if (zero) {
           std::fill(msgs + m * HW, msgs + (m + 1) * HW, T(1));
+          scales[m] = T(0);
           continue;
         }
         if (shared_spectra != nullptr) {
@@ -191,7 +204,9 @@ void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* un
           kernel_spectrum(plan, kernels + m * plan.kernel_numel, s.kernel_re.data(), s.kernel_im.data(), s.work.data());
         }
         convolve(plan, s);
-        normalise_message(s.raw.data(), msgs + m * HW, HW);
+        const T* kernel = kernels + m * plan.kernel_numel;
+        scales[m] = normalise_message(s.raw.data(), msgs + m * HW, HW, squared_norm(kernel, plan.kernel_numel),
+                                      squared_norm(s.h.data(), HW));
       }
     });
   }
@@ -239,7 +254,7 @@ void check_inputs(const at::Tensor& unary, const at::Tensor& pairwise, const at:
 
 template <typename T>
 void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairwise, const at::Tensor& weights,
-                                const TreeSchedule& tree, at::Tensor& marginals, at::Tensor& msgs) {
+                                const TreeSchedule& tree, at::Tensor& marginals, at::Tensor& msgs, at::Tensor& scales) {
   const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
   const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
   const Plan<T> plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
@@ -249,6 +264,7 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
   const T* w = weights.data_ptr<T>();
   T* out = marginals.data_ptr<T>();
   T* msg_out = msgs.data_ptr<T>();
+  T* scale_out = scales.data_ptr<T>();
   Buffer<T> shared;
   if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
 
@@ -261,7 +277,8 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
       for (int64_t l = 0; l < L; ++l) {
         T* mb = msg_out + (b * L + l) * M * HW;
         const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
-        forward_messages(plan, tree, ub, kb, Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr, mb);
+        forward_messages(plan, tree, ub, kb, Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr, mb,
+                         scale_out + (b * L + l) * M);
         const T weight = w[b * L + l];
         for (int64_t node = 0; node < K; ++node) {
           bool zero = false;
@@ -284,7 +301,7 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
   });
 }
 
-std::tuple<at::Tensor, at::Tensor> tree_marginals_kernel(const at::Tensor& unary_in, const at::Tensor& pairwise_in,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tree_marginals_kernel(const at::Tensor& unary_in, const at::Tensor& pairwise_in,
                                                          const at::Tensor& weights_in, at::IntArrayRef messages,
                                                          at::IntArrayRef level_sizes) {
   const TreeSchedule tree = TreeSchedule::from_flat(messages, level_sizes, unary_in.dim() == 4 ? unary_in.size(1) : -1);
@@ -293,14 +310,15 @@ std::tuple<at::Tensor, at::Tensor> tree_marginals_kernel(const at::Tensor& unary
   const int64_t B = unary.size(0), H = unary.size(2), W = unary.size(3);
   at::Tensor marginals = at::empty_like(unary);
   at::Tensor msgs = at::empty({B, pairwise.size(1), pairwise.size(2), H, W}, unary.options());
+  at::Tensor scales = at::empty({B, pairwise.size(1), pairwise.size(2)}, unary.options());
   if (B == 0 || pairwise.size(1) == 0) {
     marginals.zero_();
-    return {marginals, msgs};
+    return {marginals, msgs, scales};
   }
   AT_DISPATCH_FLOATING_TYPES(unary.scalar_type(), "tree_marginals_cpu", [&] {
-    tree_marginals_kernel_impl<scalar_t>(unary, pairwise, weights, tree, marginals, msgs);
+    tree_marginals_kernel_impl<scalar_t>(unary, pairwise, weights, tree, marginals, msgs, scales);
   });
-  return {marginals, msgs};
+  return {marginals, msgs, scales};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -336,7 +354,8 @@ void product_backward(const std::vector<const T*>& factors, const std::vector<T*
 
 template <typename T>
 void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tensor& unary, const at::Tensor& pairwise,
-                                         const at::Tensor& weights, const at::Tensor& msgs, const TreeSchedule& tree,
+                                         const at::Tensor& weights, const at::Tensor& msgs, const at::Tensor& scales,
+                                         const TreeSchedule& tree,
                                          at::Tensor& g_unary, at::Tensor& g_pairwise, at::Tensor& g_weights) {
   const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
   const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
@@ -347,6 +366,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
   const T* w = weights.data_ptr<T>();
   const T* gout = grad.data_ptr<T>();
   const T* msg_all = msgs.data_ptr<T>();
+  const T* scale_all = scales.data_ptr<T>();
   T* gu = g_unary.data_ptr<T>();
   T* gw = g_weights.data_ptr<T>();
   Buffer<T> shared;
@@ -417,24 +437,9 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               const int64_t src = tree.src[m];
               bool zero = false;
               scaled_product(ub + src * HW, message_factors(tree.incoming[src], tree.reverse[m], mb, HW), s.h.data(), HW, &zero);
-              if (zero) continue;  // the message was replaced by ones: constant
+              const T peak = scale_all[(b * L + l) * M + m];
+              if (zero || !(peak > T(0))) continue;  // the message was replaced by ones: a constant
               const T* kernel = kb + m * kn;
-              // The rescaling constant max(r) = r at the message's first maximum, where msg == 1.
-              const T* msg = mb + m * HW;
-              int64_t peak_at = 0;
-              while (peak_at < HW && msg[peak_at] != T(1)) ++peak_at;
-              if (peak_at == HW) continue;
-              const int64_t pr = peak_at / W, pc = peak_at % W;
-              T peak = T(0);
-              for (int64_t a = 0; a < plan.kh; ++a) {
-                const int64_t qr = pr - a + plan.ch;
-                if (qr < 0 || qr >= H) continue;
-                for (int64_t t = 0; t < plan.kw; ++t) {
-                  const int64_t qc = pc - t + plan.cw;
-                  if (qc >= 0 && qc < W) peak += kernel[a * plan.kw + t] * s.h[qr * W + qc];
-                }
-              }
-              if (!(peak > T(0))) continue;
               if (spectra != nullptr) {
                 std::copy(spectra + 2 * m * spec, spectra + (2 * m + 1) * spec, s.kernel_re.data());
                 std::copy(spectra + (2 * m + 1) * spec, spectra + (2 * m + 2) * spec, s.kernel_im.data());
@@ -497,15 +502,21 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> tree_marginals_backward_kernel(
     const at::Tensor& grad_in, const at::Tensor& unary_in, const at::Tensor& pairwise_in, const at::Tensor& weights_in,
-    const at::Tensor& msgs_in, at::IntArrayRef messages, at::IntArrayRef level_sizes) {
+    const at::Tensor& msgs_in, const at::Tensor& scales_in, at::IntArrayRef messages, at::IntArrayRef level_sizes) {
   const TreeSchedule tree = TreeSchedule::from_flat(messages, level_sizes, unary_in.dim() == 4 ? unary_in.size(1) : -1);
   TORCH_CHECK(grad_in.sizes() == unary_in.sizes(), "grad must match the marginals' shape ", unary_in.sizes(), ", got ", grad_in.sizes());
   const at::Tensor grad = grad_in.to(unary_in.scalar_type()).contiguous(), unary = unary_in.contiguous();
   const at::Tensor pairwise = pairwise_in.contiguous(), weights = weights_in.contiguous(), msgs = msgs_in.contiguous();
+  const at::Tensor scales = scales_in.contiguous();
+  TORCH_CHECK(msgs.sizes() == at::IntArrayRef({unary.size(0), pairwise.size(1), pairwise.size(2), unary.size(2), unary.size(3)}) &&
+                  scales.sizes() == at::IntArrayRef({unary.size(0), pairwise.size(1), pairwise.size(2)}) &&
+                  msgs.scalar_type() == unary.scalar_type() && scales.scalar_type() == unary.scalar_type(),
+              "messages and scales must be those the forward returned for these inputs");
   at::Tensor g_unary = at::zeros_like(unary), g_pairwise = at::zeros_like(pairwise), g_weights = at::zeros_like(weights);
   if (unary.size(0) == 0 || pairwise.size(1) == 0) return {g_unary, g_pairwise, g_weights};
   AT_DISPATCH_FLOATING_TYPES(unary.scalar_type(), "tree_marginals_backward_cpu", [&] {
-    tree_marginals_backward_kernel_impl<scalar_t>(grad, unary, pairwise, weights, msgs, tree, g_unary, g_pairwise, g_weights);
+    tree_marginals_backward_kernel_impl<scalar_t>(grad, unary, pairwise, weights, msgs, scales, tree, g_unary, g_pairwise,
+                                                  g_weights);
   });
   return {g_unary, g_pairwise, g_weights};
 }

@@ -13,9 +13,11 @@ Numerical conventions (shared by every implementation):
   each message (it is homogeneous of degree 0 in it).
 * Messages are floored at ``MESSAGE_FLOOR`` (relative to their maximum 1) so that a product of
   messages never underflows to an all-zero belief; the floor passes gradients straight through.
-* A message that is identically zero (zero belief at its source, or an all-zero kernel) carries no
-  information and is replaced by all ones; a node whose belief is identically zero gets the uniform
-  marginal ``1 / (H * W)``.
+* A message that is zero carries no information and is replaced by all ones. "Zero" means a peak
+  ``max(r) <= zero_message_threshold(dtype) * |kernel|_2 * |h|_2`` (Cauchy-Schwarz bounds the peak by
+  ``|kernel|_2 * |h|_2``; FFT round-off is about ``eps * log2(N^2)`` of it, so the FFT kernels and this
+  reference agree on which messages are zero). A node whose belief is identically zero gets the
+  uniform marginal ``1 / (H * W)``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ import torch.nn.functional as F
 
 from handops.tree import Tree
 
-__all__ = ["MESSAGE_FLOOR", "tree_marginals_reference", "tree_map_reference", "message_conv"]
+__all__ = ["MESSAGE_FLOOR", "zero_message_threshold", "tree_marginals_reference", "tree_map_reference", "message_conv"]
 
 MESSAGE_FLOOR = 1e-30
+
+
+def zero_message_threshold(dtype: torch.dtype) -> float:
+    """A message peak at or below this times |kernel|_2 * |h|_2 counts as zero (FFT round-off level)."""
+    return 256.0 * torch.finfo(dtype).eps
 
 
 def _rescale(x: torch.Tensor) -> torch.Tensor:
@@ -53,17 +60,25 @@ def _product(unary: torch.Tensor, factors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def _single_model(unary: torch.Tensor, kernels: torch.Tensor, tree: Tree):
-    """Marginals [B, K, H, W] and normalised messages [B, M, H, W] of one model; kernels [B, M, kh, kw]."""
+    """Marginals [B, K, H, W], normalised messages [B, M, H, W] and their scales [B, M] of one model.
+
+    kernels [B, M, kh, kw]; a message's scale is the peak of its raw convolution, 0 for a zero message.
+    """
     batch, num_nodes, height, width = unary.shape
     msgs: list[torch.Tensor | None] = [None] * tree.num_messages
+    scales = []
+    threshold = zero_message_threshold(unary.dtype)
     for m, (src, dst) in enumerate(tree.messages):
         into_src = [msgs[k] for k in tree.incoming(src) if tree.messages[k][0] != dst]
         h = _product(unary[:, src], into_src)
         raw = message_conv(h, kernels[:, m])
         msg = _rescale(raw)
-        informative = raw.detach().amax(dim=(-2, -1), keepdim=True) > 0
-        msg = torch.where(informative, msg, torch.ones_like(msg))
+        peak = raw.detach().amax(dim=(-2, -1))
+        bound = kernels[:, m].detach().flatten(1).norm(dim=1) * h.detach().flatten(1).norm(dim=1)
+        informative = peak > threshold * bound
+        msg = torch.where(informative[:, None, None], msg, torch.ones_like(msg))
         msgs[m] = msg + (MESSAGE_FLOOR - msg).clamp_min(0).detach()  # floor, straight-through gradient
+        scales.append(torch.where(informative, peak, torch.zeros_like(peak)))
 
     marginals = []
     for node in range(num_nodes):
@@ -71,7 +86,7 @@ def _single_model(unary: torch.Tensor, kernels: torch.Tensor, tree: Tree):
         total = belief.sum(dim=(-2, -1), keepdim=True)
         uniform = torch.full_like(belief, 1.0 / (height * width))
         marginals.append(torch.where(total > 0, belief / torch.where(total > 0, total, 1.0), uniform))
-    return torch.stack(marginals, 1), torch.stack(msgs, 1)
+    return torch.stack(marginals, 1), torch.stack(msgs, 1), torch.stack(scales, 1)
 
 
 def tree_marginals_reference(unary: torch.Tensor, pairwise: torch.Tensor, weights: torch.Tensor, tree: Tree):
@@ -82,22 +97,23 @@ def tree_marginals_reference(unary: torch.Tensor, pairwise: torch.Tensor, weight
         pairwise: [Bp, L, M, kh, kw] non-negative, Bp in {1, B}; channel m is ``tree.messages[m]``.
         weights: [B, L] non-negative mixture weights.
     Returns:
-        marginals [B, K, H, W] = sum_l weights[:, l] * p_l (each p_l map sums to 1), and the
-        normalised messages [B, L, M, H, W].
+        marginals [B, K, H, W] = sum_l weights[:, l] * p_l (each p_l map sums to 1), the normalised
+        messages [B, L, M, H, W] and their scales [B, L, M] (peak of the raw convolution, 0 for a
+        message replaced by ones).
     """
     batch = unary.shape[0]
     out = unary.new_zeros(unary.shape)
-    messages = []
+    messages, scales = [], []
     for model in range(pairwise.shape[1]):
         kernels = pairwise[:, model].expand(batch, *pairwise.shape[2:])
-        marginals, msgs = _single_model(unary, kernels, tree)
+        marginals, msgs, peaks = _single_model(unary, kernels, tree)
         out = out + weights[:, model, None, None, None] * marginals
         messages.append(msgs)
-    if messages:
-        msgs = torch.stack(messages, 1)
-    else:
-        msgs = unary.new_zeros(batch, 0, tree.num_messages, *unary.shape[2:])
-    return out, msgs
+        scales.append(peaks)
+    if not messages:
+        empty = unary.new_zeros(batch, 0, tree.num_messages)
+        return out, empty[..., None, None].expand(-1, -1, -1, *unary.shape[2:]).contiguous(), empty
+    return out, torch.stack(messages, 1), torch.stack(scales, 1)
 
 
 def tree_map_reference(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree):

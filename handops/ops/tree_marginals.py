@@ -110,7 +110,7 @@ def tree_marginals(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree, weig
     """
     out_dtype = torch.promote_types(unary.dtype, pairwise.dtype) if isinstance(pairwise, torch.Tensor) else None
     unary_c, pairwise_c, weights_c = _canonical_inputs(unary, pairwise, tree, weights)
-    marginals, _ = torch.ops.handops.tree_marginals(unary_c, pairwise_c, weights_c, tree.flat_messages(), list(tree.level_sizes))
+    marginals, _, _ = torch.ops.handops.tree_marginals(unary_c, pairwise_c, weights_c, tree.flat_messages(), list(tree.level_sizes))
     return marginals.to(out_dtype)
 
 
@@ -152,11 +152,11 @@ def _tree_marginals_fake(unary, pairwise, weights, messages, level_sizes):
     batch, _, height, width = unary.shape
     marginals = unary.new_empty(unary.shape)
     msgs = unary.new_empty(batch, pairwise.shape[1], pairwise.shape[2], height, width)
-    return marginals, msgs
+    return marginals, msgs, unary.new_empty(batch, pairwise.shape[1], pairwise.shape[2])
 
 
 @torch.library.register_fake("handops::tree_marginals_backward")
-def _tree_marginals_backward_fake(grad, unary, pairwise, weights, messages, schedule, level_sizes):
+def _tree_marginals_backward_fake(grad, unary, pairwise, weights, messages, scales, schedule, level_sizes):
     return unary.new_empty(unary.shape), pairwise.new_empty(pairwise.shape), weights.new_empty(weights.shape)
 
 
@@ -168,16 +168,16 @@ def _tree_map_fake(unary, pairwise, messages, level_sizes):
 
 def _setup_context(ctx, inputs, output):
     unary, pairwise, weights, schedule, level_sizes = inputs
-    _, msgs = output
-    ctx.save_for_backward(unary, pairwise, weights, msgs)
+    _, msgs, scales = output
+    ctx.save_for_backward(unary, pairwise, weights, msgs, scales)
     ctx.schedule, ctx.level_sizes = schedule, level_sizes
 
 
-def _backward(ctx, grad_marginals, grad_messages):
-    unary, pairwise, weights, msgs = ctx.saved_tensors
-    # The messages are an internal by-product; gradients arriving for them are not supported.
+def _backward(ctx, grad_marginals, grad_messages, grad_scales):
+    unary, pairwise, weights, msgs, scales = ctx.saved_tensors
+    # The messages and scales are by-products for the backward; gradients arriving for them are ignored.
     grads = torch.ops.handops.tree_marginals_backward(
-        grad_marginals.contiguous(), unary, pairwise, weights, msgs, ctx.schedule, ctx.level_sizes
+        grad_marginals.contiguous(), unary, pairwise, weights, msgs, scales, ctx.schedule, ctx.level_sizes
     )
     return grads[0], grads[1], grads[2], None, None
 
@@ -189,15 +189,15 @@ torch.library.register_autograd("handops::tree_marginals", _backward, setup_cont
 def _reference_forward(unary, pairwise, weights, messages, level_sizes):
     check_values(unary=unary, pairwise=pairwise, weights=weights)
     tree = tree_from_schedule(tuple(messages), tuple(level_sizes))
-    marginals, msgs = _ref.tree_marginals_reference(unary, pairwise, weights, tree)
-    return marginals.contiguous(), msgs.contiguous()
+    marginals, msgs, scales = _ref.tree_marginals_reference(unary, pairwise, weights, tree)
+    return marginals.contiguous(), msgs.contiguous(), scales.contiguous()
 
 
-def _reference_backward(grad, unary, pairwise, weights, msgs, messages, level_sizes):
+def _reference_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes):
     tree = tree_from_schedule(tuple(messages), tuple(level_sizes))
     with torch.enable_grad():
         inputs = [t.detach().requires_grad_(True) for t in (unary, pairwise, weights)]
-        marginals, _ = _ref.tree_marginals_reference(*inputs, tree)
+        marginals = _ref.tree_marginals_reference(*inputs, tree)[0]
         grads = torch.autograd.grad(marginals, inputs, grad, allow_unused=True)
     return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs))
 
@@ -225,11 +225,12 @@ def _cuda_forward(unary, pairwise, weights, messages, level_sizes):
     return module.tree_marginals_forward(unary, pairwise, weights, tree_from_schedule(tuple(messages), tuple(level_sizes)))
 
 
-def _cuda_backward(grad, unary, pairwise, weights, msgs, messages, level_sizes):
+def _cuda_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes):
     module = _triton_module()
     if module is None:
-        return _reference_backward(grad, unary, pairwise, weights, msgs, messages, level_sizes)
-    return module.tree_marginals_backward(grad, unary, pairwise, weights, msgs, tree_from_schedule(tuple(messages), tuple(level_sizes)))
+        return _reference_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes)
+    tree = tree_from_schedule(tuple(messages), tuple(level_sizes))
+    return module.tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, tree)
 
 
 def _cuda_map(unary, pairwise, messages, level_sizes):

@@ -39,6 +39,46 @@ constexpr double kMessageFloor = 1e-30;
 template <typename T>
 using Buffer = std::vector<T>;
 
+// Elementwise loops over one map, written so that gcc vectorises them: restrict pointers and a
+// ternary maximum (std::max returns a reference and defeats the vectoriser).
+template <typename T>
+T copy_max(T* __restrict out, const T* __restrict src, int64_t n) {
+  T peak = T(0);
+#pragma omp simd reduction(max : peak)
+  for (int64_t x = 0; x < n; ++x) {
+    out[x] = src[x];
+    peak = src[x] > peak ? src[x] : peak;
+  }
+  return peak;
+}
+
+// out = out * scale * f, returning max(out).
+template <typename T>
+T multiply_max(T* __restrict out, const T* __restrict f, T scale, int64_t n) {
+  T peak = T(0);
+#pragma omp simd reduction(max : peak)
+  for (int64_t x = 0; x < n; ++x) {
+    const T v = out[x] * scale * f[x];
+    out[x] = v;
+    peak = v > peak ? v : peak;
+  }
+  return peak;
+}
+
+template <typename T>
+void scale_in_place(T* __restrict out, T scale, int64_t n) {
+#pragma omp simd
+  for (int64_t x = 0; x < n; ++x) out[x] *= scale;
+}
+
+template <typename T>
+T sum(const T* __restrict x, int64_t n) {
+  T total = T(0);
+#pragma omp simd reduction(+ : total)
+  for (int64_t i = 0; i < n; ++i) total += x[i];
+  return total;
+}
+
 // out = first * prod(factors), rescaled to maximum 1 after every multiplication (so no partial
 // product underflows); returns the log of the factor removed: first * prod(factors) = out * exp(return).
 // An all-zero product stays zero and sets *is_zero. first == nullptr starts from factors[0]; no
@@ -55,33 +95,18 @@ double scaled_product(const T* first, const std::vector<const T*>& factors, T* o
     }
     start = factors[next++];
   }
-  T peak = T(0);
-#pragma omp simd reduction(max : peak)
-  for (int64_t x = 0; x < n; ++x) {
-    out[x] = start[x];
-    peak = std::max(peak, start[x]);
-  }
+  T peak = copy_max(out, start, n);
   double log_scale = 0.0;
-  for (; next < factors.size(); ++next) {
-    if (!(peak > T(0))) break;
-    const T inv = T(1) / peak;
+  for (; next < factors.size() && peak > T(0); ++next) {
     log_scale += std::log(double(peak));
-    const T* __restrict f = factors[next];
-    peak = T(0);
-#pragma omp simd reduction(max : peak)
-    for (int64_t x = 0; x < n; ++x) {
-      out[x] = (out[x] * inv) * f[x];
-      peak = std::max(peak, out[x]);
-    }
+    peak = multiply_max(out, factors[next], T(1) / peak, n);
   }
   *is_zero = !(peak > T(0));
   if (*is_zero) {
     std::fill(out, out + n, T(0));
     return log_scale;
   }
-  const T inv = T(1) / peak;
-#pragma omp simd
-  for (int64_t x = 0; x < n; ++x) out[x] *= inv;
+  scale_in_place(out, T(1) / peak, n);
   return log_scale + std::log(double(peak));
 }
 
@@ -152,7 +177,7 @@ void kernel_spectrum(const Plan<T>& plan, const T* kernel, T* re, T* im, T* work
 }
 
 template <typename T>
-T squared_norm(const T* x, int64_t n) {
+T squared_norm(const T* __restrict x, int64_t n) {
   T total = T(0);
 #pragma omp simd reduction(+ : total)
   for (int64_t i = 0; i < n; ++i) total += x[i] * x[i];
@@ -162,10 +187,10 @@ T squared_norm(const T* x, int64_t n) {
 // msg = max(r, 0) / max(r) floored at kMessageFloor, and returns max(r); a zero message (peak at or
 // below 256 eps |kernel|_2 |h|_2, the FFT's round-off level) becomes all ones and returns 0.
 template <typename T>
-T normalise_message(const T* raw, T* msg, int64_t n, T kernel_sq_norm, T belief_sq_norm) {
+T normalise_message(const T* __restrict raw, T* __restrict msg, int64_t n, T kernel_sq_norm, T belief_sq_norm) {
   T peak = T(0);
 #pragma omp simd reduction(max : peak)
-  for (int64_t x = 0; x < n; ++x) peak = std::max(peak, raw[x]);
+  for (int64_t x = 0; x < n; ++x) peak = raw[x] > peak ? raw[x] : peak;
   const T bound = T(256) * std::numeric_limits<T>::epsilon() * std::sqrt(kernel_sq_norm) * std::sqrt(belief_sq_norm);
   if (!(peak > bound)) {
     std::fill(msg, msg + n, T(1));
@@ -175,7 +200,10 @@ T normalise_message(const T* raw, T* msg, int64_t n, T kernel_sq_norm, T belief_
   // A division, not a multiplication by 1 / peak: the maximum must become exactly 1 (the backward
   // finds it again by that value).
 #pragma omp simd
-  for (int64_t x = 0; x < n; ++x) msg[x] = std::max(raw[x] / peak, floor);
+  for (int64_t x = 0; x < n; ++x) {
+    const T v = raw[x] / peak;
+    msg[x] = v > floor ? v : floor;
+  }
   return peak;
 }
 
@@ -283,10 +311,8 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
         for (int64_t node = 0; node < K; ++node) {
           bool zero = false;
           scaled_product(ub + node * HW, message_factors(tree.incoming[node], -1, (const T*)mb, HW), belief.data(), HW, &zero);
-          T total = T(0);
-#pragma omp simd reduction(+ : total)
-          for (int64_t x = 0; x < HW; ++x) total += belief[x];
-          T* dst = ob + node * HW;
+          const T total = sum(belief.data(), HW);
+          T* __restrict dst = ob + node * HW;
           if (total > T(0)) {
             const T scale = weight / total;
 #pragma omp simd
@@ -344,9 +370,11 @@ void product_backward(const std::vector<const T*>& factors, const std::vector<T*
     const double ratio_d = std::exp(log_e - log_d);
     const T ratio = T(std::min(ratio_d, double(std::numeric_limits<T>::max())));
     T* __restrict g = grads[k];
+    const T* __restrict gp = g_p;
+    const T* __restrict part = partial;
 #pragma omp simd
     for (int64_t x = 0; x < n; ++x) {
-      const T v = g_p[x] * partial[x];
+      const T v = gp[x] * part[x];
       g[x] += v == T(0) ? T(0) : v * ratio;  // no 0 * inf
     }
   }
@@ -404,10 +432,8 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
           }
           bool zero = false;
           const double log_d = scaled_product<T>(nullptr, factors, belief.data(), HW, &zero);
-          T total = T(0);
-#pragma omp simd reduction(+ : total)
-          for (int64_t x = 0; x < HW; ++x) total += belief[x];
-          const T* g = gb + node * HW;
+          const T total = sum(belief.data(), HW);
+          const T* __restrict g = gb + node * HW;
           if (!(total > T(0))) {  // uniform marginal: constant, only the weight sees a gradient
             T sum_g = T(0);
             for (int64_t x = 0; x < HW; ++x) sum_g += g[x];

@@ -35,6 +35,7 @@ with the tie-breaking of ``handops._reference.tree_map_reference``.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +45,7 @@ import triton.language as tl
 from handops._reference.tree_marginals import MESSAGE_FLOOR
 from handops.tree import Tree
 
-__all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs"]
+__all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS"]
 
 _FLOOR = tl.constexpr(MESSAGE_FLOOR)
 _NEG_INF = tl.constexpr(float("-inf"))
@@ -55,44 +56,42 @@ _NEG_INF = tl.constexpr(float("-inf"))
 # ---------------------------------------------------------------------------------------------
 
 
-@triton.jit
-def _div(x, y):
-    # A float32 `/` compiles to div.full.f32 (up to 2 ulp off); the reference divides with IEEE
-    # rounding, and the maxima must come out as exactly 1.
-    if x.dtype == tl.float32:
-        return tl.div_rn(x, y)
-    else:
-        return x / y
+# Divisions are written tl.fdiv(x, y, ieee_rounding=x.dtype == tl.float32): a float32 `/` compiles
+# to div.full.f32 (up to 2 ulp off) while the reference divides with IEEE rounding (which float64 `/`
+# already does, and which ieee_rounding cannot request for float64). The maxima come out as exactly 1.
+# Small register vectors are read with tl.sum(tl.where(slots == k, v, 0)), exact since the other
+# addends are 0. Both are spelled inline: every device-function call re-patches the interpreter.
 
 
 @triton.jit
-def _slot(values, slots, k):
-    """values[k] of a small register vector (exact: every other addend is 0)."""
-    return tl.sum(tl.where(slots == k, values, 0.0), axis=0)
+def _chain(u_ptr, f_base, fac_ptr, consts, slots, k, offs, mask, HW, RESCALED: tl.constexpr):
+    """A tile of the rescaled product after k factors: pre_k, or out_k = pre_k / c_k if RESCALED.
 
-
-@triton.jit
-def _chain_pre(u_ptr, f_base, fac_ptr, consts, slots, k, offs, mask, HW):
-    """pre_k of the rescaled product: pre_0 = u, pre_k = (pre_{k-1} / c_{k-1}) * f_k."""
+    pre_0 = u and pre_k = out_{k-1} * f_k, dividing by each constant before the next factor so
+    that nothing underflows, exactly in the reference's order.
+    """
     x = tl.load(u_ptr + offs, mask=mask, other=0.0)
     for j in range(1, k + 1):
         f_idx = tl.load(fac_ptr + j - 1).to(tl.int64)
         f = tl.load(f_base + f_idx * HW + offs, mask=mask, other=0.0)
-        x = _div(x, _slot(consts, slots, j - 1)) * f
+        c = tl.sum(tl.where(slots == j - 1, consts, 0.0), axis=0)
+        x = tl.fdiv(x, c, ieee_rounding=x.dtype == tl.float32) * f
+    if RESCALED:
+        c = tl.sum(tl.where(slots == k, consts, 0.0), axis=0)
+        x = tl.fdiv(x, c, ieee_rounding=x.dtype == tl.float32)
     return x
 
 
 @triton.jit
 def _chain_constants(u_ptr, f_base, fac_ptr, nf, HW, BLOCK: tl.constexpr, SLOTS: tl.constexpr):
-    """The rescaling constants c_0..c_nf of a product, one full pass over the map each."""
+    """The rescaling constants c_0..c_nf of a product (1 where a maximum is 0), a pass over the map each."""
     slots = tl.arange(0, SLOTS)
     consts = tl.full([SLOTS], 1.0, u_ptr.dtype.element_ty)
     for k in range(0, nf + 1):
         peak = tl.zeros([BLOCK], u_ptr.dtype.element_ty)
         for start in range(0, HW, BLOCK):
             offs = start + tl.arange(0, BLOCK)
-            mask = offs < HW
-            peak = tl.maximum(peak, _chain_pre(u_ptr, f_base, fac_ptr, consts, slots, k, offs, mask, HW))
+            peak = tl.maximum(peak, _chain(u_ptr, f_base, fac_ptr, consts, slots, k, offs, offs < HW, HW, False))
         top = tl.max(peak, axis=0)
         consts = tl.where(slots == k, tl.where(top > 0, top, 1.0), consts)
     return consts, slots
@@ -100,17 +99,21 @@ def _chain_constants(u_ptr, f_base, fac_ptr, nf, HW, BLOCK: tl.constexpr, SLOTS:
 
 @triton.jit
 def _chain_backward_tile(g, u_ptr, f_base, gf_base, fac_ptr, nf, consts, slots, offs, mask, HW):
-    """Pushes g = dL/dP of a tile into the factors' gradients (accumulated in place); returns dL/du."""
-    g = _div(g, _slot(consts, slots, nf))
+    """Pushes g = dL/d out_nf of a tile into the factors' gradients (+= in place); returns dL/du.
+
+    The intermediate out_{k-1} are recomputed for each k (n <= tree degree, so O(n^2) is cheap).
+    """
+    c = tl.sum(tl.where(slots == nf, consts, 0.0), axis=0)
+    g = tl.fdiv(g, c, ieee_rounding=g.dtype == tl.float32)  # now dL/d pre_nf
     for kk in range(0, nf):
         k = nf - kk
-        c_prev = _slot(consts, slots, k - 1)
-        out_prev = _div(_chain_pre(u_ptr, f_base, fac_ptr, consts, slots, k - 1, offs, mask, HW), c_prev)
+        out_prev = _chain(u_ptr, f_base, fac_ptr, consts, slots, k - 1, offs, mask, HW, True)
         f_idx = tl.load(fac_ptr + k - 1).to(tl.int64)
         f = tl.load(f_base + f_idx * HW + offs, mask=mask, other=0.0)
         gf_ptr = gf_base + f_idx * HW + offs
         tl.store(gf_ptr, tl.load(gf_ptr, mask=mask, other=0.0) + g * out_prev, mask=mask)
-        g = _div(g * f, c_prev)
+        c = tl.sum(tl.where(slots == k - 1, consts, 0.0), axis=0)
+        g = tl.fdiv(g * f, c, ieee_rounding=g.dtype == tl.float32)
     return g
 
 
@@ -184,13 +187,11 @@ def _rescaled_product_kernel(
     u_ptr = unary_ptr + (image * num_nodes + node) * HW
     f_base = msgs_ptr + pair * num_messages * HW
     consts, slots = _chain_constants(u_ptr, f_base, fac_ptr, nf, HW, BLOCK, SLOTS)
-    c_last = _slot(consts, slots, nf)
     o_ptr = out_ptr + (pair * num_items + item) * HW
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        x = _chain_pre(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, mask, HW)
-        tl.store(o_ptr + offs, _div(x, c_last), mask=mask)
+        tl.store(o_ptr + offs, _chain(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, mask, HW, True), mask=mask)
 
 
 @triton.jit
@@ -230,7 +231,7 @@ def _message_rescale_kernel(raw_ptr, msgs_ptr, msg_tab, num_messages, HW, BLOCK:
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        msg = tl.where(informative, _div(tl.load(src + offs, mask=mask, other=0.0), scale), 1.0)
+        msg = tl.where(informative, tl.fdiv(tl.load(src + offs, mask=mask, other=0.0), scale, ieee_rounding=scale.dtype == tl.float32), 1.0)
         # The reference floors as msg + clamp(FLOOR - msg, 0): the same two roundings.
         tl.store(dst + offs, msg + tl.maximum(_FLOOR - msg, 0.0), mask=mask)
 
@@ -250,11 +251,10 @@ def _belief_marginal_kernel(
     u_ptr = unary_ptr + (image * num_nodes + node) * HW
     f_base = msgs_ptr + pair * num_messages * HW
     consts, slots = _chain_constants(u_ptr, f_base, fac_ptr, nf, HW, BLOCK, SLOTS)
-    c_last = _slot(consts, slots, nf)
     acc = tl.zeros([BLOCK], unary_ptr.dtype.element_ty)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        acc += _div(_chain_pre(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, offs < HW, HW), c_last)
+        acc += _chain(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, offs < HW, HW, True)
     total = tl.sum(acc, axis=0)
     positive = total > 0
     safe_total = tl.where(positive, total, 1.0)
@@ -264,8 +264,9 @@ def _belief_marginal_kernel(
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        belief = _div(_chain_pre(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, mask, HW), c_last)
-        tl.store(o_ptr + offs, tl.where(positive, _div(belief, safe_total), uniform), mask=mask)
+        belief = _chain(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, mask, HW, True)
+        p = tl.fdiv(belief, safe_total, ieee_rounding=belief.dtype == tl.float32)
+        tl.store(o_ptr + offs, tl.where(positive, p, uniform), mask=mask)
 
 
 @triton.jit
@@ -300,11 +301,10 @@ def _belief_backward_kernel(
     f_base = msgs_ptr + pair * num_messages * HW
     gf_base = gmsg_ptr + pair * num_messages * HW
     consts, slots = _chain_constants(u_ptr, f_base, fac_ptr, nf, HW, BLOCK, SLOTS)
-    c_last = _slot(consts, slots, nf)
     acc = tl.zeros([BLOCK], unary_ptr.dtype.element_ty)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
-        acc += _div(_chain_pre(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, offs < HW, HW), c_last)
+        acc += _chain(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, offs < HW, HW, True)
     total = tl.sum(acc, axis=0)
     positive = total > 0
     safe_total = tl.where(positive, total, 1.0)
@@ -315,11 +315,11 @@ def _belief_backward_kernel(
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
-        belief = _div(_chain_pre(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, mask, HW), c_last)
-        p = _div(belief, safe_total)
+        belief = _chain(u_ptr, f_base, fac_ptr, consts, slots, nf, offs, mask, HW, True)
+        p = tl.fdiv(belief, safe_total, ieee_rounding=belief.dtype == tl.float32)
         g = tl.load(g_ptr + offs, mask=mask, other=0.0)
         gw_acc += g * tl.where(positive, p, uniform)
-        gt_acc += (g * w) * _div(p, safe_total)
+        gt_acc += (g * w) * tl.fdiv(p, safe_total, ieee_rounding=p.dtype == tl.float32)
     tl.store(gw_part_ptr + pair * num_nodes + node, tl.sum(gw_acc, axis=0))
     g_total = -tl.sum(gt_acc, axis=0)  # d/dT of belief / T, pushed back through T = sum(belief)
 
@@ -328,7 +328,7 @@ def _belief_backward_kernel(
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
         g = tl.load(g_ptr + offs, mask=mask, other=0.0) * w
-        g_belief = tl.where(positive, _div(g, safe_total) + g_total, 0.0)
+        g_belief = tl.where(positive, tl.fdiv(g, safe_total, ieee_rounding=g.dtype == tl.float32) + g_total, 0.0)
         g_u = _chain_backward_tile(g_belief, u_ptr, f_base, gf_base, fac_ptr, nf, consts, slots, offs, mask, HW)
         tl.store(gu + offs, g_u, mask=mask)
 
@@ -351,7 +351,7 @@ def _message_grad_unscale_kernel(raw_ptr, gmsg_ptr, graw_ptr, msg_tab, num_messa
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
         g = tl.load(g_src + offs, mask=mask, other=0.0)
-        tl.store(graw_ptr + base + offs, tl.where(informative, _div(g, scale), 0.0), mask=mask)
+        tl.store(graw_ptr + base + offs, tl.where(informative, tl.fdiv(g, scale, ieee_rounding=g.dtype == tl.float32), 0.0), mask=mask)
 
 
 @triton.jit
@@ -670,27 +670,55 @@ def _plan(tree: Tree, device: torch.device) -> _Plan:
     )
 
 
-def _map_block(hw: int) -> int:
-    """1-D tile over a flattened map: reductions loop over tiles of this size."""
-    return min(triton.next_power_of_2(hw), 1024)
+@dataclass(frozen=True)
+class _Sizes:
+    """Every compile-time tile size of a launch; the launchers and compile_specs both read these."""
+
+    BLOCK: int  # 1-D tile over a flattened map; whole-map reductions loop over such tiles
+    SLOTS: int  # register slots for the constants c_0..c_n of a product
+    BLOCK_H: int  # 2-D output tile of the direct convolutions
+    BLOCK_W: int
+    BLOCK_T: int  # kernel taps per program of the kernel gradient
+    BLOCK_Q: int  # map positions per step of the kernel gradient
+    NODES: int  # register slots for the decoded position of every node
+    conv_tiles: int
+    tap_tiles: int
+
+    def pick(self, kernel) -> dict:
+        """The constexpr arguments of ``kernel``."""
+        return {name: getattr(self, name) for name in _constexpr_names(kernel)}
 
 
-def _conv_tile(height: int, width: int) -> tuple[int, int]:
-    """2-D output tile of the direct convolutions (small enough for many programs per map)."""
-    return min(triton.next_power_of_2(height), 16), min(triton.next_power_of_2(width), 32)
+@functools.cache
+def _constexpr_names(kernel) -> tuple[str, ...]:
+    # Read from the Python signature: works for jitted and interpreted kernels alike.
+    params = inspect.signature(kernel.fn).parameters.values()
+    return tuple(p.name for p in params if "constexpr" in str(p.annotation))
 
 
-def _kernel_grad_blocks(taps: int, hw: int) -> tuple[int, int]:
-    return min(triton.next_power_of_2(taps), 64), min(triton.next_power_of_2(hw), 64)
+def _sizes(height: int, width: int, kh: int, kw: int, tree: Tree) -> _Sizes:
+    hw, taps = height * width, kh * kw
+    block_h = min(triton.next_power_of_2(height), 16)
+    block_w = min(triton.next_power_of_2(width), 32)
+    block_t = min(triton.next_power_of_2(taps), 64)
+    return _Sizes(
+        BLOCK=min(triton.next_power_of_2(hw), 1024),
+        SLOTS=_slots_for(_max_factors(tree)),
+        BLOCK_H=block_h,
+        BLOCK_W=block_w,
+        BLOCK_T=block_t,
+        BLOCK_Q=min(triton.next_power_of_2(hw), 64),
+        NODES=triton.next_power_of_2(tree.num_nodes),
+        conv_tiles=triton.cdiv(height, block_h) * triton.cdiv(width, block_w),
+        tap_tiles=triton.cdiv(taps, block_t),
+    )
 
 
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
-    if dtype not in (torch.float32, torch.float64):
-        dtype = torch.float32
-    return dtype
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def _check_shapes(unary, pairwise, tree, weights=None):
@@ -705,31 +733,24 @@ def _check_shapes(unary, pairwise, tree, weights=None):
         raise ValueError(f"weights must be [B, L] = [{batch}, {pairwise.shape[1]}], got {list(weights.shape)}")
 
 
-def _forward_levels(unary, pairwise, msgs, plan, levels, sizes, on_level):
-    """Runs product + convolution for each level in ``levels``; ``on_level(level, h, raw)`` finishes it."""
+def _run_levels(unary, pairwise, msgs, plan, sizes, levels, h, raw, finish_level):
+    """For each level: h = products into its messages, raw = their convolutions; then finish_level."""
     batch, num_nodes, height, width = unary.shape
     _, num_models, num_messages, kh, kw = pairwise.shape
-    hw = height * width
     pairs = batch * num_models
-    block = _map_block(hw)
-    block_h, block_w = _conv_tile(height, width)
-    conv_tiles = triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
     kernel_batched = int(pairwise.shape[0] != 1)
-    max_size = max(sizes)
-    h = unary.new_empty(pairs, max_size, hw)
-    raw = unary.new_empty(pairs, max_size, hw)
     for level in levels:
         _rescaled_product_kernel[(pairs, level.size)](
             unary, msgs, h, level.node, level.nfac, level.fac,
-            num_models, num_nodes, num_messages, hw, plan.max_factors,
-            BLOCK=block, SLOTS=plan.slots,
+            num_models, num_nodes, num_messages, height * width, plan.max_factors,
+            **sizes.pick(_rescaled_product_kernel),
         )
-        _message_conv_kernel[(pairs, level.size, conv_tiles)](
+        _message_conv_kernel[(pairs, level.size, sizes.conv_tiles)](
             h, pairwise, raw, level.msg,
             num_models, num_messages, kernel_batched, height, width, kh, kw,
-            BLOCK_H=block_h, BLOCK_W=block_w,
+            **sizes.pick(_message_conv_kernel),
         )
-        on_level(level, h, raw)
+        finish_level(level)
 
 
 def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights: torch.Tensor, tree: Tree):
@@ -738,30 +759,35 @@ def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights:
     unary, pairwise, weights = (t.to(dtype).contiguous() for t in (unary, pairwise, weights))
     _check_shapes(unary, pairwise, tree, weights)
     batch, num_nodes, height, width = unary.shape
-    num_models, num_messages = pairwise.shape[1], pairwise.shape[2]
+    _, num_models, num_messages, kh, kw = pairwise.shape
     hw = height * width
+    pairs = batch * num_models
     marginals = unary.new_zeros(batch, num_nodes, height, width)
     msgs = unary.new_zeros(batch, num_models, num_messages, height, width)
-    pairs = batch * num_models
     if pairs == 0:
         return marginals, msgs
     plan = _plan(tree, unary.device)
-    block = _map_block(hw)
-    msgs_arg = msgs if msgs.numel() else unary  # a single-node tree has no messages to read
-
-    def rescale(level, h, raw):
-        _message_rescale_kernel[(pairs, level.size)](raw, msgs, level.msg, num_messages, hw, BLOCK=block)
+    sizes = _sizes(height, width, kh, kw, tree)
 
     if tree.levels:
-        _forward_levels(unary, pairwise, msgs, plan, plan.levels, tree.level_sizes, rescale)
+        h = unary.new_empty(pairs, max(tree.level_sizes), hw)
+        raw = torch.empty_like(h)
+
+        def rescale(level):
+            _message_rescale_kernel[(pairs, level.size)](raw, msgs, level.msg, num_messages, hw, **sizes.pick(_message_rescale_kernel))
+
+        _run_levels(unary, pairwise, msgs, plan, sizes, plan.levels, h, raw, rescale)
+
     per_model = unary.new_empty(batch, num_models, num_nodes, hw)
     _belief_marginal_kernel[(pairs, num_nodes)](
-        unary, msgs_arg, per_model, plan.belief_nfac, plan.belief_fac,
+        unary, msgs if num_messages else unary, per_model, plan.belief_nfac, plan.belief_fac,
         num_models, num_nodes, num_messages, hw, plan.max_factors,
-        BLOCK=block, SLOTS=plan.slots,
+        **sizes.pick(_belief_marginal_kernel),
     )
     khw = num_nodes * hw
-    _mixture_kernel[(batch, triton.cdiv(khw, block))](per_model, weights, marginals, num_models, khw, BLOCK=block)
+    _mixture_kernel[(batch, triton.cdiv(khw, sizes.BLOCK))](
+        per_model, weights, marginals, num_models, khw, **sizes.pick(_mixture_kernel)
+    )
     return marginals, msgs
 
 
@@ -777,49 +803,46 @@ def tree_marginals_backward(grad, unary, pairwise, weights, msgs, tree: Tree):
     if pairs == 0:
         return torch.zeros_like(unary), torch.zeros_like(pairwise), torch.zeros_like(weights)
     plan = _plan(tree, unary.device)
-    block = _map_block(hw)
-    block_h, block_w = _conv_tile(height, width)
-    conv_tiles = triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
-    block_t, block_q = _kernel_grad_blocks(kh * kw, hw)
+    sizes = _sizes(height, width, kh, kw, tree)
     kernel_batched = int(pairwise.shape[0] != 1)
 
-    g_u = unary.new_zeros(batch, num_models, num_nodes, hw)
+    g_u = unary.new_zeros(batch, num_models, num_nodes, hw)  # per model; summed over models at the end
     g_msgs = unary.new_zeros(batch, num_models, num_messages, hw)
     g_kernels = unary.new_zeros(batch, num_models, num_messages, kh, kw)
     g_w_parts = unary.new_empty(batch, num_models, num_nodes)
-    msgs_arg = msgs if msgs.numel() else unary
-    g_msgs_arg = g_msgs if g_msgs.numel() else g_u
 
     _belief_backward_kernel[(pairs, num_nodes)](
-        grad, weights, unary, msgs_arg, g_u, g_msgs_arg, g_w_parts, plan.belief_nfac, plan.belief_fac,
-        num_models, num_nodes, num_messages, hw, plan.max_factors,
-        BLOCK=block, SLOTS=plan.slots,
+        grad, weights, unary, msgs if num_messages else unary, g_u, g_msgs if num_messages else g_u, g_w_parts,
+        plan.belief_nfac, plan.belief_fac, num_models, num_nodes, num_messages, hw, plan.max_factors,
+        **sizes.pick(_belief_backward_kernel),
     )
     if tree.levels:
-        max_size = max(tree.level_sizes)
-        g_raw = unary.new_empty(pairs, max_size, hw)
-        g_h = unary.new_empty(pairs, max_size, hw)
+        h = unary.new_empty(pairs, max(tree.level_sizes), hw)
+        raw, g_raw, g_h = torch.empty_like(h), torch.empty_like(h), torch.empty_like(h)
 
-        def backward_level(level, h, raw):
-            _message_grad_unscale_kernel[(pairs, level.size)](raw, g_msgs, g_raw, level.msg, num_messages, hw, BLOCK=block)
-            _message_conv_transpose_kernel[(pairs, level.size, conv_tiles)](
+        def backward_level(level):
+            _message_grad_unscale_kernel[(pairs, level.size)](
+                raw, g_msgs, g_raw, level.msg, num_messages, hw, **sizes.pick(_message_grad_unscale_kernel)
+            )
+            _message_conv_transpose_kernel[(pairs, level.size, sizes.conv_tiles)](
                 g_raw, pairwise, g_h, level.msg,
                 num_models, num_messages, kernel_batched, height, width, kh, kw,
-                BLOCK_H=block_h, BLOCK_W=block_w,
+                **sizes.pick(_message_conv_transpose_kernel),
             )
-            _kernel_grad_kernel[(pairs, level.size, triton.cdiv(kh * kw, block_t))](
+            _kernel_grad_kernel[(pairs, level.size, sizes.tap_tiles)](
                 g_raw, h, g_kernels, level.msg, num_messages, height, width, kh, kw,
-                BLOCK_T=block_t, BLOCK_Q=block_q,
+                **sizes.pick(_kernel_grad_kernel),
             )
             _product_backward_kernel[(pairs, level.num_groups)](
                 unary, msgs, g_h, g_u, g_msgs,
                 level.node, level.nfac, level.fac, level.group_node, level.group_size, level.group_item,
                 level.size, num_models, num_nodes, num_messages, hw, plan.max_factors, plan.max_group,
-                BLOCK=block, SLOTS=plan.slots,
+                **sizes.pick(_product_backward_kernel),
             )
 
-        # Each level is recomputed from the saved messages just before its gradient is pushed back.
-        _forward_levels(unary, pairwise, msgs, plan, reversed(plan.levels), tree.level_sizes, backward_level)
+        # Each level's products and convolutions are recomputed from the saved messages (bitwise
+        # the forward's values and constants) just before its gradient is pushed back.
+        _run_levels(unary, pairwise, msgs, plan, sizes, reversed(plan.levels), h, raw, backward_level)
 
     g_unary = g_u.sum(1).view(batch, num_nodes, height, width)
     g_pairwise = g_kernels if pairwise.shape[0] == batch else g_kernels.sum(0, keepdim=True)
@@ -838,39 +861,89 @@ def tree_map_forward(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree):
     if batch == 0:
         return unary.new_empty(unary.shape), config
     plan = _plan(tree, unary.device)
-    block = _map_block(hw)
-    block_h, block_w = _conv_tile(height, width)
-    conv_tiles = triton.cdiv(height, block_h) * triton.cdiv(width, block_w)
+    sizes = _sizes(height, width, kh, kw, tree)
     kernel_batched = int(pairwise.shape[0] != 1)
-    # The logs (and the final exp) are torch's own, so that every value and therefore every
-    # tie of the reference is reproduced bitwise; the kernels only add, compare and subtract.
+    # The logs (and the final exp) are torch's own, so that every value, and so every tie the
+    # reference breaks, is reproduced bitwise: the kernels only add, compare and subtract.
     log_unary = torch.log(unary)
     log_kernels = torch.log(pairwise)
-    msgs = unary.new_zeros(batch, max(num_messages, 1), hw)
-    log_h = unary.new_zeros(batch, max(num_messages, 1), hw)
-    source = torch.full((batch, max(num_messages, 1), hw), -1, dtype=torch.int32, device=unary.device)
+    slots = max(num_messages, 1)
+    msgs = unary.new_zeros(batch, slots, hw)
+    log_h = unary.new_zeros(batch, slots, hw)  # kept for every message: the decoder's fallback
+    source = torch.full((batch, slots, hw), -1, dtype=torch.int32, device=unary.device)
     if tree.levels:
         best = unary.new_empty(batch, max(tree.level_sizes), hw)
         for level in plan.levels:
-            _log_sum_kernel[(batch, level.size, triton.cdiv(hw, block))](
+            _log_sum_kernel[(batch, level.size, triton.cdiv(hw, sizes.BLOCK))](
                 log_unary, msgs, log_h, level.msg, level.node, level.nfac, level.fac,
-                num_nodes, num_messages, hw, plan.max_factors, BLOCK=block,
+                num_nodes, num_messages, hw, plan.max_factors, **sizes.pick(_log_sum_kernel),
             )
-            _max_conv_kernel[(batch, level.size, conv_tiles)](
+            _max_conv_kernel[(batch, level.size, sizes.conv_tiles)](
                 log_h, log_kernels, best, source, level.msg,
-                num_messages, kernel_batched, height, width, kh, kw,
-                BLOCK_H=block_h, BLOCK_W=block_w,
+                num_messages, kernel_batched, height, width, kh, kw, **sizes.pick(_max_conv_kernel),
             )
-            _max_message_kernel[(batch, level.size)](best, msgs, level.msg, num_messages, hw, BLOCK=block)
+            _max_message_kernel[(batch, level.size)](best, msgs, level.msg, num_messages, hw, **sizes.pick(_max_message_kernel))
     max_marginals = unary.new_empty(batch, num_nodes, height, width)
     _max_marginals_kernel[(batch, num_nodes)](
         log_unary, msgs, max_marginals, plan.belief_nfac, plan.belief_fac,
-        num_nodes, num_messages, hw, plan.max_factors, BLOCK=block,
+        num_nodes, num_messages, hw, plan.max_factors, **sizes.pick(_max_marginals_kernel),
     )
     max_marginals.exp_()
     _map_decode_kernel[(batch,)](
         max_marginals, log_h, source, config, plan.order, plan.parent, plan.up_msg,
-        tree.root, num_nodes, num_messages, width, hw,
-        BLOCK=block, NODES=triton.next_power_of_2(num_nodes),
+        tree.root, num_nodes, num_messages, width, hw, **sizes.pick(_map_decode_kernel),
     )
     return max_marginals, config
+
+
+# ---------------------------------------------------------------------------------------------
+# Ahead-of-time compilation
+# ---------------------------------------------------------------------------------------------
+
+KERNELS = (
+    _rescaled_product_kernel,
+    _message_conv_kernel,
+    _message_rescale_kernel,
+    _belief_marginal_kernel,
+    _mixture_kernel,
+    _belief_backward_kernel,
+    _message_grad_unscale_kernel,
+    _message_conv_transpose_kernel,
+    _kernel_grad_kernel,
+    _product_backward_kernel,
+    _log_sum_kernel,
+    _max_conv_kernel,
+    _max_message_kernel,
+    _max_marginals_kernel,
+    _map_decode_kernel,
+)
+
+_INT_POINTERS = {"source_ptr": "*i32", "config_ptr": "*i64"}
+
+
+def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size: tuple[int, int], tree: Tree):
+    """(kernel, signature, constexprs) of every kernel of this module, for ``triton.compile``.
+
+    The constexprs are the ones the launchers pick for these sizes. Argument types follow the
+    naming: ``*_ptr`` a tensor of ``dtype`` (``source_ptr`` int32, ``config_ptr`` int64), ``*_tab`` an
+    int32 table, a ``tl.constexpr`` annotation a constexpr, anything else an int32 scalar.
+    """
+    if isinstance(kernel_size, int):
+        kernel_size = (kernel_size, kernel_size)
+    sizes = _sizes(height, width, kernel_size[0], kernel_size[1], tree)
+    pointer = {torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
+    specs = []
+    for kernel in KERNELS:
+        signature = {}
+        constexprs = _constexpr_names(kernel)
+        for name in kernel.arg_names:
+            if name in constexprs:
+                signature[name] = "constexpr"
+            elif name.endswith("_ptr"):
+                signature[name] = _INT_POINTERS.get(name, pointer)
+            elif name.endswith("_tab"):
+                signature[name] = "*i32"
+            else:
+                signature[name] = "i32"
+        specs.append((kernel, signature, sizes.pick(kernel)))
+    return specs

@@ -515,7 +515,7 @@ def _max_message_kernel(best_ptr, msgs_ptr, msg_tab, num_messages, HW, BLOCK: tl
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
         x = tl.load(src + offs, mask=mask, other=0.0)
-        tl.store(dst + offs, tl.where(finite, x - top, 0.0), mask=mask)
+        tl.store(dst + offs, tl.where(finite, x - tl.where(finite, top, 0.0), 0.0), mask=mask)  # no -inf - -inf
 
 
 @triton.jit
@@ -548,7 +548,7 @@ def _max_marginals_kernel(
         for j in range(0, nf):
             k = tl.load(fac_tab + node * max_factors + j)
             x = x + tl.load(f_base + k * HW + offs, mask=mask, other=0.0)
-        tl.store(o_ptr + offs, tl.where(finite, x - top, 0.0), mask=mask)
+        tl.store(o_ptr + offs, tl.where(finite, x - tl.where(finite, top, 0.0), 0.0), mask=mask)
 
 
 @triton.jit

@@ -55,17 +55,22 @@ def _assert_close(actual, expected, rtol):
 
 
 def _check_sum_product(unary, pairwise, weights, tree, rtol=1e-10, seed=1):
+    """Forward (marginals and messages) and backward (all three gradients) against the reference,
+    always evaluated in float64: for float32 inputs that is the truth the kernels approximate."""
     marginals, msgs = tt.tree_marginals_forward(unary, pairwise, weights, tree)
-    ref_marginals, ref_msgs = tree_marginals_reference(unary, pairwise, weights, tree)
-    _assert_close(marginals, ref_marginals, rtol)
-    _assert_close(msgs, ref_msgs, rtol)
+    assert marginals.dtype == msgs.dtype == unary.dtype
+    ref_inputs = [t.double() for t in (unary, pairwise, weights)]
+    ref_marginals, ref_msgs = tree_marginals_reference(*ref_inputs, tree)
+    _assert_close(marginals.double(), ref_marginals, rtol)
+    _assert_close(msgs.double(), ref_msgs, rtol)
     grad = torch.rand(unary.shape, generator=torch.Generator().manual_seed(seed), dtype=unary.dtype).to(DEVICE) - 0.5
     # The backward gets non-contiguous grad and messages, as autograd may hand them over.
     grad = grad.transpose(2, 3).contiguous().transpose(2, 3)
     msgs_view = msgs.transpose(3, 4).contiguous().transpose(3, 4)
     grads = tt.tree_marginals_backward(grad, unary, pairwise, weights, msgs_view, tree)
-    for got, want in zip(grads, _reference_grads(grad, unary, pairwise, weights, tree)):
-        _assert_close(got, want, rtol)
+    for got, want, like in zip(grads, _reference_grads(grad.double(), *ref_inputs, tree), (unary, pairwise, weights)):
+        assert got.dtype == unary.dtype and got.shape == like.shape
+        _assert_close(got.double(), want, rtol)
     return marginals, msgs, grads
 
 
@@ -113,11 +118,7 @@ def test_non_contiguous_inputs():
 
 def test_float32():
     unary, pairwise, weights = _inputs(SMALL_TREE, 2, 6, 7, (3, 3), 2, 1, dtype=torch.float32, seed=6)
-    marginals, msgs, grads = _check_sum_product(unary, pairwise, weights, SMALL_TREE, rtol=2e-5)
-    assert marginals.dtype == msgs.dtype == torch.float32 and all(g.dtype == torch.float32 for g in grads)
-    # And close to the float64 truth, not just to the float32 reference.
-    ref64, _ = tree_marginals_reference(unary.double(), pairwise.double(), weights.double(), SMALL_TREE)
-    _assert_close(marginals.double(), ref64, 2e-5)
+    _check_sum_product(unary, pairwise, weights, SMALL_TREE, rtol=1e-5)
     max_marginals, config = tt.tree_map_forward(unary, pairwise[:, 0], SMALL_TREE)
     ref_max_marginals, ref_config = tree_map_reference(unary, pairwise[:, 0], SMALL_TREE)
     assert max_marginals.dtype == torch.float32

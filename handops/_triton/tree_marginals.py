@@ -48,7 +48,6 @@ from handops.tree import Tree
 __all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS"]
 
 _FLOOR = tl.constexpr(MESSAGE_FLOOR)
-_NEG_INF = tl.constexpr(float("-inf"))
 
 
 # ---------------------------------------------------------------------------------------------

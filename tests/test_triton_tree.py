@@ -87,6 +87,18 @@ def test_sum_product_matches_reference(batch, size, kernel, models, shared_kerne
     _check_sum_product(unary, pairwise, weights, SMALL_TREE)
 
 
+def test_multi_tile_paths(monkeypatch):
+    # Tiny tile limits make every whole-map reduction, convolution and kernel gradient loop over
+    # several (partial) tiles, as 46x46 and 128x128 maps do with the real limits.
+    monkeypatch.setattr(tt, "TILE_LIMITS", {"BLOCK": 16, "BLOCK_H": 4, "BLOCK_W": 4, "BLOCK_T": 4, "BLOCK_Q": 8})
+    unary, pairwise, weights = _inputs(SMALL_TREE, 1, 6, 9, (5, 3), 1, 1, seed=11)
+    _check_sum_product(unary, pairwise, weights, SMALL_TREE)
+    max_marginals, config = tt.tree_map_forward(unary, pairwise[:, 0], SMALL_TREE)
+    ref_max_marginals, ref_config = tree_map_reference(unary, pairwise[:, 0], SMALL_TREE)
+    _assert_close(max_marginals, ref_max_marginals, 1e-12)
+    assert torch.equal(config, ref_config)
+
+
 def test_sum_product_products_of_several_messages():
     # Node 0 has degree 3: its belief multiplies three messages, each message out of it two.
     unary, pairwise, weights = _inputs(STAR_TREE, 1, 6, 6, (3, 3), 2, 1, seed=3)
@@ -212,6 +224,25 @@ def test_tree_map_ties_break_like_the_reference():
     ref_max_marginals, ref_config = tree_map_reference(unary, pairwise, SMALL_TREE)
     assert torch.equal(max_marginals, ref_max_marginals)
     assert torch.equal(config, ref_config)
+
+
+def test_cuda_dispatch_glue_calls_the_triton_launchers():
+    # The CUDA kernels registered for the handops ops call this module; call them directly here.
+    from handops.ops import tree_marginals as ops
+
+    assert ops._triton_module() is tt
+    unary, pairwise, weights = _inputs(SMALL_TREE, 1, 5, 6, (3, 3), 1, 1, seed=12)
+    schedule, level_sizes = SMALL_TREE.flat_messages(), list(SMALL_TREE.level_sizes)
+    marginals, msgs = ops._cuda_forward(unary, pairwise, weights, schedule, level_sizes)
+    _assert_close(marginals, tree_marginals_reference(unary, pairwise, weights, SMALL_TREE)[0], 1e-10)
+    grad = torch.rand_like(unary)
+    grads = ops._cuda_backward(grad, unary, pairwise, weights, msgs, schedule, level_sizes)
+    for got, want in zip(grads, _reference_grads(grad, unary, pairwise, weights, SMALL_TREE)):
+        _assert_close(got, want, 1e-10)
+    max_marginals, config = ops._cuda_map(unary, pairwise[:, 0], schedule, level_sizes)
+    assert torch.equal(config, tree_map_reference(unary, pairwise[:, 0], SMALL_TREE)[1])
+    with pytest.raises(ValueError, match="non-negative"):
+        ops._cuda_forward(-unary, pairwise, weights, schedule, level_sizes)
 
 
 # ---------------------------------------------------------------------------------------------

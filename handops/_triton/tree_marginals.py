@@ -695,19 +695,26 @@ def _constexpr_names(kernel) -> tuple[str, ...]:
     return tuple(p.name for p in params if "constexpr" in str(p.annotation))
 
 
+# Largest tiles; smaller maps get the next power of two above their size. 16x32 conv tiles give a
+# 46x46 map 6 programs per message; 32x64 kernel-gradient tiles keep it near 100 registers.
+# (Tests shrink these to run the multi-tile paths on small maps.)
+TILE_LIMITS = {"BLOCK": 1024, "BLOCK_H": 16, "BLOCK_W": 32, "BLOCK_T": 32, "BLOCK_Q": 64}
+
+
 def _sizes(height: int, width: int, kh: int, kw: int, tree: Tree) -> _Sizes:
     hw, taps = height * width, kh * kw
-    block_h = min(triton.next_power_of_2(height), 16)
-    block_w = min(triton.next_power_of_2(width), 32)
-    block_t = min(triton.next_power_of_2(taps), 64)
+    pow2 = triton.next_power_of_2
+    block_h = min(pow2(height), TILE_LIMITS["BLOCK_H"])
+    block_w = min(pow2(width), TILE_LIMITS["BLOCK_W"])
+    block_t = min(pow2(taps), TILE_LIMITS["BLOCK_T"])
     return _Sizes(
-        BLOCK=min(triton.next_power_of_2(hw), 1024),
+        BLOCK=min(pow2(hw), TILE_LIMITS["BLOCK"]),
         SLOTS=_slots_for(_max_factors(tree)),
         BLOCK_H=block_h,
         BLOCK_W=block_w,
         BLOCK_T=block_t,
-        BLOCK_Q=min(triton.next_power_of_2(hw), 64),
-        NODES=triton.next_power_of_2(tree.num_nodes),
+        BLOCK_Q=min(pow2(hw), TILE_LIMITS["BLOCK_Q"]),
+        NODES=pow2(tree.num_nodes),
         conv_tiles=triton.cdiv(height, block_h) * triton.cdiv(width, block_w),
         tap_tiles=triton.cdiv(taps, block_t),
     )

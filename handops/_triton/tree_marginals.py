@@ -599,17 +599,12 @@ class _Level:
 class _Plan:
     max_factors: int
     max_group: int
-    slots: int
     levels: tuple[_Level, ...]
     belief_nfac: torch.Tensor  # [K]
     belief_fac: torch.Tensor  # [K, max_factors]
     order: torch.Tensor  # [K - 1] non-root nodes, parents first
     parent: torch.Tensor  # [K]
     up_msg: torch.Tensor  # [K] index of node -> parent (0 for the root)
-
-
-def _slots_for(max_factors: int) -> int:
-    return triton.next_power_of_2(max_factors + 1)  # c_0 .. c_n
 
 
 def _max_factors(tree: Tree) -> int:
@@ -659,7 +654,6 @@ def _plan(tree: Tree, device: torch.device) -> _Plan:
     return _Plan(
         max_factors=max_factors,
         max_group=max_group,
-        slots=_slots_for(max_factors),
         levels=tuple(levels),
         belief_nfac=vector(len(f) for f in incoming),
         belief_fac=table(incoming, max_factors),
@@ -709,7 +703,7 @@ def _sizes(height: int, width: int, kh: int, kw: int, tree: Tree) -> _Sizes:
     block_t = min(pow2(taps), TILE_LIMITS["BLOCK_T"])
     return _Sizes(
         BLOCK=min(pow2(hw), TILE_LIMITS["BLOCK"]),
-        SLOTS=_slots_for(_max_factors(tree)),
+        SLOTS=pow2(_max_factors(tree) + 1),  # c_0 .. c_n
         BLOCK_H=block_h,
         BLOCK_W=block_w,
         BLOCK_T=block_t,
@@ -873,10 +867,10 @@ def tree_map_forward(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree):
     # reference breaks, is reproduced bitwise: the kernels only add, compare and subtract.
     log_unary = torch.log(unary)
     log_kernels = torch.log(pairwise)
-    slots = max(num_messages, 1)
-    msgs = unary.new_zeros(batch, slots, hw)
-    log_h = unary.new_zeros(batch, slots, hw)  # kept for every message: the decoder's fallback
-    source = torch.full((batch, slots, hw), -1, dtype=torch.int32, device=unary.device)
+    channels = max(num_messages, 1)  # a single-node tree still needs valid pointers
+    msgs = unary.new_zeros(batch, channels, hw)
+    log_h = unary.new_zeros(batch, channels, hw)  # kept for every message: the decoder's fallback
+    source = torch.full((batch, channels, hw), -1, dtype=torch.int32, device=unary.device)
     if tree.levels:
         best = unary.new_empty(batch, max(tree.level_sizes), hw)
         for level in plan.levels:

@@ -43,7 +43,7 @@ def _inputs(tree, batch, height, width, kernel=(3, 3), models=1, kernel_batch=No
 
 def _reference_grads(grad, unary, pairwise, weights, tree):
     inputs = [t.detach().clone().requires_grad_(True) for t in (unary, pairwise, weights)]
-    marginals, _ = tree_marginals_reference(*inputs, tree)
+    marginals = tree_marginals_reference(*inputs, tree)[0]
     return torch.autograd.grad(marginals, inputs, grad)
 
 
@@ -57,17 +57,18 @@ def _assert_close(actual, expected, rtol):
 def _check_sum_product(unary, pairwise, weights, tree, rtol=1e-10, seed=1):
     """Forward (marginals and messages) and backward (all three gradients) against the reference,
     always evaluated in float64: for float32 inputs that is the truth the kernels approximate."""
-    marginals, msgs = tt.tree_marginals_forward(unary, pairwise, weights, tree)
+    marginals, msgs, scales = tt.tree_marginals_forward(unary, pairwise, weights, tree)
     assert marginals.dtype == msgs.dtype == unary.dtype
     ref_inputs = [t.double() for t in (unary, pairwise, weights)]
-    ref_marginals, ref_msgs = tree_marginals_reference(*ref_inputs, tree)
+    ref_marginals, ref_msgs, ref_scales = tree_marginals_reference(*ref_inputs, tree)
     _assert_close(marginals.double(), ref_marginals, rtol)
     _assert_close(msgs.double(), ref_msgs, rtol)
+    _assert_close(scales.double(), ref_scales, rtol)
     grad = torch.rand(unary.shape, generator=torch.Generator().manual_seed(seed), dtype=unary.dtype).to(DEVICE) - 0.5
     # The backward gets non-contiguous grad and messages, as autograd may hand them over.
     grad = grad.transpose(2, 3).contiguous().transpose(2, 3)
     msgs_view = msgs.transpose(3, 4).contiguous().transpose(3, 4)
-    grads = tt.tree_marginals_backward(grad, unary, pairwise, weights, msgs_view, tree)
+    grads = tt.tree_marginals_backward(grad, unary, pairwise, weights, msgs_view, scales, tree)
     for got, want, like in zip(grads, _reference_grads(grad.double(), *ref_inputs, tree), (unary, pairwise, weights)):
         assert got.dtype == unary.dtype and got.shape == like.shape
         _assert_close(got.double(), want, rtol)
@@ -140,9 +141,9 @@ def test_float32():
 
 def test_empty_batch():
     unary, pairwise, weights = _inputs(SMALL_TREE, 0, 6, 7, (3, 3), 2, 0)
-    marginals, msgs = tt.tree_marginals_forward(unary, pairwise, weights, SMALL_TREE)
+    marginals, msgs, scales = tt.tree_marginals_forward(unary, pairwise, weights, SMALL_TREE)
     assert marginals.shape == (0, 4, 6, 7) and msgs.shape == (0, 2, 6, 6, 7)
-    g_unary, g_pairwise, g_weights = tt.tree_marginals_backward(marginals, unary, pairwise, weights, msgs, SMALL_TREE)
+    g_unary, g_pairwise, g_weights = tt.tree_marginals_backward(marginals, unary, pairwise, weights, msgs, scales, SMALL_TREE)
     assert g_unary.shape == unary.shape and g_pairwise.shape == pairwise.shape and g_weights.shape == weights.shape
     max_marginals, config = tt.tree_map_forward(unary, pairwise[:, 0], SMALL_TREE)
     assert max_marginals.shape == (0, 4, 6, 7) and config.shape == (0, 4, 2) and config.dtype == torch.int64
@@ -150,13 +151,13 @@ def test_empty_batch():
 
 def test_no_models_and_single_node_tree():
     unary, pairwise, weights = _inputs(SMALL_TREE, 2, 5, 6, (3, 3), 0, 2)
-    marginals, msgs = tt.tree_marginals_forward(unary, pairwise, weights, SMALL_TREE)
+    marginals, msgs, scales = tt.tree_marginals_forward(unary, pairwise, weights, SMALL_TREE)
     assert torch.equal(marginals, torch.zeros_like(unary)) and msgs.shape == (2, 0, 6, 5, 6)
     # One node, no messages (the reference cannot stack an empty message list): p = u / sum(u).
     single = handops.Tree([-1])
     unary, pairwise, weights = _inputs(single, 2, 5, 6, (3, 3), 2, 1, seed=2)
     unary[1] = 0
-    marginals, msgs = tt.tree_marginals_forward(unary, pairwise, weights, single)
+    marginals, msgs, scales = tt.tree_marginals_forward(unary, pairwise, weights, single)
     inputs = [unary.clone().requires_grad_(True), weights.clone().requires_grad_(True)]
     total = inputs[0].sum((2, 3), keepdim=True)
     p = torch.where(total > 0, inputs[0] / torch.where(total > 0, total, 1.0), torch.full_like(total, 1 / 30))
@@ -164,7 +165,7 @@ def test_no_models_and_single_node_tree():
     _assert_close(marginals, expected.detach(), 1e-12)
     assert msgs.shape == (2, 2, 0, 5, 6)
     grad = torch.rand_like(unary)
-    g_unary, g_pairwise, g_weights = tt.tree_marginals_backward(grad, unary, pairwise, weights, msgs, single)
+    g_unary, g_pairwise, g_weights = tt.tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, single)
     want = torch.autograd.grad(expected, inputs, grad)
     _assert_close(g_unary, want[0], 1e-12)
     _assert_close(g_weights, want[1], 1e-12)
@@ -233,10 +234,10 @@ def test_cuda_dispatch_glue_calls_the_triton_launchers():
     assert ops._triton_module() is tt
     unary, pairwise, weights = _inputs(SMALL_TREE, 1, 5, 6, (3, 3), 1, 1, seed=12)
     schedule, level_sizes = SMALL_TREE.flat_messages(), list(SMALL_TREE.level_sizes)
-    marginals, msgs = ops._cuda_forward(unary, pairwise, weights, schedule, level_sizes)
+    marginals, msgs, scales = ops._cuda_forward(unary, pairwise, weights, schedule, level_sizes)
     _assert_close(marginals, tree_marginals_reference(unary, pairwise, weights, SMALL_TREE)[0], 1e-10)
     grad = torch.rand_like(unary)
-    grads = ops._cuda_backward(grad, unary, pairwise, weights, msgs, schedule, level_sizes)
+    grads = ops._cuda_backward(grad, unary, pairwise, weights, msgs, scales, schedule, level_sizes)
     for got, want in zip(grads, _reference_grads(grad, unary, pairwise, weights, SMALL_TREE)):
         _assert_close(got, want, 1e-10)
     max_marginals, config = ops._cuda_map(unary, pairwise[:, 0], schedule, level_sizes)

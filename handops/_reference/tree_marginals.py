@@ -86,6 +86,8 @@ def _single_model(unary: torch.Tensor, kernels: torch.Tensor, tree: Tree):
         total = belief.sum(dim=(-2, -1), keepdim=True)
         uniform = torch.full_like(belief, 1.0 / (height * width))
         marginals.append(torch.where(total > 0, belief / torch.where(total > 0, total, 1.0), uniform))
+    if not msgs:  # a single-node tree
+        return torch.stack(marginals, 1), unary.new_zeros(batch, 0, height, width), unary.new_zeros(batch, 0)
     return torch.stack(marginals, 1), torch.stack(msgs, 1), torch.stack(scales, 1)
 
 

@@ -42,7 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
-from handops._reference.tree_marginals import MESSAGE_FLOOR
+from handops._reference.tree_marginals import MESSAGE_FLOOR, zero_message_threshold
 from handops.tree import Tree
 
 __all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS"]
@@ -214,19 +214,32 @@ def _message_conv_kernel(
 
 
 @triton.jit
-def _message_rescale_kernel(raw_ptr, msgs_ptr, msg_tab, num_messages, HW, BLOCK: tl.constexpr):
-    """msgs[pair, m] = floor(raw / max(raw)), all ones for an identically zero raw message."""
+def _message_rescale_kernel(
+    raw_ptr, h_ptr, kernel_norm_ptr, msgs_ptr, scales_ptr, msg_tab, num_models, num_messages, kernel_batched, HW,
+    zero_tol, BLOCK: tl.constexpr,
+):
+    """msgs[pair, m] = floor(raw / max(raw)), scales[pair, m] = max(raw); a zero message (max(raw) <=
+    zero_tol * |K_m|_2 * |h|_2, the FFT round-off level the reference also uses) becomes all ones, scale 0."""
     pair = tl.program_id(0).to(tl.int64)
     item = tl.program_id(1)
     src = raw_ptr + (pair * tl.num_programs(1) + item) * HW
+    h_src = h_ptr + (pair * tl.num_programs(1) + item) * HW
     peak = tl.zeros([BLOCK], raw_ptr.dtype.element_ty)
+    h_sq = tl.zeros([BLOCK], raw_ptr.dtype.element_ty)
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         peak = tl.maximum(peak, tl.load(src + offs, mask=offs < HW, other=0.0))
+        h = tl.load(h_src + offs, mask=offs < HW, other=0.0)
+        h_sq += h * h
     top = tl.max(peak, axis=0)
-    informative = top > 0
+    m = tl.load(msg_tab + item)
+    image = pair // num_models
+    model = pair % num_models
+    kernel_norm = tl.load(kernel_norm_ptr + (image * kernel_batched * num_models + model) * num_messages + m)
+    informative = top > zero_tol * kernel_norm * tl.sqrt(tl.sum(h_sq, axis=0))
     scale = tl.where(informative, top, 1.0)
-    dst = msgs_ptr + (pair * num_messages + tl.load(msg_tab + item)) * HW
+    tl.store(scales_ptr + pair * num_messages + m, tl.where(informative, top, 0.0))
+    dst = msgs_ptr + (pair * num_messages + m) * HW
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
@@ -333,19 +346,16 @@ def _belief_backward_kernel(
 
 
 @triton.jit
-def _message_grad_unscale_kernel(raw_ptr, gmsg_ptr, graw_ptr, msg_tab, num_messages, HW, BLOCK: tl.constexpr):
-    """g_raw = g_msg / max(raw) (the maximum a constant); 0 where the message was replaced by ones."""
+def _message_grad_unscale_kernel(scales_ptr, gmsg_ptr, graw_ptr, msg_tab, num_messages, HW, BLOCK: tl.constexpr):
+    """g_raw = g_msg / scale (the forward's max(raw), a constant); 0 where the message was replaced by ones."""
     pair = tl.program_id(0).to(tl.int64)
     item = tl.program_id(1)
     base = (pair * tl.num_programs(1) + item) * HW
-    peak = tl.zeros([BLOCK], raw_ptr.dtype.element_ty)
-    for start in range(0, HW, BLOCK):
-        offs = start + tl.arange(0, BLOCK)
-        peak = tl.maximum(peak, tl.load(raw_ptr + base + offs, mask=offs < HW, other=0.0))
-    top = tl.max(peak, axis=0)
+    m = tl.load(msg_tab + item)
+    top = tl.load(scales_ptr + pair * num_messages + m)
     informative = top > 0
     scale = tl.where(informative, top, 1.0)
-    g_src = gmsg_ptr + (pair * num_messages + tl.load(msg_tab + item)) * HW
+    g_src = gmsg_ptr + (pair * num_messages + m) * HW
     for start in range(0, HW, BLOCK):
         offs = start + tl.arange(0, BLOCK)
         mask = offs < HW
@@ -764,8 +774,9 @@ def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights:
     pairs = batch * num_models
     marginals = unary.new_zeros(batch, num_nodes, height, width)
     msgs = unary.new_zeros(batch, num_models, num_messages, height, width)
+    scales = unary.new_zeros(batch, num_models, num_messages)
     if pairs == 0:
-        return marginals, msgs
+        return marginals, msgs, scales
     plan = _plan(tree, unary.device)
     sizes = _sizes(height, width, kh, kw, tree)
 
@@ -773,8 +784,15 @@ def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights:
         h = unary.new_empty(pairs, max(tree.level_sizes), hw)
         raw = torch.empty_like(h)
 
+        kernel_norms = pairwise.flatten(-2).norm(dim=-1).contiguous()  # [Bp, L, M]
+        kernel_batched = int(pairwise.shape[0] != 1)
+        zero_tol = zero_message_threshold(dtype)
+
         def rescale(level):
-            _message_rescale_kernel[(pairs, level.size)](raw, msgs, level.msg, num_messages, hw, **sizes.pick(_message_rescale_kernel))
+            _message_rescale_kernel[(pairs, level.size)](
+                raw, h, kernel_norms, msgs, scales, level.msg, num_models, num_messages, kernel_batched, hw, zero_tol,
+                **sizes.pick(_message_rescale_kernel),
+            )
 
         _run_levels(unary, pairwise, msgs, plan, sizes, plan.levels, h, raw, rescale)
 
@@ -788,13 +806,15 @@ def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights:
     _mixture_kernel[(batch, triton.cdiv(khw, sizes.BLOCK))](
         per_model, weights, marginals, num_models, khw, **sizes.pick(_mixture_kernel)
     )
-    return marginals, msgs
+    return marginals, msgs, scales
 
 
-def tree_marginals_backward(grad, unary, pairwise, weights, msgs, tree: Tree):
+def tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, tree: Tree):
     """(g_unary [B,K,H,W], g_pairwise [Bp,L,M,kh,kw], g_weights [B,L]) of sum(grad * marginals)."""
     dtype = _compute_dtype(unary, pairwise, weights)
-    grad, unary, pairwise, weights, msgs = (t.to(dtype).contiguous() for t in (grad, unary, pairwise, weights, msgs))
+    grad, unary, pairwise, weights, msgs, scales = (
+        t.to(dtype).contiguous() for t in (grad, unary, pairwise, weights, msgs, scales)
+    )
     _check_shapes(unary, pairwise, tree, weights)
     batch, num_nodes, height, width = unary.shape
     _, num_models, num_messages, kh, kw = pairwise.shape
@@ -822,7 +842,7 @@ def tree_marginals_backward(grad, unary, pairwise, weights, msgs, tree: Tree):
 
         def backward_level(level):
             _message_grad_unscale_kernel[(pairs, level.size)](
-                raw, g_msgs, g_raw, level.msg, num_messages, hw, **sizes.pick(_message_grad_unscale_kernel)
+                scales, g_msgs, g_raw, level.msg, num_messages, hw, **sizes.pick(_message_grad_unscale_kernel)
             )
             _message_conv_transpose_kernel[(pairs, level.size, sizes.conv_tiles)](
                 g_raw, pairwise, g_h, level.msg,

@@ -210,12 +210,12 @@ T normalise_message(const T* __restrict raw, T* __restrict msg, int64_t n, T ker
 // One model of one image: all messages, in schedule order, into msgs [M, HW] and scales [M].
 template <typename T>
 void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* unary, const T* kernels,
-                      const T* shared_spectra, T* msgs, T* scales) {
+                      const T* shared_spectra, T* msgs, T* scales, std::vector<Scratch<T>>& scratch) {
   const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel();
   for (size_t level = 0; level + 1 < tree.level_begin.size(); ++level) {
     const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
     at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
-      Scratch<T> s(plan);
+      Scratch<T>& s = scratch[at::get_thread_num()];
       for (int64_t m = m0; m < m1; ++m) {
         const int64_t src = tree.src[m];
         bool zero = false;
@@ -295,6 +295,8 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
   T* scale_out = scales.data_ptr<T>();
   Buffer<T> shared;
   if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
+  // One scratch per thread: a thread runs one message at a time, whether images or messages are split.
+  std::vector<Scratch<T>> scratch(at::get_num_threads(), Scratch<T>(plan));
 
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     Buffer<T> belief(HW);
@@ -306,7 +308,7 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
         T* mb = msg_out + (b * L + l) * M * HW;
         const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
         forward_messages(plan, tree, ub, kb, Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr, mb,
-                         scale_out + (b * L + l) * M);
+                         scale_out + (b * L + l) * M, scratch);
         const T weight = w[b * L + l];
         for (int64_t node = 0; node < K; ++node) {
           bool zero = false;
@@ -402,13 +404,16 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
   // Shared kernels collect gradients from every image: one accumulator per thread, summed at the end.
   const int64_t slots = Bp == 1 ? at::get_num_threads() : 0;
   Buffer<T> shared_grad(slots * L * model_numel, T(0));
+  std::vector<Scratch<T>> scratch(at::get_num_threads(), Scratch<T>(plan));
   T* gk_all = g_pairwise.data_ptr<T>();
   g_unary.zero_();
   g_pairwise.zero_();
 
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     const int64_t slot = Bp == 1 ? at::get_thread_num() : 0;
-    Buffer<T> belief(HW), g_belief(HW), partial(HW), g_msgs(M * HW), g_h(M * HW);
+    Buffer<T> belief(HW), g_belief(HW), partial(HW), g_msgs(M * HW), g_h(M * HW), hs(M * HW);
+    std::vector<double> log_c(M);
+    std::vector<char> h_zero(M);
     for (int64_t b = b0; b < b1; ++b) {
       const T* ub = u + b * K * HW;
       const T* gb = gout + b * K * HW;
@@ -456,13 +461,15 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
         for (size_t level = tree.level_begin.size() - 1; level-- > 0;) {
           const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
           at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
-            Scratch<T> s(plan);
+            Scratch<T>& s = scratch[at::get_thread_num()];
             for (int64_t m = m0; m < m1; ++m) {
               T* ghm = g_h.data() + m * HW;
+              T* h = hs.data() + m * HW;
               std::fill(ghm, ghm + HW, T(0));
               const int64_t src = tree.src[m];
               bool zero = false;
-              scaled_product(ub + src * HW, message_factors(tree.incoming[src], tree.reverse[m], mb, HW), s.h.data(), HW, &zero);
+              log_c[m] = scaled_product(ub + src * HW, message_factors(tree.incoming[src], tree.reverse[m], mb, HW), h, HW, &zero);
+              h_zero[m] = zero;
               const T peak = scale_all[(b * L + l) * M + m];
               if (zero || !(peak > T(0))) continue;  // the message was replaced by ones: a constant
               const T* kernel = kb + m * kn;
@@ -472,7 +479,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               } else {
                 kernel_spectrum(plan, kernel, s.kernel_re.data(), s.kernel_im.data(), s.work.data());
               }
-              plan.fft.forward(s.h.data(), H, W, W, 0, 0, s.belief_re.data(), s.belief_im.data(), s.work.data());
+              plan.fft.forward(h, H, W, W, 0, 0, s.belief_re.data(), s.belief_im.data(), s.work.data());
               // g_r placed at (ch, cw): both adjoints then read their results from the origin.
               const T inv_peak = T(1) / peak;
               const T* gmsg = g_msgs.data() + m * HW;
@@ -510,10 +517,8 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               factors.push_back(mb + k * HW);
               grads.push_back(g_msgs.data() + k * HW);
             }
-            bool zero = false;
-            const double log_c = scaled_product<T>(nullptr, factors, belief.data(), HW, &zero);
-            if (zero) continue;
-            product_backward(factors, grads, g_h.data() + m * HW, log_c, HW, partial.data());
+            if (h_zero[m]) continue;
+            product_backward(factors, grads, g_h.data() + m * HW, log_c[m], HW, partial.data());
           }
         }
       }

@@ -26,6 +26,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "cpu/lane_fft.h"
@@ -141,6 +142,19 @@ struct Scratch {
   }
 };
 
+// This OS thread's scratch for `plan` (thread_local, not indexed by at::get_thread_num(), which a
+// nested at::parallel_for running inline resets to 0).
+template <typename T>
+Scratch<T>& thread_scratch(const Plan<T>& plan) {
+  thread_local std::unique_ptr<Scratch<T>> scratch;
+  thread_local int64_t numel = -1, hw = -1, kernel_numel = -1;
+  if (!scratch || numel != plan.fft.workspace_numel() || hw != plan.HW || kernel_numel != plan.kernel_numel) {
+    scratch = std::make_unique<Scratch<T>>(plan);
+    numel = plan.fft.workspace_numel(), hw = plan.HW, kernel_numel = plan.kernel_numel;
+  }
+  return *scratch;
+}
+
 // msgs of `incoming` except `skip` (-1: none), as pointers into one image's message block.
 template <typename T>
 std::vector<const T*> message_factors(const std::vector<int64_t>& incoming, int64_t skip, const T* msgs, int64_t HW) {
@@ -210,12 +224,12 @@ T normalise_message(const T* __restrict raw, T* __restrict msg, int64_t n, T ker
 // One model of one image: all messages, in schedule order, into msgs [M, HW] and scales [M].
 template <typename T>
 void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* unary, const T* kernels,
-                      const T* shared_spectra, T* msgs, T* scales, std::vector<Scratch<T>>& scratch) {
+                      const T* shared_spectra, T* msgs, T* scales) {
   const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel();
   for (size_t level = 0; level + 1 < tree.level_begin.size(); ++level) {
     const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
     at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
-      Scratch<T>& s = scratch[at::get_thread_num()];
+      Scratch<T>& s = thread_scratch(plan);
       for (int64_t m = m0; m < m1; ++m) {
         const int64_t src = tree.src[m];
         bool zero = false;
@@ -295,8 +309,6 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
   T* scale_out = scales.data_ptr<T>();
   Buffer<T> shared;
   if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
-  // One scratch per thread: a thread runs one message at a time, whether images or messages are split.
-  std::vector<Scratch<T>> scratch(at::get_num_threads(), Scratch<T>(plan));
 
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     Buffer<T> belief(HW);
@@ -308,7 +320,7 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
         T* mb = msg_out + (b * L + l) * M * HW;
         const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
         forward_messages(plan, tree, ub, kb, Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr, mb,
-                         scale_out + (b * L + l) * M, scratch);
+                         scale_out + (b * L + l) * M);
         const T weight = w[b * L + l];
         for (int64_t node = 0; node < K; ++node) {
           bool zero = false;
@@ -404,7 +416,6 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
   // Shared kernels collect gradients from every image: one accumulator per thread, summed at the end.
   const int64_t slots = Bp == 1 ? at::get_num_threads() : 0;
   Buffer<T> shared_grad(slots * L * model_numel, T(0));
-  std::vector<Scratch<T>> scratch(at::get_num_threads(), Scratch<T>(plan));
   T* gk_all = g_pairwise.data_ptr<T>();
   g_unary.zero_();
   g_pairwise.zero_();
@@ -461,7 +472,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
         for (size_t level = tree.level_begin.size() - 1; level-- > 0;) {
           const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
           at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
-            Scratch<T>& s = scratch[at::get_thread_num()];
+            Scratch<T>& s = thread_scratch(plan);
             for (int64_t m = m0; m < m1; ++m) {
               T* ghm = g_h.data() + m * HW;
               T* h = hs.data() + m * HW;

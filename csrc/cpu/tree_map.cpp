@@ -35,9 +35,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace handops {
@@ -170,11 +172,42 @@ void check_finite_non_negative(const at::Tensor& tensor, const char* name) {
       tensor.sizes(), ", dtype ", tensor.scalar_type(), ")");
 }
 
-// Output block of the max-convolution held in registers across all taps: kBlockRows rows of
-// kBlockCols columns (one AVX-512 vector of floats per row, two of doubles). Several rows give the
-// compare-and-select chains independent work to overlap their latency.
+// Vectors of 32 bytes (GCC/Clang vector extensions): one AVX2 register, two SSE registers in a
+// portable build. The tap index has the lane width of the value, so that the mask of a comparison
+// selects taps lane for lane.
+template <typename scalar_t>
+struct Simd;
+template <>
+struct Simd<float> {
+  typedef float Value __attribute__((vector_size(32)));
+  typedef int32_t Tap __attribute__((vector_size(32)));
+};
+template <>
+struct Simd<double> {
+  typedef double Value __attribute__((vector_size(32)));
+  typedef int64_t Tap __attribute__((vector_size(32)));
+};
+template <typename scalar_t>
+constexpr int64_t kLanes = sizeof(typename Simd<scalar_t>::Value) / sizeof(scalar_t);
+
+// One value in every lane.
+inline Simd<float>::Value broadcast(float x) {
+  return Simd<float>::Value{x, x, x, x, x, x, x, x};
+}
+inline Simd<float>::Tap broadcast(int32_t x) {
+  return Simd<float>::Tap{x, x, x, x, x, x, x, x};
+}
+inline Simd<double>::Value broadcast(double x) {
+  return Simd<double>::Value{x, x, x, x};
+}
+inline Simd<double>::Tap broadcast(int64_t x) {
+  return Simd<double>::Tap{x, x, x, x};
+}
+
+// Output rows per block of the max-convolution. The block's running maxima and taps stay in
+// registers across all taps; several rows give the compare-and-select chains independent work to
+// hide their latency, and 4 rows (8 vectors with their taps) leave AVX2's 16 registers for the rest.
 constexpr int64_t kBlockRows = 4;
-constexpr int64_t kBlockCols = 16;
 
 int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
@@ -183,55 +216,59 @@ int64_t round_up(int64_t value, int64_t multiple) {
 // The max-convolution of one message: best[p] = max over taps of log_kernel_flipped[tap] +
 // padded_log_h[p + tap offset], and (when kTrackTap) the first tap reaching it.
 //
-// padded_log_h: [(H_blocks + kh - 1), padded_width] with -inf outside the map: padded row r + a and
-//   column c + t hold the source of output (r, c) under tap (a, t), so the inner loops need no bounds.
+// padded_log_h: [round_up(H, kBlockRows) + kh - 1, padded_width] with padded_width =
+//   round_up(W, kLanes) + kw - 1 and -inf outside the map: padded (r + a, c + t) holds the source
+//   of output (r, c) under tap (a, t), so the inner loops need no bounds checks.
 // log_kernel_flipped: [kh * kw], tap a * kw + t.
 // best: [H, W]; best_tap: [H, W] (written only when kTrackTap).
 template <typename scalar_t, bool kTrackTap>
 void max_convolve(const scalar_t* padded_log_h, int64_t padded_width, const scalar_t* log_kernel_flipped,
                   int64_t kh, int64_t kw, int64_t height, int64_t width, scalar_t* best, int32_t* best_tap) {
+  using Value = typename Simd<scalar_t>::Value;
+  using Tap = typename Simd<scalar_t>::Tap;
+  using tap_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
+  constexpr int64_t lanes = kLanes<scalar_t>;
   const scalar_t minus_inf = -std::numeric_limits<scalar_t>::infinity();
   const int64_t ch = kh / 2;
   for (int64_t row0 = 0; row0 < height; row0 += kBlockRows) {
     // Tap rows that reach the map from at least one row of the block; the others only see -inf.
     const int64_t tap_row_begin = std::max<int64_t>(0, ch - (row0 + kBlockRows - 1));
     const int64_t tap_row_end = std::min<int64_t>(kh, height + ch - row0);
-    for (int64_t col0 = 0; col0 < width; col0 += kBlockCols) {
-      scalar_t block_best[kBlockRows][kBlockCols];
-      int32_t block_tap[kBlockRows][kBlockCols];
+    for (int64_t col0 = 0; col0 < width; col0 += lanes) {
+      Value block_best[kBlockRows];
+      Tap block_tap[kBlockRows];
       for (int64_t i = 0; i < kBlockRows; ++i) {
-        for (int64_t l = 0; l < kBlockCols; ++l) {
-          block_best[i][l] = minus_inf;
-          block_tap[i][l] = 0;
-        }
+        block_best[i] = broadcast(minus_inf);
+        block_tap[i] = broadcast(tap_t(0));
       }
       for (int64_t a = tap_row_begin; a < tap_row_end; ++a) {
         const scalar_t* kernel_row = log_kernel_flipped + a * kw;
         const scalar_t* source_row = padded_log_h + (row0 + a) * padded_width + col0;
         for (int64_t t = 0; t < kw; ++t) {
-          const scalar_t log_k = kernel_row[t];
-          const int32_t tap = static_cast<int32_t>(a * kw + t);
+          const Value log_k = broadcast(kernel_row[t]);
+          const Tap tap = broadcast(static_cast<tap_t>(a * kw + t));
+#pragma GCC unroll 8
           for (int64_t i = 0; i < kBlockRows; ++i) {
-            const scalar_t* source = source_row + i * padded_width + t;
-            for (int64_t l = 0; l < kBlockCols; ++l) {
-              // -inf + finite and -inf + -inf stay -inf (no +inf exists), and a strict > keeps the
-              // first maximum in tap order, as torch.max does in the reference.
-              const scalar_t value = log_k + source[l];
-              const bool better = value > block_best[i][l];
-              block_best[i][l] = better ? value : block_best[i][l];
-              if (kTrackTap) {
-                block_tap[i][l] = better ? tap : block_tap[i][l];
-              }
+            Value source;
+            std::memcpy(&source, source_row + i * padded_width + t, sizeof(Value));
+            // -inf + finite and -inf + -inf stay -inf (no +inf exists), and a strict > keeps the
+            // first maximum in tap order, as torch.max does in the reference. Selects, not
+            // branches: the comparison's mask picks lane by lane.
+            const Value value = log_k + source;
+            const auto better = value > block_best[i];
+            block_best[i] = better ? value : block_best[i];
+            if (kTrackTap) {
+              block_tap[i] = better ? tap : block_tap[i];
             }
           }
         }
       }
       for (int64_t i = 0; i < kBlockRows && row0 + i < height; ++i) {
-        const int64_t cols = std::min(kBlockCols, width - col0);
+        const int64_t cols = std::min(lanes, width - col0);
         for (int64_t l = 0; l < cols; ++l) {
           best[(row0 + i) * width + col0 + l] = block_best[i][l];
           if (kTrackTap) {
-            best_tap[(row0 + i) * width + col0 + l] = block_tap[i][l];
+            best_tap[(row0 + i) * width + col0 + l] = static_cast<int32_t>(block_tap[i][l]);
           }
         }
       }
@@ -271,7 +308,7 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
   const scalar_t minus_inf = -std::numeric_limits<scalar_t>::infinity();
 
   const int64_t padded_height = round_up(height, kBlockRows) + kh - 1;
-  const int64_t padded_width = round_up(width, kBlockCols) + kw - 1;
+  const int64_t padded_width = round_up(width, kLanes<scalar_t>) + kw - 1;
   auto& padded = workspace.padded_log_h;
   padded.assign(padded_height * padded_width, minus_inf);
 

@@ -213,62 +213,120 @@ int64_t round_up(int64_t value, int64_t multiple) {
   return (value + multiple - 1) / multiple * multiple;
 }
 
+// Running maximum that keeps the earlier value on ties: `candidate > current ? candidate : current`
+// is exactly one x86 max instruction (which returns its second operand on ties), branch-free.
+template <typename Vector>
+inline Vector keep_first_max(Vector current, Vector candidate) {
+  return candidate > current ? candidate : current;
+}
+
+// The first t < kw with kernel_row[t] + source[t] == value (kw if none), a vector of t at a time:
+// a min-reduction of selects instead of an early exit. Reads up to kLanes - 1 entries past kw in
+// both rows (the buffers are padded for it); those lanes are masked off.
+template <typename scalar_t>
+inline int64_t first_column_reaching(const scalar_t* source, const scalar_t* kernel_row, int64_t kw, scalar_t value) {
+  using Value = typename Simd<scalar_t>::Value;
+  using Tap = typename Simd<scalar_t>::Tap;
+  using tap_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
+  constexpr int64_t lanes = kLanes<scalar_t>;
+  const Value target = broadcast(value);
+  const Tap end = broadcast(static_cast<tap_t>(kw));
+  Tap column;
+  for (int64_t l = 0; l < lanes; ++l) {
+    column[l] = static_cast<tap_t>(l);
+  }
+  Tap first = end;
+  for (int64_t t0 = 0; t0 < kw; t0 += lanes) {
+    Value k, x;
+    std::memcpy(&k, kernel_row + t0, sizeof(Value));
+    std::memcpy(&x, source + t0, sizeof(Value));
+    const auto hit = (k + x == target) & (column < end);
+    first = hit & (column < first) ? column : first;
+    column += static_cast<tap_t>(lanes);
+  }
+  tap_t result = first[0];
+  for (int64_t l = 1; l < lanes; ++l) {
+    result = std::min(result, first[l]);
+  }
+  return result;
+}
+
 // The max-convolution of one message: best[p] = max over taps of log_kernel_flipped[tap] +
-// padded_log_h[p + tap offset], and (when kTrackTap) the first tap reaching it.
+// padded_log_h[p + tap offset], and (when kTrackTap) the first tap, in order a * kw + t, reaching it.
 //
 // padded_log_h: [round_up(H, kBlockRows) + kh - 1, padded_width] with padded_width =
 //   round_up(W, kLanes) + kw - 1 and -inf outside the map: padded (r + a, c + t) holds the source
 //   of output (r, c) under tap (a, t), so the inner loops need no bounds checks.
 // log_kernel_flipped: [kh * kw], tap a * kw + t.
-// best: [H, W]; best_tap: [H, W] (written only when kTrackTap).
+// best: [H, W]; best_source: [H, W] (written only when kTrackTap): the flat source position
+//   (row-major in the H x W map) of the first tap reaching best, or -1 where best is -inf.
+//
+// Tracking the tap in the innermost loop would cost a compare and two selects per tap instead of one
+// max, so the inner loop only takes maxima: per tap row, then across tap rows, remembering the first
+// row that improved on the earlier ones (a strict >). The first column reaching the maximum within
+// that row is then found by recomputing the row's sums, bit-identical, for each output.
 template <typename scalar_t, bool kTrackTap>
 void max_convolve(const scalar_t* padded_log_h, int64_t padded_width, const scalar_t* log_kernel_flipped,
-                  int64_t kh, int64_t kw, int64_t height, int64_t width, scalar_t* best, int32_t* best_tap) {
+                  int64_t kh, int64_t kw, int64_t height, int64_t width, scalar_t* best, int64_t* best_source) {
   using Value = typename Simd<scalar_t>::Value;
   using Tap = typename Simd<scalar_t>::Tap;
   using tap_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
   constexpr int64_t lanes = kLanes<scalar_t>;
   const scalar_t minus_inf = -std::numeric_limits<scalar_t>::infinity();
-  const int64_t ch = kh / 2;
+  const int64_t ch = kh / 2, cw = kw / 2;
   for (int64_t row0 = 0; row0 < height; row0 += kBlockRows) {
     // Tap rows that reach the map from at least one row of the block; the others only see -inf.
     const int64_t tap_row_begin = std::max<int64_t>(0, ch - (row0 + kBlockRows - 1));
     const int64_t tap_row_end = std::min<int64_t>(kh, height + ch - row0);
     for (int64_t col0 = 0; col0 < width; col0 += lanes) {
       Value block_best[kBlockRows];
-      Tap block_tap[kBlockRows];
+      Tap block_tap_row[kBlockRows];
       for (int64_t i = 0; i < kBlockRows; ++i) {
         block_best[i] = broadcast(minus_inf);
-        block_tap[i] = broadcast(tap_t(0));
+        block_tap_row[i] = broadcast(tap_t(0));
       }
       for (int64_t a = tap_row_begin; a < tap_row_end; ++a) {
         const scalar_t* kernel_row = log_kernel_flipped + a * kw;
         const scalar_t* source_row = padded_log_h + (row0 + a) * padded_width + col0;
+        Value row_best[kBlockRows];
+        for (int64_t i = 0; i < kBlockRows; ++i) {
+          row_best[i] = kTrackTap ? broadcast(minus_inf) : block_best[i];
+        }
         for (int64_t t = 0; t < kw; ++t) {
           const Value log_k = broadcast(kernel_row[t]);
-          const Tap tap = broadcast(static_cast<tap_t>(a * kw + t));
 #pragma GCC unroll 8
           for (int64_t i = 0; i < kBlockRows; ++i) {
             Value source;
             std::memcpy(&source, source_row + i * padded_width + t, sizeof(Value));
-            // -inf + finite and -inf + -inf stay -inf (no +inf exists), and a strict > keeps the
-            // first maximum in tap order, as torch.max does in the reference. Selects, not
-            // branches: the comparison's mask picks lane by lane.
-            const Value value = log_k + source;
-            const auto better = value > block_best[i];
-            block_best[i] = better ? value : block_best[i];
-            if (kTrackTap) {
-              block_tap[i] = better ? tap : block_tap[i];
-            }
+            // -inf + finite and -inf + -inf stay -inf: no +inf exists, so no NaN either.
+            row_best[i] = keep_first_max(row_best[i], log_k + source);
+          }
+        }
+        if (kTrackTap) {
+          const Tap tap_row = broadcast(static_cast<tap_t>(a));
+          for (int64_t i = 0; i < kBlockRows; ++i) {
+            const auto better = row_best[i] > block_best[i];
+            block_best[i] = better ? row_best[i] : block_best[i];
+            block_tap_row[i] = better ? tap_row : block_tap_row[i];
+          }
+        } else {
+          for (int64_t i = 0; i < kBlockRows; ++i) {
+            block_best[i] = row_best[i];
           }
         }
       }
       for (int64_t i = 0; i < kBlockRows && row0 + i < height; ++i) {
+        const int64_t row = row0 + i;
         const int64_t cols = std::min(lanes, width - col0);
         for (int64_t l = 0; l < cols; ++l) {
-          best[(row0 + i) * width + col0 + l] = block_best[i][l];
+          const int64_t col = col0 + l;
+          const scalar_t value = block_best[i][l];
+          best[row * width + col] = value;
           if (kTrackTap) {
-            best_tap[(row0 + i) * width + col0 + l] = static_cast<int32_t>(block_tap[i][l]);
+            const int64_t a = block_tap_row[i][l];
+            const int64_t t = first_column_reaching(padded_log_h + (row + a) * padded_width + col,
+                                                   log_kernel_flipped + a * kw, kw, value);
+            best_source[row * width + col] = value > minus_inf ? (row + a - ch) * width + (col + t - cw) : -1;
           }
         }
       }
@@ -281,7 +339,6 @@ template <typename scalar_t>
 struct Workspace {
   std::vector<scalar_t> padded_log_h;
   std::vector<scalar_t> log_kernel_flipped;
-  std::vector<int32_t> best_tap;
 };
 
 // Views of the kernel's tensors, all contiguous.
@@ -310,7 +367,8 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
   const int64_t padded_height = round_up(height, kBlockRows) + kh - 1;
   const int64_t padded_width = round_up(width, kLanes<scalar_t>) + kw - 1;
   auto& padded = workspace.padded_log_h;
-  padded.assign(padded_height * padded_width, minus_inf);
+  // kLanes spare entries at the end: first_column_reaching reads up to kLanes - 1 past a row.
+  padded.assign(padded_height * padded_width + kLanes<scalar_t>, minus_inf);
 
   // log_h, accumulated in the reference's order (unary first, then the messages by index) so that
   // the sums, and hence the ties of the maximum, are bit-identical to it.
@@ -349,7 +407,7 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
 
   // Tap (a, t) pairs the source p + (a - ch, t - cw) with kernel entry (kh - 1 - a, kw - 1 - t).
   auto& flipped = workspace.log_kernel_flipped;
-  flipped.resize(kh * kw);
+  flipped.assign(kh * kw + kLanes<scalar_t>, minus_inf);
   const scalar_t* log_kernel = problem.log_kernels + (b * problem.num_messages + m) * kh * kw;
   for (int64_t tap = 0; tap < kh * kw; ++tap) {
     flipped[tap] = log_kernel[kh * kw - 1 - tap];
@@ -357,9 +415,8 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
 
   scalar_t* message = problem.messages + (b * problem.num_messages + m) * map_size;
   if (upward) {
-    workspace.best_tap.resize(map_size);
     max_convolve<scalar_t, true>(padded.data(), padded_width, flipped.data(), kh, kw, height, width, message,
-                                 workspace.best_tap.data());
+                                 problem.source + (b * num_nodes + src) * map_size);
   } else {
     max_convolve<scalar_t, false>(padded.data(), padded_width, flipped.data(), kh, kw, height, width, message,
                                   nullptr);
@@ -368,17 +425,6 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
   scalar_t peak = minus_inf;
   for (int64_t p = 0; p < map_size; ++p) {
     peak = std::max(peak, message[p]);
-  }
-  if (upward) {
-    int64_t* source = problem.source + (b * num_nodes + src) * map_size;
-    const int32_t* best_tap = workspace.best_tap.data();
-    for (int64_t r = 0; r < height; ++r) {
-      for (int64_t c = 0; c < width; ++c) {
-        const int64_t p = r * width + c;
-        const int64_t a = best_tap[p] / kw, t = best_tap[p] % kw;
-        source[p] = message[p] > minus_inf ? (r + a - ch) * width + (c + t - cw) : -1;
-      }
-    }
   }
   // A message that is -inf everywhere carries no information: zeros, as in the reference.
   for (int64_t p = 0; p < map_size; ++p) {
@@ -401,7 +447,7 @@ std::tuple<at::Tensor, at::Tensor> tree_map_kernel_impl(const at::Tensor& unary,
   const at::Tensor log_unary = at::log(unary).contiguous();
   const at::Tensor log_kernels = at::log(pairwise.expand({batch, num_messages, kh, kw})).contiguous();
   at::Tensor messages = at::empty({batch, num_messages, height, width}, unary.options());
-  at::Tensor source = at::full({batch, num_nodes, height, width}, -1, unary.options().dtype(at::kLong));
+  at::Tensor source = at::empty({batch, num_nodes, height, width}, unary.options().dtype(at::kLong));
   at::Tensor fallback = at::zeros({batch, num_nodes}, unary.options().dtype(at::kLong));
 
   const Problem<scalar_t> problem{
@@ -543,9 +589,6 @@ std::tuple<at::Tensor, at::Tensor> tree_map_kernel(const at::Tensor& unary_in, c
   TORCH_CHECK_VALUE(
       kh % 2 == 1 && kw % 2 == 1, "tree_map: pairwise kernels must have odd height and width (a centre), but they are ",
       kh, "x", kw);
-  TORCH_CHECK_VALUE(
-      unary_in.size(2) * unary_in.size(3) <= std::numeric_limits<int32_t>::max() && kh * kw <= std::numeric_limits<int32_t>::max(),
-      "tree_map: maps and kernels must have fewer than 2^31 entries");
   const Schedule schedule = parse_schedule(messages, level_sizes, num_nodes);
 
   const at::Tensor unary = unary_in.contiguous();

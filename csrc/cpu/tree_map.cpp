@@ -157,19 +157,31 @@ void check_finite_non_negative(const at::Tensor& tensor, const char* name) {
   const scalar_t* data = tensor.data_ptr<scalar_t>();
   const int64_t size = tensor.numel();
   const scalar_t largest = std::numeric_limits<scalar_t>::max();
+  // The common case in one pass the compiler vectorises: a flag as wide as scalar_t, OR-ed, and
+  // NaN fails both comparisons.
+  using flag_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
+  flag_t invalid = 0;
+  for (int64_t i = 0; i < size; ++i) {
+    invalid |= ((data[i] >= 0) & (data[i] <= largest)) ? 0 : 1;
+  }
+  if (!invalid) {
+    return;
+  }
   bool all_finite = true;
   scalar_t minimum = largest;
   for (int64_t i = 0; i < size; ++i) {
-    // NaN fails the comparison, so it counts as not finite.
-    all_finite &= std::abs(data[i]) <= largest;
-    minimum = std::min(minimum, data[i]);
+    if (std::isfinite(data[i])) {
+      minimum = std::min(minimum, data[i]);
+    } else {
+      all_finite = false;
+    }
   }
   TORCH_CHECK_VALUE(
       all_finite, "tree_map: ", name, " must be finite, but it holds NaN or Inf entries (shape ", tensor.sizes(),
       ", dtype ", tensor.scalar_type(), ")");
   TORCH_CHECK_VALUE(
-      minimum >= 0, "tree_map: ", name, " must be non-negative, but its minimum is ", minimum, " (shape ",
-      tensor.sizes(), ", dtype ", tensor.scalar_type(), ")");
+      false, "tree_map: ", name, " must be non-negative, but its minimum is ", minimum, " (shape ", tensor.sizes(),
+      ", dtype ", tensor.scalar_type(), ")");
 }
 
 // Vectors of 32 bytes (GCC/Clang vector extensions): one AVX2 register, two SSE registers in a
@@ -218,6 +230,30 @@ int64_t round_up(int64_t value, int64_t multiple) {
 template <typename Vector>
 inline Vector keep_first_max(Vector current, Vector candidate) {
   return candidate > current ? candidate : current;
+}
+
+// The largest of data[0 .. size), -inf for none; data holds no NaN. A vector at a time: a plain
+// std::max reduction does not vectorise, as the compiler must assume NaNs.
+template <typename scalar_t>
+scalar_t max_of(const scalar_t* data, int64_t size) {
+  using Value = typename Simd<scalar_t>::Value;
+  constexpr int64_t lanes = kLanes<scalar_t>;
+  const scalar_t minus_inf = -std::numeric_limits<scalar_t>::infinity();
+  Value running = broadcast(minus_inf);
+  int64_t i = 0;
+  for (; i + lanes <= size; i += lanes) {
+    Value x;
+    std::memcpy(&x, data + i, sizeof(Value));
+    running = keep_first_max(running, x);
+  }
+  scalar_t result = minus_inf;
+  for (int64_t l = 0; l < lanes; ++l) {
+    result = std::max(result, running[l]);
+  }
+  for (; i < size; ++i) {
+    result = std::max(result, data[i]);
+  }
+  return result;
 }
 
 // The first t < kw with kernel_row[t] + source[t] == value (kw if none), a vector of t at a time:
@@ -380,8 +416,6 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
   }
   const scalar_t* log_unary = problem.log_unary + (b * num_nodes + src) * map_size;
   const int64_t ch = kh / 2, cw = kw / 2;
-  scalar_t upward_peak = minus_inf;
-  int64_t upward_argmax = 0;
   for (int64_t r = 0; r < height; ++r) {
     scalar_t* out = padded.data() + (r + ch) * padded_width + cw;
     for (int64_t c = 0; c < width; ++c) {
@@ -392,16 +426,23 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
         out[c] = out[c] + factor[r * width + c];
       }
     }
-    if (upward) {
+  }
+  if (upward) {
+    // The fallback of the backtracking: the first maximum, row-major, of the upward belief.
+    scalar_t upward_peak = minus_inf;
+    for (int64_t r = 0; r < height; ++r) {
+      upward_peak = std::max(upward_peak, max_of(padded.data() + (r + ch) * padded_width + cw, width));
+    }
+    int64_t upward_argmax = -1;  // always found: the peak is one of the entries
+    for (int64_t r = 0; r < height && upward_argmax < 0; ++r) {
+      const scalar_t* row = padded.data() + (r + ch) * padded_width + cw;
       for (int64_t c = 0; c < width; ++c) {
-        if (out[c] > upward_peak) {
-          upward_peak = out[c];
+        if (row[c] == upward_peak) {
           upward_argmax = r * width + c;
+          break;
         }
       }
     }
-  }
-  if (upward) {
     problem.fallback[b * num_nodes + src] = upward_argmax;
   }
 
@@ -422,10 +463,7 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
                                   nullptr);
   }
 
-  scalar_t peak = minus_inf;
-  for (int64_t p = 0; p < map_size; ++p) {
-    peak = std::max(peak, message[p]);
-  }
+  const scalar_t peak = max_of(message, map_size);
   // A message that is -inf everywhere carries no information: zeros, as in the reference.
   for (int64_t p = 0; p < map_size; ++p) {
     message[p] = peak > minus_inf ? message[p] - peak : scalar_t(0);
@@ -506,10 +544,7 @@ std::tuple<at::Tensor, at::Tensor> tree_map_kernel_impl(const at::Tensor& unary,
           belief[p] = belief[p] + message[p];
         }
       }
-      scalar_t peak = minus_inf;
-      for (int64_t p = 0; p < map_size; ++p) {
-        peak = std::max(peak, belief[p]);
-      }
+      const scalar_t peak = max_of(belief, map_size);
       for (int64_t p = 0; p < map_size; ++p) {
         belief[p] = peak > minus_inf ? belief[p] - peak : scalar_t(0);
       }

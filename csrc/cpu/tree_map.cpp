@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace handops {
@@ -53,7 +54,6 @@ struct Schedule {
   std::vector<int64_t> target_node;       // [M]
   std::vector<int64_t> level_begin;       // [num_levels + 1]: messages of level l are [begin[l], begin[l+1])
   std::vector<int64_t> parent;            // [K], -1 for the root
-  std::vector<int64_t> upward_message;    // [K]: index of the message node -> parent, -1 for the root
   std::vector<std::vector<int64_t>> incoming;  // [K]: messages into the node, ascending index
   std::vector<int64_t> parents_first;     // [K]: nodes ordered so that every parent precedes its children
 };
@@ -67,7 +67,6 @@ Schedule parse_schedule(at::IntArrayRef messages, at::IntArrayRef level_sizes, i
   schedule.source_node.resize(num_messages);
   schedule.target_node.resize(num_messages);
   schedule.parent.assign(num_nodes, -1);
-  schedule.upward_message.assign(num_nodes, -1);
   schedule.incoming.resize(num_nodes);
   for (int64_t m = 0; m < num_messages; ++m) {
     const int64_t src = messages[2 * m];
@@ -88,7 +87,6 @@ Schedule parse_schedule(at::IntArrayRef messages, at::IntArrayRef level_sizes, i
         schedule.parent[child] == -1, "tree_map: node ", child,
         " sends two upward messages; each non-root node must send exactly one, to its parent");
     schedule.parent[child] = schedule.target_node[m];
-    schedule.upward_message[child] = m;
   }
   std::vector<int64_t> roots;
   for (int64_t node = 0; node < num_nodes; ++node) {
@@ -184,41 +182,51 @@ void check_finite_non_negative(const at::Tensor& tensor, const char* name) {
       ", dtype ", tensor.scalar_type(), ")");
 }
 
-// Vectors of 32 bytes (GCC/Clang vector extensions): one AVX2 register, two SSE registers in a
+// Vectors of kVectorBytes (GCC/Clang vector extensions): one AVX2 register, two SSE registers in a
 // portable build. The tap index has the lane width of the value, so that the mask of a comparison
-// selects taps lane for lane.
+// selects taps lane for lane. (64 bytes would suit AVX-512 machines; it is untested, as the build
+// machine has AVX2 only.)
+constexpr size_t kVectorBytes = 32;
 template <typename scalar_t>
 struct Simd;
 template <>
 struct Simd<float> {
-  typedef float Value __attribute__((vector_size(32)));
-  typedef int32_t Tap __attribute__((vector_size(32)));
+  typedef float Value __attribute__((vector_size(kVectorBytes)));
+  typedef int32_t Tap __attribute__((vector_size(kVectorBytes)));
 };
 template <>
 struct Simd<double> {
-  typedef double Value __attribute__((vector_size(32)));
-  typedef int64_t Tap __attribute__((vector_size(32)));
+  typedef double Value __attribute__((vector_size(kVectorBytes)));
+  typedef int64_t Tap __attribute__((vector_size(kVectorBytes)));
 };
 template <typename scalar_t>
-constexpr int64_t kLanes = sizeof(typename Simd<scalar_t>::Value) / sizeof(scalar_t);
+constexpr int64_t kLanes = kVectorBytes / sizeof(scalar_t);
 
-// One value in every lane.
-inline Simd<float>::Value broadcast(float x) {
-  return Simd<float>::Value{x, x, x, x, x, x, x, x};
+// One value in every lane, as a braced list (which compiles to a single broadcast; `Vector{} + x`
+// would add a zero first, since -0 + 0 is not -0).
+template <typename Vector, typename Scalar, size_t... Lane>
+inline Vector broadcast_lanes(Scalar x, std::index_sequence<Lane...>) {
+  return Vector{((void)Lane, x)...};
 }
-inline Simd<float>::Tap broadcast(int32_t x) {
-  return Simd<float>::Tap{x, x, x, x, x, x, x, x};
-}
-inline Simd<double>::Value broadcast(double x) {
-  return Simd<double>::Value{x, x, x, x};
-}
-inline Simd<double>::Tap broadcast(int64_t x) {
-  return Simd<double>::Tap{x, x, x, x};
+template <typename Scalar>
+struct VectorOf;
+template <>
+struct VectorOf<float> { using type = Simd<float>::Value; };
+template <>
+struct VectorOf<double> { using type = Simd<double>::Value; };
+template <>
+struct VectorOf<int32_t> { using type = Simd<float>::Tap; };
+template <>
+struct VectorOf<int64_t> { using type = Simd<double>::Tap; };
+template <typename Scalar>
+inline typename VectorOf<Scalar>::type broadcast(Scalar x) {
+  return broadcast_lanes<typename VectorOf<Scalar>::type>(x, std::make_index_sequence<kVectorBytes / sizeof(Scalar)>());
 }
 
-// Output rows per block of the max-convolution. The block's running maxima and taps stay in
-// registers across all taps; several rows give the compare-and-select chains independent work to
-// hide their latency, and 4 rows (8 vectors with their taps) leave AVX2's 16 registers for the rest.
+// Output rows per block of the max-convolution: one vector of columns per row, whose running maxima
+// (and, for upward messages, per-tap-row maxima and winning tap rows) stay in registers across all
+// taps. Several rows give the max chains independent work to hide their latency; 4 rows (at most 12
+// vectors) leave some of AVX2's 16 registers for the rest. Wider blocks measured no faster.
 constexpr int64_t kBlockRows = 4;
 
 int64_t round_up(int64_t value, int64_t multiple) {

@@ -1,0 +1,303 @@
+"""The C++ CPU kernel of ``handops::tree_map`` against its specification, ``tree_map_reference``.
+
+The kernel performs the reference's floating-point operations in the reference's order, so the
+max-marginals match to rounding (in practice bit for bit) and the MAP configuration exactly, ties
+included.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import handops
+from handops._reference.tree_marginals import tree_map_reference
+
+pytestmark = pytest.mark.skipif(not handops.HAS_EXTENSION, reason="the C++ extension handops._C is not built")
+
+SMALL_TREES = {
+    "single": handops.Tree([-1]),
+    "pair": handops.Tree([-1, 0]),
+    "fork": handops.Tree([-1, 0, 0, 1]),
+    "chain": handops.Tree([-1, 0, 1, 2]),
+    "root_last": handops.Tree([3, 3, 0, -1, 1]),
+}
+
+
+def _inputs(tree, batch, height, width, kernel, dtype, adaptive, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    # Peaked heatmaps and kernels (a power of uniforms), as real ones are, with a floor above zero.
+    unary = torch.rand(batch, tree.num_nodes, height, width, generator=generator, dtype=dtype) ** 4 + 1e-6
+    shape = (batch,) if adaptive else ()
+    pairwise = torch.rand(*shape, tree.num_messages, kernel, kernel, generator=generator, dtype=dtype) ** 4
+    return unary, pairwise
+
+
+def _reference(unary, pairwise, tree):
+    return tree_map_reference(unary, pairwise if pairwise.dim() == 4 else pairwise[None], tree)
+
+
+def _assert_matches_reference(unary, pairwise, tree):
+    max_marginals, config = handops.tree_map(unary, pairwise, tree)
+    expected_marginals, expected_config = _reference(unary, pairwise, tree)
+    assert max_marginals.shape == unary.shape and max_marginals.dtype == unary.dtype
+    assert config.shape == (unary.shape[0], tree.num_nodes, 2) and config.dtype == torch.int64
+    torch.testing.assert_close(max_marginals, expected_marginals)
+    assert torch.equal(config, expected_config), f"config differs:\n{config}\nexpected\n{expected_config}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("adaptive", [False, True], ids=["shared", "adaptive"])
+@pytest.mark.parametrize(
+    "batch,height,width,kernel", [(2, 9, 11, 5), (3, 16, 16, 7), (1, 7, 5, 21), (4, 13, 20, 3), (2, 1, 1, 3)]
+)
+def test_hand_tree_matches_reference(dtype, adaptive, batch, height, width, kernel):
+    tree = handops.hand_tree()
+    _assert_matches_reference(*_inputs(tree, batch, height, width, kernel, dtype, adaptive), tree)
+
+
+@pytest.mark.parametrize("name", list(SMALL_TREES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("adaptive", [False, True], ids=["shared", "adaptive"])
+def test_small_trees_match_reference(name, dtype, adaptive):
+    tree = SMALL_TREES[name]
+    _assert_matches_reference(*_inputs(tree, 3, 10, 12, 5, dtype, adaptive, seed=1), tree)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_full_size_maps_match_reference(batch):
+    # The size the thesis uses: 46x46 maps, 45x45 kernels (every tap row and column reaches the map).
+    tree = handops.hand_tree()
+    _assert_matches_reference(*_inputs(tree, batch, 46, 46, 45, torch.float32, adaptive=True, seed=2), tree)
+
+
+def test_thread_count_does_not_change_the_result():
+    # One image runs the per-level split of the messages; several, the per-image split.
+    tree = handops.hand_tree()
+    for batch in (1, 5):
+        unary, pairwise = _inputs(tree, batch, 12, 12, 7, torch.float32, adaptive=True, seed=3)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            serial = handops.tree_map(unary, pairwise, tree)
+        finally:
+            torch.set_num_threads(threads)
+        parallel = handops.tree_map(unary, pairwise, tree)
+        assert torch.equal(serial[0], parallel[0]) and torch.equal(serial[1], parallel[1])
+
+
+def _delta(height, width, row, col, dtype=torch.float64):
+    out = torch.zeros(height, width, dtype=dtype)
+    out[row, col] = 1.0
+    return out
+
+
+def _offset_kernel(size, offset, dtype=torch.float64):
+    """A size x size kernel with a single one at `offset` (row, col) from its centre."""
+    centre = size // 2
+    return _delta(size, size, centre + offset[0], centre + offset[1], dtype)
+
+
+@pytest.mark.parametrize("evidence_at", ["root", "leaf"])
+def test_hand_computed_chain(evidence_at):
+    # Chain 0 - 1 - 2 on a 10x12 map. Delta kernels say exactly where each neighbour lies; one node
+    # has a delta unary and the others are uniform, so the only configuration with non-zero
+    # probability is the known one, whichever end the evidence enters.
+    tree = handops.Tree([-1, 0, 1])
+    height, width, size = 10, 12, 9
+    positions = [(4, 5), (6, 3), (7, 7)]
+    pairwise = torch.stack(
+        [
+            _offset_kernel(size, (positions[dst][0] - positions[src][0], positions[dst][1] - positions[src][1]))
+            for src, dst in tree.messages
+        ]
+    )
+    unary = torch.ones(1, 3, height, width, dtype=torch.float64)
+    node = 0 if evidence_at == "root" else 2
+    unary[0, node] = _delta(height, width, *positions[node])
+
+    max_marginals, config = handops.tree_map(unary, pairwise, tree)
+
+    assert config[0].tolist() == [list(p) for p in positions]
+    for k, (row, col) in enumerate(positions):
+        assert torch.equal(max_marginals[0, k], _delta(height, width, row, col)), f"node {k}"
+    _assert_matches_reference(unary, pairwise, tree)
+
+
+def test_sparse_unaries_and_tiny_kernels_match_reference():
+    # log 0 = -inf almost everywhere in the beliefs, and kernel values near float32's smallest
+    # normal: -inf must propagate without NaN, and the finite scores must still be ranked exactly.
+    tree = handops.hand_tree()
+    generator = torch.Generator().manual_seed(4)
+    unary = torch.zeros(3, tree.num_nodes, 16, 16)
+    hits = torch.rand(unary.shape, generator=generator) < 0.02
+    unary[hits] = torch.rand(int(hits.sum()), generator=generator)
+    pairwise = torch.rand(tree.num_messages, 7, 7, generator=generator) * 1e-30
+    pairwise[:, ::2, 1::2] = 0.0
+    _assert_matches_reference(unary, pairwise, tree)
+    max_marginals, _ = handops.tree_map(unary, pairwise, tree)
+    assert torch.isfinite(max_marginals).all()
+
+
+def test_zero_beliefs_and_fallback_match_reference():
+    # Node 2's unary is all zero (its max-marginal is all ones, its messages all zeros), and node 3
+    # lies too far from its parent for the kernel to reach, so its position falls back to the
+    # first maximum of its own upward belief.
+    tree = handops.Tree([-1, 0, 0, 1])
+    unary = torch.rand(2, 4, 9, 9, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    unary[:, 2] = 0.0
+    unary[:, 1] = 0.0
+    unary[:, 1, 0, 0] = 1.0
+    unary[:, 3] = 0.0
+    unary[:, 3, 8, 8] = 0.5
+    pairwise = torch.ones(tree.num_messages, 3, 3, dtype=torch.float64)
+    max_marginals, config = handops.tree_map(unary, pairwise, tree)
+    assert torch.equal(max_marginals[:, 2], torch.ones(2, 9, 9, dtype=torch.float64))
+    assert config[:, 3].tolist() == [[8, 8], [8, 8]]
+    _assert_matches_reference(unary, pairwise, tree)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ties_break_like_the_reference(dtype):
+    # Constant unaries and kernels: every position and every tap ties, so the configuration is
+    # decided by the tie-breaking alone (first maximum in tap order, first row-major maximum).
+    tree = handops.hand_tree()
+    unary = torch.full((2, tree.num_nodes, 8, 9), 0.5, dtype=dtype)
+    pairwise = torch.full((tree.num_messages, 5, 5), 0.25, dtype=dtype)
+    _assert_matches_reference(unary, pairwise, tree)
+    # Ties between a few distinct values: quantised heatmaps and kernels.
+    generator = torch.Generator().manual_seed(6)
+    unary = torch.randint(0, 3, (2, tree.num_nodes, 8, 9), generator=generator).to(dtype)
+    pairwise = torch.randint(0, 3, (2, tree.num_messages, 5, 5), generator=generator).to(dtype)
+    _assert_matches_reference(unary, pairwise, tree)
+
+
+def test_non_contiguous_inputs():
+    tree = handops.hand_tree()
+    unary, pairwise = _inputs(tree, 2, 12, 14, 5, torch.float32, adaptive=True, seed=7)
+    expected = handops.tree_map(unary, pairwise, tree)
+    wide = torch.zeros(2, tree.num_nodes, 12, 28)
+    wide[..., ::2] = unary
+    cases = [
+        (unary.transpose(2, 3).contiguous().transpose(2, 3), pairwise.transpose(0, 1).contiguous().transpose(0, 1)),
+        (wide[..., ::2], pairwise),
+        (unary, pairwise[:1].expand(2, -1, -1, -1)),
+    ]
+    for u, p in cases:
+        assert not (u.is_contiguous() and p.is_contiguous())
+        _assert_matches_reference(u, p, tree)
+    for u, p in cases[:2]:  # the same values as the contiguous inputs
+        got = handops.tree_map(u, p, tree)
+        torch.testing.assert_close(got[0], expected[0])
+        assert torch.equal(got[1], expected[1])
+
+
+def test_empty_batch():
+    tree = handops.hand_tree()
+    unary = torch.rand(0, tree.num_nodes, 6, 7)
+    for pairwise in (torch.rand(tree.num_messages, 3, 3), torch.rand(0, tree.num_messages, 3, 3)):
+        max_marginals, config = handops.tree_map(unary, pairwise, tree)
+        assert max_marginals.shape == (0, tree.num_nodes, 6, 7)
+        assert config.shape == (0, tree.num_nodes, 2) and config.dtype == torch.int64
+
+
+def _op_args(tree=None, batch=2, height=6, width=7, kernel=3, dtype=torch.float32):
+    tree = tree or handops.Tree([-1, 0, 0, 1])
+    generator = torch.Generator().manual_seed(8)
+    unary = torch.rand(batch, tree.num_nodes, height, width, generator=generator, dtype=dtype)
+    pairwise = torch.rand(1, tree.num_messages, kernel, kernel, generator=generator, dtype=dtype)
+    return unary, pairwise, tree.flat_messages(), list(tree.level_sizes)
+
+
+@pytest.mark.parametrize("tensor", ["unary", "pairwise"])
+@pytest.mark.parametrize(
+    "bad,message", [(-0.5, "must be non-negative"), (float("nan"), "must be finite"), (float("inf"), "must be finite")]
+)
+def test_bad_values_raise_value_error(tensor, bad, message):
+    unary, pairwise, messages, level_sizes = _op_args()
+    (unary if tensor == "unary" else pairwise)[0, 1, 1, 1] = bad
+    with pytest.raises(ValueError, match=f"{tensor} {message}"):
+        torch.ops.handops.tree_map(unary, pairwise, messages, level_sizes)
+    with pytest.raises(ValueError, match=f"{tensor} {message}"):
+        handops.tree_map(unary, pairwise[0], handops.Tree([-1, 0, 0, 1]))
+
+
+def test_bad_shapes_raise_clear_errors():
+    unary, pairwise, messages, level_sizes = _op_args()
+    op = torch.ops.handops.tree_map
+    cases = [
+        ((unary[0], pairwise), "unary must be a 4-D tensor"),
+        ((unary, pairwise[0]), "pairwise must be a 4-D tensor"),
+        ((unary[:, :3], pairwise), r"K = 3 nodes has 4 directed messages, but pairwise holds M = 6"),
+        ((unary, pairwise[:, :4]), r"K = 4 nodes has 6 directed messages, but pairwise holds M = 4"),
+        ((unary, pairwise[..., :2, :]), "odd height and width"),
+        ((unary, torch.rand(2, 6, 3, 4)), "odd height and width"),
+        ((unary, pairwise.expand(3, -1, -1, -1)), "one per image"),
+        ((unary[:, :, :0], pairwise), "at least 1x1"),
+    ]
+    for args, message in cases:
+        with pytest.raises(ValueError, match=message):
+            op(*args, messages, level_sizes)
+    with pytest.raises(TypeError, match="pairwise must have the dtype of unary"):
+        op(unary, pairwise.double(), messages, level_sizes)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        op(unary.half(), pairwise.half(), messages, level_sizes)
+
+
+def test_bad_schedules_raise_value_error():
+    unary, pairwise, messages, level_sizes = _op_args()
+    op = torch.ops.handops.tree_map
+    out_of_range = list(messages)
+    out_of_range[1] = 9
+    swapped_levels = [m for pair in reversed(list(zip(messages[0::2], messages[1::2]))) for m in pair]
+    cases = [
+        (out_of_range, level_sizes, "join two different nodes"),
+        (messages[:-2], level_sizes, "messages must hold the"),
+        (messages, [6], "reads message"),  # one level: (1, 0) would read (3, 1) of the same level
+        (messages, level_sizes[:-1], "must sum to"),
+        (swapped_levels, list(reversed(level_sizes)), "two upward messages|reverse of an upward|reads message"),
+    ]
+    for schedule, sizes, message in cases:
+        with pytest.raises(ValueError, match=message):
+            op(unary, pairwise, schedule, sizes)
+    # Three nodes whose upward messages form a cycle 1 -> 2 -> 1 beside the root 0.
+    with pytest.raises(ValueError, match="cycle"):
+        op(unary[:, :3], pairwise[:, :4], [1, 2, 2, 1, 2, 1, 1, 2], [1, 1, 1, 1])
+
+
+def test_wrong_ranks_and_mismatches_through_the_public_function():
+    tree = handops.hand_tree()
+    unary, pairwise = _inputs(tree, 2, 8, 8, 3, torch.float32, adaptive=False)
+    with pytest.raises(ValueError, match="4-D"):
+        handops.tree_map(unary[0], pairwise, tree)
+    with pytest.raises(ValueError, match="message kernels"):
+        handops.tree_map(unary, pairwise[:-1], tree)
+    with pytest.raises(ValueError, match="odd"):
+        handops.tree_map(unary, pairwise[..., :2], tree)
+    with pytest.raises(ValueError, match="batch size"):
+        handops.tree_map(unary, pairwise.expand(3, -1, -1, -1), tree)
+
+
+def test_opcheck():
+    for dtype in (torch.float32, torch.float64):
+        unary, pairwise, messages, level_sizes = _op_args(dtype=dtype)
+        torch.library.opcheck(torch.ops.handops.tree_map, (unary, pairwise, messages, level_sizes))
+    tree = handops.hand_tree()
+    unary, pairwise = _inputs(tree, 2, 9, 8, 5, torch.float32, adaptive=True)
+    torch.library.opcheck(torch.ops.handops.tree_map, (unary, pairwise, tree.flat_messages(), list(tree.level_sizes)))
+
+
+def test_torch_compile_fullgraph():
+    tree = handops.hand_tree()
+    unary, pairwise = _inputs(tree, 2, 10, 9, 5, torch.float32, adaptive=False, seed=9)
+
+    def decode(unary, pairwise):
+        max_marginals, config = handops.tree_map(unary * 2.0, pairwise, tree)
+        return max_marginals.sum(dim=(-2, -1)), config
+
+    torch._dynamo.reset()
+    compiled = torch.compile(decode, fullgraph=True, backend="inductor")
+    got = compiled(unary, pairwise)
+    want = decode(unary, pairwise)
+    torch.testing.assert_close(got[0], want[0])
+    assert torch.equal(got[1], want[1])

@@ -17,7 +17,7 @@ ext_modules, cmdclass = [], {}
 if os.environ.get("HANDOPS_NO_EXTENSION", "0") != "1":
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17", "-fno-math-errno", "-DTORCH_API_INCLUDE_EXTENSION_H=0"]
+    cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno"]
     if os.environ.get("HANDOPS_NATIVE", "1") == "1":
         cxx_flags.append("-march=native")  # AVX-512 where the build machine has it
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))

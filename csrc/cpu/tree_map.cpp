@@ -43,144 +43,10 @@
 #include <utility>
 #include <vector>
 
+#include "cpu/tree_schedule.h"
+
 namespace handops {
 namespace {
-
-// A validated message schedule, with what the kernel derives from it.
-struct Schedule {
-  int64_t num_nodes = 0;
-  int64_t root = 0;
-  std::vector<int64_t> source_node;       // [M]
-  std::vector<int64_t> target_node;       // [M]
-  std::vector<int64_t> level_begin;       // [num_levels + 1]: messages of level l are [begin[l], begin[l+1])
-  std::vector<int64_t> parent;            // [K], -1 for the root
-  std::vector<std::vector<int64_t>> incoming;  // [K]: messages into the node, ascending index
-  std::vector<int64_t> parents_first;     // [K]: nodes ordered so that every parent precedes its children
-};
-
-Schedule parse_schedule(at::IntArrayRef messages, at::IntArrayRef level_sizes, int64_t num_nodes) {
-  Schedule schedule;
-  schedule.num_nodes = num_nodes;
-  const int64_t num_messages = static_cast<int64_t>(messages.size()) / 2;
-  const int64_t num_upward = num_messages / 2;
-
-  schedule.source_node.resize(num_messages);
-  schedule.target_node.resize(num_messages);
-  schedule.parent.assign(num_nodes, -1);
-  schedule.incoming.resize(num_nodes);
-  for (int64_t m = 0; m < num_messages; ++m) {
-    const int64_t src = messages[2 * m];
-    const int64_t dst = messages[2 * m + 1];
-    TORCH_CHECK_VALUE(
-        0 <= src && src < num_nodes && 0 <= dst && dst < num_nodes && src != dst,
-        "tree_map: message ", m, " is (", src, ", ", dst, "), but a message must join two different nodes in [0, ",
-        num_nodes, ")");
-    schedule.source_node[m] = src;
-    schedule.target_node[m] = dst;
-    schedule.incoming[dst].push_back(m);
-  }
-
-  // The upward half names every node's parent exactly once; the downward half reverses it.
-  for (int64_t m = 0; m < num_upward; ++m) {
-    const int64_t child = schedule.source_node[m];
-    TORCH_CHECK_VALUE(
-        schedule.parent[child] == -1, "tree_map: node ", child,
-        " sends two upward messages; each non-root node must send exactly one, to its parent");
-    schedule.parent[child] = schedule.target_node[m];
-  }
-  std::vector<int64_t> roots;
-  for (int64_t node = 0; node < num_nodes; ++node) {
-    if (schedule.parent[node] == -1) {
-      roots.push_back(node);
-    }
-  }
-  TORCH_CHECK_VALUE(
-      roots.size() == 1, "tree_map: the upward messages must leave exactly one root, but they leave ", roots.size());
-  schedule.root = roots[0];
-  std::vector<bool> reversed(num_nodes, false);
-  for (int64_t m = num_upward; m < num_messages; ++m) {
-    const int64_t child = schedule.target_node[m];
-    TORCH_CHECK_VALUE(
-        schedule.parent[child] == schedule.source_node[m] && !reversed[child], "tree_map: downward message ", m, " (",
-        schedule.source_node[m], ", ", child, ") is not the reverse of an upward message, or repeats one");
-    reversed[child] = true;
-  }
-
-  // Depths, refusing cycles: every walk up must reach the root within num_nodes steps.
-  std::vector<int64_t> depth(num_nodes, 0);
-  for (int64_t node = 0; node < num_nodes; ++node) {
-    int64_t steps = 0;
-    for (int64_t up = node; schedule.parent[up] != -1; up = schedule.parent[up]) {
-      ++steps;
-      TORCH_CHECK_VALUE(steps < num_nodes, "tree_map: the upward messages contain a cycle through node ", node);
-    }
-    depth[node] = steps;
-  }
-  schedule.parents_first.resize(num_nodes);
-  for (int64_t node = 0; node < num_nodes; ++node) {
-    schedule.parents_first[node] = node;
-  }
-  std::stable_sort(schedule.parents_first.begin(), schedule.parents_first.end(),
-                   [&](int64_t a, int64_t b) { return depth[a] < depth[b]; });
-
-  // Levels: each message may only read messages of earlier levels.
-  schedule.level_begin.push_back(0);
-  for (const int64_t size : level_sizes) {
-    TORCH_CHECK_VALUE(size >= 0, "tree_map: level_sizes must be non-negative, got ", level_sizes);
-    schedule.level_begin.push_back(schedule.level_begin.back() + size);
-  }
-  TORCH_CHECK_VALUE(
-      schedule.level_begin.back() == num_messages, "tree_map: level_sizes must sum to the ", num_messages,
-      " messages of the schedule, but they sum to ", schedule.level_begin.back());
-  std::vector<int64_t> level_of(num_messages, 0);
-  for (size_t level = 0; level + 1 < schedule.level_begin.size(); ++level) {
-    for (int64_t m = schedule.level_begin[level]; m < schedule.level_begin[level + 1]; ++m) {
-      level_of[m] = static_cast<int64_t>(level);
-    }
-  }
-  for (int64_t m = 0; m < num_messages; ++m) {
-    for (const int64_t k : schedule.incoming[schedule.source_node[m]]) {
-      TORCH_CHECK_VALUE(
-          schedule.source_node[k] == schedule.target_node[m] || level_of[k] < level_of[m], "tree_map: message ", m,
-          " (", schedule.source_node[m], ", ", schedule.target_node[m], ") in level ", level_of[m], " reads message ",
-          k, " (", schedule.source_node[k], ", ", schedule.target_node[k], "), which is computed in level ",
-          level_of[k], ", not an earlier one");
-    }
-  }
-  return schedule;
-}
-
-template <typename scalar_t>
-void check_finite_non_negative(const at::Tensor& tensor, const char* name) {
-  const scalar_t* data = tensor.data_ptr<scalar_t>();
-  const int64_t size = tensor.numel();
-  const scalar_t largest = std::numeric_limits<scalar_t>::max();
-  // The common case in one pass the compiler vectorises: a flag as wide as scalar_t, OR-ed, and
-  // NaN fails both comparisons.
-  using flag_t = std::conditional_t<sizeof(scalar_t) == 8, int64_t, int32_t>;
-  flag_t invalid = 0;
-  for (int64_t i = 0; i < size; ++i) {
-    invalid |= ((data[i] >= 0) & (data[i] <= largest)) ? 0 : 1;
-  }
-  if (!invalid) {
-    return;
-  }
-  bool all_finite = true;
-  scalar_t minimum = largest;
-  for (int64_t i = 0; i < size; ++i) {
-    if (std::isfinite(data[i])) {
-      minimum = std::min(minimum, data[i]);
-    } else {
-      all_finite = false;
-    }
-  }
-  TORCH_CHECK_VALUE(
-      all_finite, "tree_map: ", name, " must be finite, but it holds NaN or Inf entries (shape ", tensor.sizes(),
-      ", dtype ", tensor.scalar_type(), ")");
-  TORCH_CHECK_VALUE(
-      false, "tree_map: ", name, " must be non-negative, but its minimum is ", minimum, " (shape ", tensor.sizes(),
-      ", dtype ", tensor.scalar_type(), ")");
-}
 
 // Vectors of kVectorBytes (GCC/Clang vector extensions): one AVX2 register, two SSE registers in a
 // portable build. The tap index has the lane width of the value, so that the mask of a comparison
@@ -388,7 +254,7 @@ struct Workspace {
 // Views of the kernel's tensors, all contiguous.
 template <typename scalar_t>
 struct Problem {
-  const Schedule* schedule;
+  const TreeSchedule* schedule;
   int64_t num_messages, height, width, kh, kw;
   const scalar_t* log_unary;    // [B, K, H, W]
   const scalar_t* log_kernels;  // [B, M, kh, kw]
@@ -399,12 +265,12 @@ struct Problem {
 
 template <typename scalar_t>
 void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Workspace<scalar_t>& workspace) {
-  const Schedule& schedule = *problem.schedule;
+  const TreeSchedule& schedule = *problem.schedule;
   const int64_t num_nodes = schedule.num_nodes;
   const int64_t height = problem.height, width = problem.width, kh = problem.kh, kw = problem.kw;
   const int64_t map_size = height * width;
-  const int64_t src = schedule.source_node[m];
-  const int64_t dst = schedule.target_node[m];
+  const int64_t src = schedule.src[m];
+  const int64_t dst = schedule.dst[m];
   const bool upward = schedule.parent[src] == dst;
   const scalar_t minus_inf = -std::numeric_limits<scalar_t>::infinity();
 
@@ -418,7 +284,7 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
   // the sums, and hence the ties of the maximum, are bit-identical to it.
   std::vector<const scalar_t*> factors;
   for (const int64_t k : schedule.incoming[src]) {
-    if (schedule.source_node[k] != dst) {
+    if (schedule.src[k] != dst) {
       factors.push_back(problem.messages + (b * problem.num_messages + k) * map_size);
     }
   }
@@ -480,7 +346,7 @@ void compute_message(const Problem<scalar_t>& problem, int64_t b, int64_t m, Wor
 
 template <typename scalar_t>
 std::tuple<at::Tensor, at::Tensor> tree_map_kernel_impl(const at::Tensor& unary, const at::Tensor& pairwise,
-                                                        const Schedule& schedule) {
+                                                        const TreeSchedule& schedule) {
   const int64_t batch = unary.size(0), num_nodes = unary.size(1), height = unary.size(2), width = unary.size(3);
   const int64_t num_messages = pairwise.size(1), kh = pairwise.size(2), kw = pairwise.size(3);
   const int64_t map_size = height * width;
@@ -632,13 +498,13 @@ std::tuple<at::Tensor, at::Tensor> tree_map_kernel(const at::Tensor& unary_in, c
   TORCH_CHECK_VALUE(
       kh % 2 == 1 && kw % 2 == 1, "tree_map: pairwise kernels must have odd height and width (a centre), but they are ",
       kh, "x", kw);
-  const Schedule schedule = parse_schedule(messages, level_sizes, num_nodes);
+  const TreeSchedule schedule = TreeSchedule::from_flat(messages, level_sizes, num_nodes);
 
   const at::Tensor unary = unary_in.contiguous();
   const at::Tensor pairwise = pairwise_in.contiguous();
   AT_DISPATCH_FLOATING_TYPES(unary.scalar_type(), "tree_map_check", [&] {
-    check_finite_non_negative<scalar_t>(unary, "unary");
-    check_finite_non_negative<scalar_t>(pairwise, "pairwise");
+    check_non_negative_finite<scalar_t>(unary, "tree_map", "unary");
+    check_non_negative_finite<scalar_t>(pairwise, "tree_map", "pairwise");
   });
 
   if (batch == 0) {

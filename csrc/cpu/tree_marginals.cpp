@@ -289,9 +289,6 @@ void check_inputs(const at::Tensor& unary, const at::Tensor& pairwise, const at:
   TORCH_CHECK(weights.size(0) == B && weights.size(1) == pairwise.size(1), "weights must be [B, L] = [", B, ", ",
               pairwise.size(1), "], got ", weights.sizes());
   TORCH_CHECK(unary.size(2) > 0 && unary.size(3) > 0, "unary maps must be at least 1x1, got ", unary.sizes());
-  check_non_negative_finite(unary, "unary");
-  check_non_negative_finite(pairwise, "pairwise");
-  check_non_negative_finite(weights, "weights");
 }
 
 template <typename T>
@@ -347,6 +344,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tree_marginals_kernel(const at::T
   const TreeSchedule tree = TreeSchedule::from_flat(messages, level_sizes, unary_in.dim() == 4 ? unary_in.size(1) : -1);
   check_inputs(unary_in, pairwise_in, weights_in, tree);
   const at::Tensor unary = unary_in.contiguous(), pairwise = pairwise_in.contiguous(), weights = weights_in.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(unary.scalar_type(), "tree_marginals_check", [&] {
+    check_non_negative_finite<scalar_t>(unary, "tree_marginals", "unary");
+    check_non_negative_finite<scalar_t>(pairwise, "tree_marginals", "pairwise");
+    check_non_negative_finite<scalar_t>(weights, "tree_marginals", "weights");
+  });
   const int64_t B = unary.size(0), H = unary.size(2), W = unary.size(3);
   at::Tensor marginals = at::empty_like(unary);
   at::Tensor msgs = at::empty({B, pairwise.size(1), pairwise.size(2), H, W}, unary.options());

@@ -110,6 +110,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kernel", type=int, default=45, help="odd kernel height = width (default 45)")
     parser.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=list(PROVIDERS))
     parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--csv", type=Path, default=harness.RESULTS_DIR / f"{OP}.csv")
     parser.add_argument("--plot", type=Path, default=harness.RESULTS_DIR / f"{OP}.png")
@@ -119,6 +120,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def run(argv: Sequence[str] | None = None) -> str:
     """Measures every (B, mode, provider), appends the CSV, writes the plot; returns the markdown table."""
     args = parse_args(argv)
+    default_threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        return _benchmark(args)
+    finally:
+        torch.set_num_threads(default_threads)  # do not leak the setting into the next benchmark
+
+
+def _benchmark(args: argparse.Namespace) -> str:
     device, tree = torch.device(args.device), handops.hand_tree()
     policy = harness.TimingPolicy.quick() if args.quick else harness.TimingPolicy()
     shape = {"H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}

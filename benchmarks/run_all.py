@@ -1,6 +1,6 @@
 """The main benchmark job: runs every benchmark module and prints all their tables.
 
-    python -m benchmarks.run_all [--quick] [--only tree_marginals ...]
+    python -m benchmarks.run_all [--quick] [--threads N] [--only tree_marginals ...]
     python benchmarks/run_all.py
 
 A benchmark module plugs in with one entry in ``BENCHMARKS``: its name and its ``run(argv) -> str``
@@ -27,13 +27,15 @@ BENCHMARKS = {
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run every handops benchmark and print the tables.")
     parser.add_argument("--quick", action="store_true", help="few repeats, for a smoke run")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for every benchmark")
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
     args = parser.parse_args(argv)
 
+    common = (["--quick"] if args.quick else []) + (["--threads", str(args.threads)] if args.threads else [])
     tables = []
     for name in args.only:
         module = importlib.import_module(BENCHMARKS[name])  # imported lazily: one broken benchmark stays local
-        tables.append(module.run(["--quick"] if args.quick else []))
+        tables.append(module.run(common))
     print("\n\n".join(tables))
 
 

@@ -62,7 +62,8 @@ def _fft_conv(h: torch.Tensor, kernel_spectra: torch.Tensor, grid: tuple[int, in
     height, width = h.shape[-2:]
     product = torch.fft.rfft2(h, s=grid) * kernel_spectra
     out = torch.fft.irfft2(product, s=grid)[..., :height, :width]
-    # Round-off leaves tiny negatives where the exact result is ~0; clamp them, gradient straight through.
+    # Round-off leaves tiny negatives where the exact result is ~0: clamp them, but let the gradient
+    # pass straight through, as it does for the exact (non-negative) convolution of the reference.
     return out + (out.clamp_min(0) - out).detach()
 
 
@@ -127,7 +128,8 @@ def tree_marginals_fft_levels(
         factors = [[k for k in tree.incoming(src) if tree.messages[k][0] != dst] for src, dst in pairs]
         h = store.product(unary[:, :, [src for src, _ in pairs]], factors)  # [B, L, n, H, W]
         raw = _fft_conv(h, level_spectra, grid)
-        noise = noise_scale * kernel_norms[:, :, level[0] : level[-1] + 1] * h.detach().flatten(-2).norm(dim=-1)[..., None, None]
+        h_norms = h.detach().flatten(-2).norm(dim=-1)[..., None, None]
+        noise = noise_scale * kernel_norms[:, :, level[0] : level[-1] + 1] * h_norms
         informative = raw.detach().amax(dim=(-2, -1), keepdim=True) > noise
         msg = torch.where(informative, _rescale(raw), torch.ones_like(raw))
         store.levels.append(msg + (MESSAGE_FLOOR - msg).clamp_min(0).detach())  # floor, straight-through gradient

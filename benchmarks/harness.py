@@ -114,7 +114,12 @@ def append_csv(path: Path, op: str, measurements: Sequence[Measurement], device:
     provider, mode, B, the ``shape`` entries, median_ms, repeats.
     """
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    context = {"timestamp": stamp, "device": device_name(device), "threads": torch.get_num_threads(), "torch_version": torch.__version__}
+    context = {
+        "timestamp": stamp,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+    }
     rows = [
         {**context, **extra, "op": op, "provider": m.provider, "mode": m.mode, "B": m.batch, **m.shape,
          "median_ms": f"{m.median_ms:.4f}", "repeats": m.repeats}

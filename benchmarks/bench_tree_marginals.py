@@ -136,7 +136,7 @@ def _benchmark(args: argparse.Namespace) -> str:
     jobs = [(b, mode, p) for b in args.batch_sizes for mode in MODES for p in args.providers]
 
     measurements, inputs_batch, inputs = [], None, None
-    with tqdm(jobs, desc=OP, unit="measurement") as progress:
+    with harness.CpuContention() as contention, tqdm(jobs, desc=OP, unit="measurement") as progress:
         for batch, mode, provider in progress:
             progress.set_postfix_str(f"B={batch} {mode} {provider}")
             if batch != inputs_batch:  # one set of inputs per batch size, shared by every provider
@@ -156,6 +156,9 @@ def _benchmark(args: argparse.Namespace) -> str:
     notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}"]
     if backend == "reference" and "handops" in args.providers:
         notes.append("(handops has no compiled kernel here: its column times the reference behind the op)")
+    if device.type == "cpu" and contention.share is not None and contention.share > 0.1:
+        share = f"{100 * contention.share:.0f}%"
+        notes.append(f"(warning: tasks waited for a CPU {share} of the run: other processes skew these timings)")
     return "\n".join(notes) + "\n\n" + table + "\n"
 
 

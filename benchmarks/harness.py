@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Measurement", "TimingPolicy", "device_name", "time_median", "markdown_table", "append_csv", "plot"]
+__all__ = ["Measurement", "TimingPolicy", "CpuContention", "device_name", "time_median"]
+__all__ += ["markdown_table", "append_csv", "plot"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -48,6 +49,36 @@ class TimingPolicy:
     @classmethod
     def quick(cls) -> TimingPolicy:
         return cls(warmup_s=0.0, budget_s=0.05, min_repeats=1, max_repeats=3)
+
+
+class CpuContention:
+    """Share of wall time some task waited for a CPU (Linux pressure stall information), over a ``with`` block.
+
+    Near 0 when the benchmark has the machine to itself; on a shared machine other processes make the
+    timings unreliable, so benchmarks print it next to their tables. None where /proc/pressure is missing.
+    """
+
+    _PSI = Path("/proc/pressure/cpu")
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+
+    @classmethod
+    def _stalled_us(cls) -> int | None:
+        try:
+            some = cls._PSI.read_text().splitlines()[0]  # "some avg10=... total=<microseconds>"
+            return int(some.rsplit("total=", 1)[1])
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def __enter__(self) -> CpuContention:
+        self._start, self._stalled = time.perf_counter(), self._stalled_us()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stalled = self._stalled_us()
+        if stalled is not None and self._stalled is not None:
+            self.share = (stalled - self._stalled) * 1e-6 / max(time.perf_counter() - self._start, 1e-9)
 
 
 def device_name(device: torch.device) -> str:

@@ -18,8 +18,16 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Measurement", "TimingPolicy", "CpuContention", "device_name", "time_median"]
-__all__ += ["markdown_table", "append_csv", "plot"]
+__all__ = [
+    "Measurement",
+    "TimingPolicy",
+    "CpuContention",
+    "device_name",
+    "time_median",
+    "markdown_table",
+    "append_csv",
+    "plot",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

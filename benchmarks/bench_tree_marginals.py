@@ -1,0 +1,170 @@
+"""Benchmark of handops.tree_marginals (adaptive kernels, hand tree) against two pure-PyTorch providers.
+
+Providers:
+    handops           handops.tree_marginals (whatever backend this install dispatches to)
+    thesis_reference  handops._reference: one message at a time, a grouped conv2d each
+    fft_levels        benchmarks.alternatives: level-batched FFT convolutions, autograd backward
+
+Modes: ``forward`` (under no_grad) and ``forward+backward`` (gradients of ``(out * g).sum()`` with
+respect to unary and pairwise, g fixed and random).
+
+    python -m benchmarks.bench_tree_marginals [--batch-sizes 1 8 32] [--quick] [--providers ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from tqdm import tqdm
+
+import handops
+from benchmarks import harness
+from benchmarks.alternatives import tree_marginals_fft_levels
+from handops._reference.tree_marginals import tree_marginals_reference
+
+OP = "tree_marginals"
+MODES = ("forward", "forward+backward")
+BASELINE = "handops"
+
+
+def _thesis_reference(unary: torch.Tensor, pairwise: torch.Tensor, tree: handops.Tree) -> torch.Tensor:
+    """The reference through the canonical shapes: pairwise [B, 1, M, kh, kw], weights ones [B, 1]."""
+    weights = unary.new_ones(unary.shape[0], 1)
+    return tree_marginals_reference(unary, pairwise[:, None], weights, tree)[0]
+
+
+PROVIDERS: dict[str, Callable[[torch.Tensor, torch.Tensor, handops.Tree], torch.Tensor]] = {
+    "handops": handops.tree_marginals,
+    "thesis_reference": _thesis_reference,
+    "fft_levels": tree_marginals_fft_levels,
+}
+
+
+def make_inputs(batch: int, height: int, width: int, kernel: int, tree: handops.Tree, seed: int = 0):
+    """Realistic non-negative inputs on the CPU (the same on every device).
+
+    unary [B, K, H, W]: one Gaussian blob per keypoint (sigma 1.5-3 px, random centre) + 1% noise.
+    pairwise [B, M, k, k]: a Gaussian (sigma 1.5-5 px) around a random offset within k/4 of the
+    centre + 0.1% noise, like a learned "where is my neighbour" kernel.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def blobs(count: int, rows: int, cols: int, sigma: tuple[float, float], centre_lo, centre_hi):
+        r = torch.arange(rows, dtype=torch.float32).view(1, rows, 1)
+        c = torch.arange(cols, dtype=torch.float32).view(1, 1, cols)
+        cr = centre_lo[0] + (centre_hi[0] - centre_lo[0]) * torch.rand(count, 1, 1, generator=gen)
+        cc = centre_lo[1] + (centre_hi[1] - centre_lo[1]) * torch.rand(count, 1, 1, generator=gen)
+        s = sigma[0] + (sigma[1] - sigma[0]) * torch.rand(count, 1, 1, generator=gen)
+        return torch.exp(-((r - cr) ** 2 + (c - cc) ** 2) / (2 * s**2))
+
+    num_nodes, num_messages = tree.num_nodes, tree.num_messages
+    unary = blobs(batch * num_nodes, height, width, (1.5, 3.0), (0, 0), (height - 1, width - 1))
+    unary = unary + 0.01 * torch.rand(unary.shape, generator=gen)
+    half, reach = kernel // 2, kernel / 4
+    pairwise = blobs(batch * num_messages, kernel, kernel, (1.5, 5.0), (half - reach,) * 2, (half + reach,) * 2)
+    pairwise = pairwise + 1e-3 * torch.rand(pairwise.shape, generator=gen)
+    return unary.view(batch, num_nodes, height, width), pairwise.view(batch, num_messages, kernel, kernel)
+
+
+def _workload(provider, unary, pairwise, tree, mode: str) -> Callable[[], object]:
+    """The call to time: a no-grad forward, or forward + gradients w.r.t. unary and pairwise."""
+    if mode == "forward":
+
+        def forward():
+            with torch.no_grad():
+                return provider(unary, pairwise, tree)
+
+        return forward
+    unary, pairwise = unary.detach().requires_grad_(True), pairwise.detach().requires_grad_(True)
+    grad_out = torch.randn(unary.shape, generator=torch.Generator().manual_seed(1)).to(unary.device)
+
+    def forward_backward():
+        out = provider(unary, pairwise, tree)
+        return torch.autograd.grad((out * grad_out).sum(), (unary, pairwise))
+
+    return forward_backward
+
+
+def _handops_backend(device: torch.device) -> str:
+    """What handops.tree_marginals dispatches to on ``device``: the kernels, or the reference fallback."""
+    if device.type == "cpu":
+        return "cpp" if handops.HAS_EXTENSION else "reference"
+    if device.type == "cuda":
+        from handops.ops.tree_marginals import _triton_module
+
+        return "triton" if _triton_module() is not None else "reference"
+    return "reference"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--size", type=int, default=46, help="heatmap height = width (default 46)")
+    parser.add_argument("--kernel", type=int, default=45, help="odd kernel height = width (default 45)")
+    parser.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=list(PROVIDERS))
+    parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--csv", type=Path, default=harness.RESULTS_DIR / f"{OP}.csv")
+    parser.add_argument("--plot", type=Path, default=harness.RESULTS_DIR / f"{OP}.png")
+    return parser.parse_args(argv)
+
+
+def run(argv: Sequence[str] | None = None) -> str:
+    """Measures every (B, mode, provider), appends the CSV, writes the plot; returns the markdown table."""
+    args = parse_args(argv)
+    default_threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        return _benchmark(args)
+    finally:
+        torch.set_num_threads(default_threads)  # do not leak the setting into the next benchmark
+
+
+def _benchmark(args: argparse.Namespace) -> str:
+    device, tree = torch.device(args.device), handops.hand_tree()
+    policy = harness.TimingPolicy.quick() if args.quick else harness.TimingPolicy()
+    shape = {"H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}
+    jobs = [(b, mode, p) for b in args.batch_sizes for mode in MODES for p in args.providers]
+
+    measurements, inputs_batch, inputs = [], None, None
+    with harness.CpuContention() as contention, tqdm(jobs, desc=OP, unit="measurement") as progress:
+        for batch, mode, provider in progress:
+            progress.set_postfix_str(f"B={batch} {mode} {provider}")
+            if batch != inputs_batch:  # one set of inputs per batch size, shared by every provider
+                inputs_batch = batch
+                inputs = [t.to(device) for t in make_inputs(batch, args.size, args.size, args.kernel, tree)]
+            call = _workload(PROVIDERS[provider], *inputs, tree, mode)
+            median_ms, repeats = harness.time_median(call, device, policy)
+            measurements.append(harness.Measurement(provider, mode, batch, median_ms, repeats, shape))
+
+    backend = _handops_backend(device)
+    extra = {"handops_version": handops.__version__, "handops_backend": backend}
+    harness.append_csv(args.csv, OP, measurements, device, extra)
+    title = f"{OP}: H=W={args.size}, {args.kernel}x{args.kernel} kernels, {harness.device_name(device)}"
+    harness.plot(args.plot, measurements, args.providers, MODES, title)
+
+    table = harness.markdown_table(measurements, args.providers, BASELINE)
+    notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}"]
+    if backend == "reference" and "handops" in args.providers:
+        notes.append("(handops has no compiled kernel here: its column times the reference behind the op)")
+    if device.type == "cpu" and contention.share is not None and contention.share > 0.1:
+        share = f"{100 * contention.share:.0f}%"
+        notes.append(f"(warning: tasks waited for a CPU {share} of the run: other processes skew these timings)")
+    return "\n".join(notes) + "\n\n" + table + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    print(run(argv))
+
+
+if __name__ == "__main__":
+    main()

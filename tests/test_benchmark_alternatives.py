@@ -1,0 +1,97 @@
+"""The benchmark's pure-PyTorch alternative agrees with the thesis-style reference, values and gradients."""
+
+import pytest
+import torch
+
+import handops
+from benchmarks.alternatives import fft_size, tree_marginals_fft_levels
+from handops._reference.tree_marginals import tree_marginals_reference
+
+TREE = handops.hand_tree()
+M = TREE.num_messages
+
+
+def _fft_levels(unary, pairwise, weights=None):
+    return tree_marginals_fft_levels(unary, pairwise, TREE, weights)
+
+
+def _reference(unary, pairwise, weights=None):
+    """The reference through the canonical shapes of handops.tree_marginals' four pairwise layouts."""
+    batch = unary.shape[0]
+    if pairwise.dim() == 3:
+        pairwise, weights = pairwise[None, None], unary.new_ones(batch, 1)
+    elif pairwise.dim() == 4 and weights is None:
+        pairwise, weights = pairwise[:, None], unary.new_ones(batch, 1)
+    elif pairwise.dim() == 4:
+        pairwise = pairwise[None]
+    return tree_marginals_reference(unary, pairwise, weights, TREE)[0]
+
+
+def _assert_agree(unary, pairwise, weights=None):
+    inputs = [t.clone().requires_grad_(True) for t in (unary, pairwise) + ((weights,) if weights is not None else ())]
+    grad_out = torch.randn(unary.shape, dtype=unary.dtype, generator=torch.Generator().manual_seed(7))
+    results = []
+    for fn in (_fft_levels, _reference):
+        out = fn(*inputs)
+        grads = torch.autograd.grad((out * grad_out).sum(), inputs)
+        results.append((out, *grads))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def _random(*shape, seed):
+    return torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fft_size_is_smallest_5_smooth():
+    assert fft_size(46 + 45 // 2) == 72
+    assert [fft_size(n) for n in (1, 7, 11, 13, 17, 97)] == [1, 8, 12, 15, 18, 100]
+
+
+@pytest.mark.parametrize("kernel", [5, 7, 21])  # 21 > 2H - 1: offsets beyond the map are cropped
+def test_adaptive_kernels_match_reference(kernel):
+    batch, size = 2, 9
+    _assert_agree(_random(batch, 21, size, size, seed=0), _random(batch, M, kernel, kernel, seed=1))
+
+
+def test_rectangular_maps_and_kernels_match_reference():
+    _assert_agree(_random(2, 21, 7, 11, seed=2), _random(2, M, 5, 9, seed=3))
+
+
+def test_shared_kernels_match_reference():
+    _assert_agree(_random(3, 21, 8, 8, seed=4), _random(M, 5, 5, seed=5))
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_mixture_matches_reference(per_image):
+    batch, models = 2, 3
+    pairwise = _random(*((batch,) if per_image else ()), models, M, 5, 5, seed=6)
+    _assert_agree(_random(batch, 21, 8, 8, seed=7), pairwise, _random(batch, models, seed=8))
+
+
+def test_degenerate_inputs_match_reference():
+    """A zero kernel and a zero unary give all-ones messages; a zero belief the uniform marginal."""
+    unary, pairwise = _random(2, 21, 8, 8, seed=9), _random(2, M, 5, 5, seed=10)
+    pairwise[0, TREE.message_index(4, 3)] = 0  # thumb tip -> ip carries nothing
+    unary[1, 8] = 0  # index tip: zero belief, zero messages out
+    _assert_agree(unary, pairwise)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_message_pushed_off_the_map_is_all_ones(dtype):
+    """Mass in a corner sent further out by the kernel: the exact message is zero, the FFT's is round-off."""
+    unary, pairwise = _random(1, 21, 8, 8, seed=11), _random(1, M, 7, 7, seed=12)
+    tip_to_dip = TREE.message_index(4, 3)
+    corner, rows_up = unary[0, 4, :2, :2].clone(), pairwise[0, tip_to_dip, :2].clone()
+    unary[0, 4], pairwise[0, tip_to_dip] = 0, 0
+    unary[0, 4, :2, :2] = corner  # the thumb tip in the top-left 2 x 2 corner
+    pairwise[0, tip_to_dip, :2] = rows_up  # offsets 2 and 3 rows up: every source leaves the map
+    got = tree_marginals_fft_levels(unary.to(dtype), pairwise.to(dtype), TREE)
+    torch.testing.assert_close(got, _reference(unary, pairwise).to(dtype))
+
+
+def test_float32_agrees_with_reference():
+    unary, pairwise = _random(2, 21, 12, 12, seed=13), _random(2, M, 9, 9, seed=14)
+    got = tree_marginals_fft_levels(unary.float(), pairwise.float(), TREE)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, _reference(unary, pairwise).float(), rtol=1e-4, atol=1e-6)

@@ -19,7 +19,7 @@ if os.environ.get("HANDOPS_NO_EXTENSION", "0") != "1":
 
     cxx_flags = ["-O3", "-fopenmp", "-fno-math-errno"]
     if os.environ.get("HANDOPS_NATIVE", "1") == "1":
-        cxx_flags.append("-march=native")  # AVX-512 where the build machine has it
+        cxx_flags.append("-march=native")  # the widest SIMD the build machine has
     sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
     ext_modules.append(
         CppExtension(

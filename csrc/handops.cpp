@@ -23,6 +23,11 @@ TORCH_LIBRARY(handops, m) {
   m.def(
       "tree_marginals_backward(Tensor grad, Tensor unary, Tensor pairwise, Tensor weights, Tensor messages, Tensor scales, "
       "int[] messages_schedule, int[] level_sizes) -> (Tensor, Tensor, Tensor)");
+  // Edge-aware graph convolution (SIA-GCN): x [B,K,H,W], weight [Hd,E,kh,kw], bias [Hd,E] or None,
+  // edges: flat (src, dst) pairs. Returns [B,Hd,K,H,W]. The backward returns the gradients of x,
+  // weight and a bias (always computed: it is cheap).
+  m.def("edge_conv(Tensor x, Tensor weight, Tensor? bias, int[] edges) -> Tensor");
+  m.def("edge_conv_backward(Tensor grad, Tensor x, Tensor weight, int[] edges) -> (Tensor, Tensor, Tensor)");
   // Max-product on one tree model: max-marginals [B,K,H,W] and the MAP configuration [B,K,2] (int64).
   m.def("tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");
 }

@@ -1,10 +1,15 @@
 """handops: fused, differentiable PyTorch ops for structured hand pose estimation."""
 
 from handops import _extension
+from handops.graph import Graph, hand_graph
+from handops.ops.edge_conv import edge_conv
 from handops.ops.tree_marginals import tree_map, tree_marginals
 from handops.tree import HAND_KEYPOINT_NAMES, Tree, hand_tree
 
 __version__ = "0.1.0"
 HAS_EXTENSION = _extension.HAS_EXTENSION
 
-__all__ = ["Tree", "hand_tree", "HAND_KEYPOINT_NAMES", "tree_marginals", "tree_map", "HAS_EXTENSION", "__version__"]
+__all__ = [
+    "Tree", "hand_tree", "HAND_KEYPOINT_NAMES", "tree_marginals", "tree_map",
+    "Graph", "hand_graph", "edge_conv", "HAS_EXTENSION", "__version__",
+]

@@ -22,6 +22,8 @@ SCHEMAS = {
         "int[] messages_schedule, int[] level_sizes) -> (Tensor, Tensor, Tensor)"
     ),
     "tree_map": "tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)",
+    "edge_conv": "edge_conv(Tensor x, Tensor weight, Tensor? bias, int[] edges) -> Tensor",
+    "edge_conv_backward": "edge_conv_backward(Tensor grad, Tensor x, Tensor weight, int[] edges) -> (Tensor, Tensor, Tensor)",
 }
 
 try:

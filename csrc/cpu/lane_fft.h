@@ -3,7 +3,7 @@
 // A lane-parallel FFT transforms `lanes` independent sequences of length N at once. Element e of
 // lane l is stored at re[e * ld + l], im[e * ld + l] (split complex, ld >= lanes), so every butterfly
 // of the self-sorting Stockham algorithm reads and writes contiguous runs of s * ld values: inner
-// loops the compiler turns into AVX-512 code without shuffles.
+// loops the compiler turns into SIMD code (AVX2 on this machine) without shuffles.
 //
 // 2-D real transforms (N x N, circular) keep half the spectrum along the first axis:
 //   forward:  S[k1 * ld + k0] = sum_{n0, n1} x[n0][n1] exp(-2 pi i (k0 n0 + k1 n1) / N),
@@ -33,6 +33,14 @@ inline int64_t good_size(int64_t minimum) {
 }
 
 inline int64_t round_up(int64_t n, int64_t multiple) { return (n + multiple - 1) / multiple * multiple; }
+
+// The circular size for convolving H x W maps with kh x kw kernels: the circular result equals the
+// linear one on the centred H x W output when N >= H + kh / 2 (and W + kw / 2), and the kernel
+// itself must fit (N >= kh, kw). With the kernel at the origin the output starts at (kh/2, kw/2);
+// the adjoints read theirs from the origin when the gradient is placed at (kh/2, kw/2).
+inline int64_t convolution_size(int64_t H, int64_t W, int64_t kh, int64_t kw) {
+  return good_size(std::max({H + kh / 2, W + kw / 2, kh, kw}));
+}
 
 template <typename T>
 class LaneFFT {
@@ -326,6 +334,20 @@ class RealFFT2D {
   LaneFFT<T> fft_;
   int64_t n_, half_, ld_, pair_ld_;
 };
+
+// acc += scale * a * b (Conj: a * conj(b)) over n complex values in split storage.
+template <bool Conj, typename T>
+inline void multiply_accumulate(T* __restrict acc_re, T* __restrict acc_im, const T* __restrict a_re,
+                                const T* __restrict a_im, const T* __restrict b_re, const T* __restrict b_im, T scale,
+                                int64_t n) {
+  const T sign = Conj ? T(-1) : T(1);
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) {
+    const T br = b_re[e], bi = sign * b_im[e];
+    acc_re[e] += scale * (a_re[e] * br - a_im[e] * bi);
+    acc_im[e] += scale * (a_re[e] * bi + a_im[e] * br);
+  }
+}
 
 }  // namespace fft
 }  // namespace handops

@@ -111,12 +111,6 @@ double scaled_product(const T* first, const std::vector<const T*>& factors, T* o
   return log_scale + std::log(double(peak));
 }
 
-// Circular convolution of size N equals the linear one on the centred H x W output when
-// N >= H + kh / 2 (and W + kw / 2); the kernel itself must fit too (N >= kh, kw).
-inline int64_t fft_size(int64_t H, int64_t W, int64_t kh, int64_t kw) {
-  return fft::good_size(std::max({H + kh / 2, W + kw / 2, kh, kw}));
-}
-
 // The pieces of one image's computation that depend only on the shapes.
 template <typename T>
 struct Plan {
@@ -125,7 +119,7 @@ struct Plan {
   T inv_n2;
   Plan(int64_t K_, int64_t M_, int64_t L_, int64_t H_, int64_t W_, int64_t kh_, int64_t kw_)
       : K(K_), M(M_), L(L_), H(H_), W(W_), kh(kh_), kw(kw_), ch(kh_ / 2), cw(kw_ / 2), HW(H_ * W_),
-        kernel_numel(kh_ * kw_), fft(fft_size(H_, W_, kh_, kw_)) {
+        kernel_numel(kh_ * kw_), fft(fft::convolution_size(H_, W_, kh_, kw_)) {
     inv_n2 = T(1) / T(fft.size() * fft.size());
   }
 };

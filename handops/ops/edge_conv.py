@@ -1,0 +1,140 @@
+"""Public edge-aware graph convolution ``edge_conv`` (SIA-GCN, thesis Eq. 5.2) and its registration.
+
+Dispatch: CPU tensors run the C++ kernel (FFT, ``csrc/cpu/edge_conv.cpp``), CUDA tensors the Triton
+kernels of ``handops/_triton/edge_conv.py`` (the reference when triton is missing), anything else
+the reference.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from handops import _extension
+from handops._reference.edge_conv import edge_conv_reference
+from handops.graph import Graph
+from handops.ops.tree_marginals import _check_tensor, _describe
+
+__all__ = ["edge_conv"]
+
+
+def edge_conv(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Edge-aware graph convolution: every directed edge owns a 2-D kernel (SIA-GCN).
+
+    Args:
+        x: [B, K, H, W] node maps, K = ``graph.num_nodes``.
+        weight: [E, kh, kw] (one layer) or [Hd, E, kh, kw] (Hd heads on the same input, the
+            multi-head SIA-GCN block); odd kernel sizes; kernel e belongs to ``graph.edges[e]``.
+        graph: a :class:`handops.Graph` (``handops.hand_graph()`` for hands).
+        bias: optional [E] or [Hd, E], added to each edge's convolution before aggregation.
+    Returns:
+        [B, K, H, W] for 3-D weights, [B, Hd, K, H, W] for 4-D:
+        ``y[t](p) = sum_{e = (s, t)} A_hat[t, e] * (sum_q weight_e[p - q + c] x_s(q) + bias_e)`` with
+        c = (kh // 2, kw // 2) and A_hat[t, e] = 1 / in_degree(t). No activation inside.
+    Differentiable in ``x``, ``weight`` and ``bias``; half inputs compute in float32.
+    """
+    if not isinstance(graph, Graph):
+        raise TypeError(f"graph must be a handops.Graph (for example handops.hand_graph()), got {type(graph).__name__}")
+    _check_tensor("x", x, (4,))
+    _check_tensor("weight", weight, (3, 4))
+    if x.shape[1] != graph.num_nodes:
+        raise ValueError(f"x has {x.shape[1]} node maps (dim 1) but the graph has {graph.num_nodes} nodes: {_describe(x)}")
+    single_layer = weight.dim() == 3
+    weight4 = weight[None] if single_layer else weight
+    if weight4.shape[1] != graph.num_edges:
+        raise ValueError(f"weight has {weight4.shape[1]} edge kernels but the graph has {graph.num_edges} edges: {_describe(weight)}")
+    kh, kw = weight4.shape[-2:]
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"edge kernels must have odd height and width (a centre), got {kh}x{kw}")
+    bias2 = None
+    if bias is not None:
+        _check_tensor("bias", bias, (1, 2))
+        bias2 = bias[None] if bias.dim() == 1 else bias
+        if bias2.shape != weight4.shape[:2] or (bias.dim() == 1) != single_layer:
+            raise ValueError(f"bias must be [{'E' if single_layer else 'Hd, E'}] = {list(weight.shape[:-2])}, got {_describe(bias)}")
+    tensors = [x, weight] + ([bias] if bias is not None else [])
+    if any(t.device != x.device for t in tensors):
+        raise ValueError(f"x, weight and bias must be on one device, got {', '.join(str(t.device) for t in tensors)}")
+    out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
+    dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    y = torch.ops.handops.edge_conv(x.to(dtype), weight4.to(dtype), None if bias2 is None else bias2.to(dtype), graph.flat_edges())
+    y = y.to(out_dtype)
+    return y[:, 0] if single_layer else y
+
+
+@functools.lru_cache(maxsize=64)
+def _graph(num_nodes: int, edges: tuple[int, ...]) -> Graph:
+    return Graph(num_nodes, list(zip(edges[0::2], edges[1::2])))
+
+
+@torch.library.register_fake("handops::edge_conv")
+def _edge_conv_fake(x, weight, bias, edges):
+    torch._check(x.dim() == 4 and weight.dim() == 4)
+    torch._check(weight.shape[1] * 2 == len(edges))
+    return x.new_empty(x.shape[0], weight.shape[0], x.shape[1], x.shape[2], x.shape[3])
+
+
+@torch.library.register_fake("handops::edge_conv_backward")
+def _edge_conv_backward_fake(grad, x, weight, edges):
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), weight.new_empty(weight.shape[:2])
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, edges = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.edges, ctx.has_bias = edges, bias is not None
+
+
+def _backward(ctx, grad):
+    x, weight = ctx.saved_tensors
+    g_x, g_weight, g_bias = torch.ops.handops.edge_conv_backward(grad.contiguous(), x, weight, ctx.edges)
+    return g_x, g_weight, (g_bias if ctx.has_bias else None), None
+
+
+torch.library.register_autograd("handops::edge_conv", _backward, setup_context=_setup_context)
+
+
+def _reference_forward(x, weight, bias, edges):
+    return edge_conv_reference(x, weight, bias, _graph(x.shape[1], tuple(edges))).contiguous()
+
+
+def _reference_backward(grad, x, weight, edges):
+    graph = _graph(x.shape[1], tuple(edges))
+    with torch.enable_grad():
+        inputs = [x.detach().requires_grad_(True), weight.detach().requires_grad_(True)]
+        bias = weight.new_zeros(weight.shape[:2], requires_grad=True)
+        grads = torch.autograd.grad(edge_conv_reference(*inputs, bias, graph), inputs + [bias], grad, allow_unused=True)
+    return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs + [bias]))
+
+
+@functools.cache
+def _triton_module():
+    try:
+        from handops._triton import edge_conv as module
+    except ImportError:
+        return None
+    return module
+
+
+def _cuda_forward(x, weight, bias, edges):
+    module = _triton_module()
+    if module is None:
+        return _reference_forward(x, weight, bias, edges)
+    return module.edge_conv_forward(x, weight, bias, _graph(x.shape[1], tuple(edges)))
+
+
+def _cuda_backward(grad, x, weight, edges):
+    module = _triton_module()
+    if module is None:
+        return _reference_backward(grad, x, weight, edges)
+    return module.edge_conv_backward(grad, x, weight, _graph(x.shape[1], tuple(edges)))
+
+
+torch.library.register_kernel("handops::edge_conv", None, _reference_forward)
+torch.library.register_kernel("handops::edge_conv_backward", None, _reference_backward)
+torch.library.register_kernel("handops::edge_conv", "cuda", _cuda_forward)
+torch.library.register_kernel("handops::edge_conv_backward", "cuda", _cuda_backward)
+if not _extension.HAS_EXTENSION:
+    torch.library.register_kernel("handops::edge_conv", "cpu", _reference_forward)
+    torch.library.register_kernel("handops::edge_conv_backward", "cpu", _reference_backward)

@@ -20,8 +20,8 @@ Backward (``edge_conv_backward``), the adjoints of that sum:
 * ``grad_weight[h, e][tap] = A_hat[d] * sum over b, p of grad[b, h, d][p] x[b, s][p - (tap - c)]``,
   one program per (head, edge, tile of taps) looping over every image and pixel, so no atomics;
 * ``grad_bias[h, e] = A_hat[d] * sum over b, p of grad[b, h, d][p]``, summed by the tap tile 0 program
-  of (h, e) from the grad tiles it loads anyway. Always returned (zeros when there was no bias it
-  could belong to is the caller's business: it is the gradient of a zero bias).
+  of (h, e) from the grad tiles it loads anyway. Always returned: without a bias it is the gradient
+  of a zero bias, which the caller drops.
 
 Everything computes in the input dtype (float32 or float64; other float types in float32). The
 per-node A_hat is a table of ``1 / in_degree`` rounded from float64 to that dtype, the value the
@@ -213,7 +213,7 @@ class _Sizes:
 
 # Largest tiles; smaller maps get the next power of two above their size. 16x32 output tiles give a
 # 46x46 map 6 programs per (image, head, node); 32x64 weight-gradient tiles keep the [taps, pixels]
-# accumulator at 16 registers a thread. (Tests shrink these to run the multi-tile paths on small maps.)
+# accumulator at 16 elements a thread (4 warps). (Tests shrink these to run the multi-tile paths on small maps.)
 TILE_LIMITS = {"BLOCK_H": 16, "BLOCK_W": 32, "BLOCK_T": 32, "BLOCK_P": 64}
 
 

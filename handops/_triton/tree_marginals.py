@@ -45,7 +45,7 @@ import triton.language as tl
 from handops._reference.tree_marginals import MESSAGE_FLOOR, zero_message_threshold
 from handops.tree import Tree
 
-__all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS"]
+__all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS", "kernel_signature"]
 
 _FLOOR = tl.constexpr(MESSAGE_FLOOR)
 
@@ -951,19 +951,24 @@ def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size: tupl
     if isinstance(kernel_size, int):
         kernel_size = (kernel_size, kernel_size)
     sizes = _sizes(height, width, kernel_size[0], kernel_size[1], tree)
+    return [(kernel, kernel_signature(kernel, dtype, _INT_POINTERS), sizes.pick(kernel)) for kernel in KERNELS]
+
+
+def kernel_signature(kernel, dtype: torch.dtype, int_pointers: dict[str, str] | None = None) -> dict[str, str]:
+    """The ``triton.compile`` signature of ``kernel`` by argument naming: ``*_ptr`` a tensor of ``dtype``
+    (or the type ``int_pointers`` names), ``*_tab`` an int32 table, a constexpr annotation a
+    constexpr, anything else an int32 scalar."""
     pointer = {torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
-    specs = []
-    for kernel in KERNELS:
-        signature = {}
-        constexprs = _constexpr_names(kernel)
-        for name in kernel.arg_names:
-            if name in constexprs:
-                signature[name] = "constexpr"
-            elif name.endswith("_ptr"):
-                signature[name] = _INT_POINTERS.get(name, pointer)
-            elif name.endswith("_tab"):
-                signature[name] = "*i32"
-            else:
-                signature[name] = "i32"
-        specs.append((kernel, signature, sizes.pick(kernel)))
-    return specs
+    int_pointers = int_pointers or {}
+    constexprs = _constexpr_names(kernel)
+    signature = {}
+    for name in kernel.arg_names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = int_pointers.get(name, pointer)
+        elif name.endswith("_tab"):
+            signature[name] = "*i32"
+        else:
+            signature[name] = "i32"
+    return signature

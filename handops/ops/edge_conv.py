@@ -12,6 +12,7 @@ import functools
 import torch
 
 from handops import _extension
+from handops.ops._dispatch import triton_module
 from handops._reference.edge_conv import edge_conv_reference
 from handops.graph import Graph
 from handops.ops.tree_marginals import _check_tensor, _describe
@@ -108,13 +109,7 @@ def _reference_backward(grad, x, weight, edges):
     return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs + [bias]))
 
 
-@functools.cache
-def _triton_module():
-    try:
-        from handops._triton import edge_conv as module
-    except ImportError:
-        return None
-    return module
+_triton_module = functools.partial(triton_module, "edge_conv")
 
 
 def _cuda_forward(x, weight, bias, edges):

@@ -13,6 +13,7 @@ import functools
 import torch
 
 from handops import _extension
+from handops.ops._dispatch import triton_module
 from handops._reference import tree_marginals as _ref
 from handops.tree import Tree, tree_from_schedule
 
@@ -208,13 +209,7 @@ def _reference_map(unary, pairwise, messages, level_sizes):
     return _ref.tree_map_reference(unary, pairwise, tree)
 
 
-@functools.cache
-def _triton_module():
-    try:
-        from handops._triton import tree_marginals as module
-    except ImportError:
-        return None
-    return module
+_triton_module = functools.partial(triton_module, "tree_marginals")
 
 
 def _cuda_forward(unary, pairwise, weights, messages, level_sizes):

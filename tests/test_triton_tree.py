@@ -8,15 +8,11 @@ interpreter.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import pytest
 import torch
+from triton_aot import compile_for_sm80_and_sm90
 
 pytest.importorskip("triton")
 
@@ -250,56 +246,10 @@ def test_cuda_dispatch_glue_calls_the_triton_launchers():
 # Ahead-of-time compilation for sm_80 and sm_90
 # ---------------------------------------------------------------------------------------------
 
-_AOT_SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys, warnings
-    warnings.simplefilter("ignore")
-    try:
-        from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
-    except Exception as exc:  # the wheel without its NVIDIA backend
-        print(json.dumps({"skip": f"triton NVIDIA backend not importable: {exc!r}"}))
-        sys.exit(0)
-    import torch, triton
-    from triton.backends.compiler import GPUTarget
-    import handops
-    from handops._triton import tree_marginals as tt
-
-    tree = handops.hand_tree()
-    # Thesis maps (46x46, 45x45 kernels) and the largest supported maps (128x128).
-    cases = [(dtype, 46, 46, 45) for dtype in (torch.float32, torch.float64)]
-    cases += [(dtype, 128, 128, 45) for dtype in (torch.float32, torch.float64)]
-    compiled, seen = [], set()
-    for capability in (80, 90):
-        target = GPUTarget("cuda", capability, 32)
-        for dtype, height, width, ksize in cases:
-            for kernel, signature, constexprs in tt.compile_specs(dtype, height, width, ksize, tree):
-                key = (kernel.fn.__name__, capability, json.dumps(signature), json.dumps(constexprs))
-                if key in seen:
-                    continue
-                seen.add(key)
-                src = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-                binary = triton.compile(src, target=target)
-                compiled.append({
-                    "kernel": kernel.fn.__name__, "sm": capability, "dtype": str(dtype),
-                    "constexprs": constexprs, "ptx": len(binary.asm["ptx"]), "cubin": len(binary.asm["cubin"]),
-                    "target_ok": f".target sm_{capability}" in binary.asm["ptx"],
-                })
-    print(json.dumps({"compiled": compiled, "kernels": [k.fn.__name__ for k in tt.KERNELS]}))
-    """
-)
-
-
 def test_every_kernel_compiles_for_sm80_and_sm90():
-    # With TRITON_INTERPRET=1, triton.jit yields interpreter objects that ASTSource cannot lower.
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env.get("PYTHONPATH")] if p])
-    proc = subprocess.run([sys.executable, "-c", _AOT_SCRIPT], env=env, cwd=root, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    if "skip" in result:
-        pytest.skip(result["skip"])
+    # Thesis maps (46x46, 45x45 kernels) and the largest supported maps (128x128), hand tree.
+    cases = [[dtype, size, size, 45] for dtype in ("float32", "float64") for size in (46, 128)]
+    result = compile_for_sm80_and_sm90("tree_marginals", cases)
     module_kernels = {name for name in dir(tt) if name.endswith("_kernel") and hasattr(getattr(tt, name), "fn")}
     assert module_kernels == set(result["kernels"]), "compile_specs must cover every kernel of the module"
     for sm in (80, 90):

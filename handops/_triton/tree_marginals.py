@@ -43,7 +43,7 @@ import triton
 import triton.language as tl
 
 from handops._reference.tree_marginals import MESSAGE_FLOOR, zero_message_threshold
-from handops.tree import Tree
+from handops.tree import Tree, hand_tree
 
 __all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS", "kernel_signature"]
 
@@ -941,7 +941,7 @@ KERNELS = (
 _INT_POINTERS = {"source_ptr": "*i32", "config_ptr": "*i64"}
 
 
-def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size: tuple[int, int], tree: Tree):
+def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size, tree: Tree | None = None):
     """(kernel, signature, constexprs) of every kernel of this module, for ``triton.compile``.
 
     The constexprs are the ones the launchers pick for these sizes. Argument types follow the
@@ -950,7 +950,7 @@ def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size: tupl
     """
     if isinstance(kernel_size, int):
         kernel_size = (kernel_size, kernel_size)
-    sizes = _sizes(height, width, kernel_size[0], kernel_size[1], tree)
+    sizes = _sizes(height, width, kernel_size[0], kernel_size[1], tree if tree is not None else hand_tree())
     return [(kernel, kernel_signature(kernel, dtype, _INT_POINTERS), sizes.pick(kernel)) for kernel in KERNELS]
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import handops
-
 from benchmarks import bench_edge_conv, bench_tree_marginals, harness
 
 

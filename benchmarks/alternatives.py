@@ -7,6 +7,10 @@
 * convolves through ``torch.fft`` on a circular grid just large enough to equal the linear
   convolution on the centred H x W output, with the kernel spectra of all messages computed once,
 * leaves the backward pass to autograd.
+
+``edge_conv_fft`` computes one head of :func:`handops.edge_conv` (thesis Eq. 5.2) the same way:
+every node map is transformed once, every edge multiplies its source's spectrum by its kernel's,
+the edges into a node are summed in the frequency domain and each node is transformed back once.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from handops._reference.tree_marginals import MESSAGE_FLOOR
+from handops.graph import Graph
 from handops.ops.tree_marginals import _canonical_inputs
 from handops.tree import Tree
 
-__all__ = ["fft_size", "tree_marginals_fft_levels"]
+__all__ = ["fft_size", "tree_marginals_fft_levels", "edge_conv_fft"]
 
 # An FFT convolution is exact only up to round-off of about eps * log2(N) * |k|_2 * |h|_2; a message
 # whose peak stays below this many times that bound is treated as identically zero.
@@ -138,3 +143,33 @@ def tree_marginals_fft_levels(
     total = belief.sum(dim=(-2, -1), keepdim=True)
     marginals = torch.where(total > 0, belief / torch.where(total > 0, total, 1.0), 1.0 / (height * width))
     return (weights[:, :, None, None, None] * marginals).sum(1).to(out_dtype)
+
+
+def edge_conv_fft(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """One head of the edge-aware graph convolution through ``torch.fft``; autograd backward.
+
+    Args:
+        x: [B, K, H, W] node maps; weight: [E, kh, kw], odd sizes, kernel e for ``graph.edges[e]``;
+        bias: [E] or None.
+    Returns:
+        [B, K, H, W], ``y[t] = sum_{e = (s, t)} A_hat[t, e] * (conv(weight[e], x[s]) + bias[e])``,
+        conv as in :func:`handops.edge_conv`. In the frequency domain, on the N x N circular grid
+        (N >= H + kh // 2, where circular equals linear convolution on the H x W output):
+        ``Y[t] = sum_{e = (s, t)} X[s] * (A_hat[t, e] K[e])``, X = rfft2(x), K = rfft2(weight).
+    """
+    height, width = x.shape[-2:]
+    kh, kw = weight.shape[-2:]
+    grid = (fft_size(height + min(kh // 2, height - 1)), fft_size(width + min(kw // 2, width - 1)))
+    dtype = torch.promote_types(x.dtype, weight.dtype)
+    src, dst = (torch.tensor(ends, device=x.device) for ends in zip(*graph.edges))
+    edge_weight = graph.aggregation.to(device=x.device, dtype=dtype)[dst, torch.arange(graph.num_edges, device=x.device)]
+
+    # A_hat[t, e] is a real scalar per edge: fold it into the kernel before its transform.
+    kernel_spectra = torch.fft.rfft2(_circular_kernels(weight * edge_weight[:, None, None], grid, height, width))
+    node_spectra = torch.fft.rfft2(x.to(dtype), s=grid)  # [B, K, Nh, Nw // 2 + 1], once per node map
+    along_edges = node_spectra.index_select(1, src) * kernel_spectra  # [B, E, Nh, Nw // 2 + 1]
+    into_nodes = torch.zeros_like(node_spectra).index_add(1, dst, along_edges)  # sum over the edges into t
+    y = torch.fft.irfft2(into_nodes, s=grid)[..., :height, :width]  # once per target node
+    if bias is not None:
+        y = y + (graph.aggregation.to(device=x.device, dtype=dtype) @ bias.to(dtype))[:, None, None]
+    return y

@@ -55,20 +55,12 @@ def make_inputs(batch: int, height: int, width: int, kernel: int, tree: handops.
     centre + 0.1% noise, like a learned "where is my neighbour" kernel.
     """
     gen = torch.Generator().manual_seed(seed)
-
-    def blobs(count: int, rows: int, cols: int, sigma: tuple[float, float], centre_lo, centre_hi):
-        r = torch.arange(rows, dtype=torch.float32).view(1, rows, 1)
-        c = torch.arange(cols, dtype=torch.float32).view(1, 1, cols)
-        cr = centre_lo[0] + (centre_hi[0] - centre_lo[0]) * torch.rand(count, 1, 1, generator=gen)
-        cc = centre_lo[1] + (centre_hi[1] - centre_lo[1]) * torch.rand(count, 1, 1, generator=gen)
-        s = sigma[0] + (sigma[1] - sigma[0]) * torch.rand(count, 1, 1, generator=gen)
-        return torch.exp(-((r - cr) ** 2 + (c - cc) ** 2) / (2 * s**2))
-
     num_nodes, num_messages = tree.num_nodes, tree.num_messages
-    unary = blobs(batch * num_nodes, height, width, (1.5, 3.0), (0, 0), (height - 1, width - 1))
+    unary = harness.gaussian_blobs(batch * num_nodes, (height, width), (1.5, 3.0), (0, 0), (height - 1, width - 1), gen)
     unary = unary + 0.01 * torch.rand(unary.shape, generator=gen)
     half, reach = kernel // 2, kernel / 4
-    pairwise = blobs(batch * num_messages, kernel, kernel, (1.5, 5.0), (half - reach,) * 2, (half + reach,) * 2)
+    centre_lo, centre_hi = (half - reach,) * 2, (half + reach,) * 2
+    pairwise = harness.gaussian_blobs(batch * num_messages, (kernel, kernel), (1.5, 5.0), centre_lo, centre_hi, gen)
     pairwise = pairwise + 1e-3 * torch.rand(pairwise.shape, generator=gen)
     return unary.view(batch, num_nodes, height, width), pairwise.view(batch, num_messages, kernel, kernel)
 

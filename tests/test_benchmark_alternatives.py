@@ -1,10 +1,11 @@
-"""The benchmark's pure-PyTorch alternative agrees with the thesis-style reference, values and gradients."""
+"""The benchmarks' pure-PyTorch alternatives agree with the thesis-style reference, values and gradients."""
 
 import pytest
 import torch
 
 import handops
-from benchmarks.alternatives import fft_size, tree_marginals_fft_levels
+from benchmarks.alternatives import edge_conv_fft, fft_size, tree_marginals_fft_levels
+from handops._reference.edge_conv import edge_conv_reference
 from handops._reference.tree_marginals import tree_marginals_reference
 
 TREE = handops.hand_tree()
@@ -95,3 +96,50 @@ def test_float32_agrees_with_reference():
     got = tree_marginals_fft_levels(unary.float(), pairwise.float(), TREE)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, _reference(unary, pairwise).float(), rtol=1e-4, atol=1e-6)
+
+
+# edge_conv_fft: one head of handops.edge_conv through torch.fft.
+
+HAND_GRAPH = handops.hand_graph()
+CHAIN = handops.Graph(3, [(0, 1), (1, 2), (2, 2)])  # node 0 receives nothing: its output is zero
+
+
+def _assert_edge_conv_agrees(graph, x, weight, bias=None):
+    """Forward and gradients (x, weight, bias) of edge_conv_fft against the reference's single head."""
+    inputs = [t.clone().requires_grad_(True) for t in (x, weight) + ((bias,) if bias is not None else ())]
+    grad_out = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(7))
+
+    def fft(x, weight, bias=None):
+        return edge_conv_fft(x, weight, graph, bias)
+
+    def reference(x, weight, bias=None):
+        return edge_conv_reference(x, weight[None], None if bias is None else bias[None], graph)[:, 0]
+
+    results = []
+    for fn in (fft, reference):
+        out = fn(*inputs)
+        results.append((out, *torch.autograd.grad((out * grad_out).sum(), inputs)))
+    for got, want in zip(*results):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def _signed(*shape, seed):
+    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("graph", [HAND_GRAPH, CHAIN], ids=["hand", "chain"])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["no_bias", "bias"])
+@pytest.mark.parametrize("kernel", [(5, 5), (3, 7), (21, 21)])  # 21 > 2H - 1: offsets beyond the map are cropped
+def test_edge_conv_fft_matches_reference(graph, with_bias, kernel):
+    x = _random(2, graph.num_nodes, 9, 10, seed=20)
+    weight = _signed(graph.num_edges, *kernel, seed=21)
+    bias = _signed(graph.num_edges, seed=22) if with_bias else None
+    _assert_edge_conv_agrees(graph, x, weight, bias)
+
+
+def test_edge_conv_fft_float32_agrees_with_reference():
+    x, weight = _random(2, 21, 12, 12, seed=23), _signed(HAND_GRAPH.num_edges, 9, 9, seed=24)
+    got = edge_conv_fft(x.float(), weight.float(), HAND_GRAPH)
+    assert got.dtype == torch.float32
+    want = edge_conv_reference(x, weight[None], None, HAND_GRAPH)[:, 0].float()
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

@@ -6,8 +6,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks import bench_tree_marginals
+import handops
+from benchmarks import bench_edge_conv, bench_tree_marginals, harness
 
 
 def test_tree_marginals_benchmark_smoke(tmp_path):
@@ -34,8 +36,56 @@ def test_tree_marginals_benchmark_smoke(tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows) + len(bench_tree_marginals.MODES)
 
 
+def test_edge_conv_benchmark_smoke(tmp_path):
+    csv_path, png_path = tmp_path / "edge_conv.csv", tmp_path / "edge_conv.png"
+    tiny = ["--batch-sizes", "1", "--size", "12", "--kernel", "5", "--heads", "1", "2", "--quick"]
+    table = bench_edge_conv.run(tiny + ["--csv", str(csv_path), "--plot", str(png_path)])
+
+    providers = list(bench_edge_conv.PROVIDERS)
+    for provider in providers:
+        assert f"{provider} (ms)" in table
+    assert "literal_reference / handops" in table and "fft_alternative / handops" in table
+    assert "1 head, weight [1, 61, 5, 5]" in table and "2 heads, weight [2, 61, 5, 5]" in table
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * len(bench_edge_conv.MODES) * len(providers)
+    assert {(r["provider"], r["mode"], r["heads"]) for r in rows} == {
+        (p, m, h) for p in providers for m in bench_edge_conv.MODES for h in ("1", "2")
+    }
+    assert {(r["op"], r["B"], r["H"], r["W"], r["kh"], r["kw"]) for r in rows} == {("edge_conv", "1", "12", "12", "5", "5")}
+    assert all(float(r["median_ms"]) > 0 and int(r["repeats"]) >= 1 for r in rows)
+    assert png_path.stat().st_size > 0
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_edge_conv_providers_agree(heads):
+    """The three timed calls compute the same [B, Hd, K, H, W] result."""
+    graph = handops.hand_graph()
+    x = bench_edge_conv.make_heatmaps(2, 10, 10, graph).double()
+    weight = bench_edge_conv.make_weights(heads, 5, graph).double()
+    outputs = [provider(x, weight, graph) for provider in bench_edge_conv.PROVIDERS.values()]
+    assert outputs[0].shape == (2, heads, 21, 10, 10)
+    for out in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0], rtol=1e-9, atol=1e-12)
+
+
+def test_slow_call_is_timed_once():
+    """A call whose warm-up reaches single_call_s is not repeated: the warm-up is the timing."""
+    calls = []
+    policy = harness.TimingPolicy(warmup_s=10.0, min_repeats=3, single_call_s=0.0)
+    median_ms, repeats = harness.time_median(lambda: calls.append(1), torch.device("cpu"), policy)
+    assert (len(calls), repeats) == (1, 1) and median_ms >= 0
+
+
 @pytest.mark.parametrize(
-    "how", [["-m", "benchmarks.run_all"], ["benchmarks/run_all.py"], ["benchmarks/bench_tree_marginals.py"]]
+    "how",
+    [
+        ["-m", "benchmarks.run_all"],
+        ["benchmarks/run_all.py"],
+        ["benchmarks/bench_tree_marginals.py"],
+        ["benchmarks/bench_edge_conv.py"],
+    ],
 )
 def test_entry_points_start_as_module_and_script(how):
     """``python -m`` and ``python path.py`` both find the packages (--help measures nothing)."""

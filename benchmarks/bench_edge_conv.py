@@ -97,42 +97,17 @@ def _workload(provider, x, weight, graph, mode: str) -> Callable[[], object]:
     return forward_backward
 
 
-def _handops_backend(device: torch.device) -> str:
-    """What handops.edge_conv dispatches to on ``device``: the kernels, or the reference fallback."""
-    if device.type == "cpu":
-        return "cpp" if handops.HAS_EXTENSION else "reference"
-    if device.type == "cuda":
-        from handops.ops.edge_conv import _triton_module
-
-        return "triton" if _triton_module() is not None else "reference"
-    return "reference"
-
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser = harness.benchmark_parser(__doc__.split("\n")[0], OP, list(PROVIDERS))
     parser.add_argument("--heads", type=int, nargs="+", default=[1, 10], help="head counts Hd (default 1 10)")
-    parser.add_argument("--size", type=int, default=46, help="heatmap height = width (default 46)")
-    parser.add_argument("--kernel", type=int, default=45, help="odd kernel height = width (default 45)")
-    parser.add_argument("--providers", nargs="+", choices=list(PROVIDERS), default=list(PROVIDERS))
-    parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--csv", type=Path, default=harness.RESULTS_DIR / f"{OP}.csv")
-    parser.add_argument("--plot", type=Path, default=harness.RESULTS_DIR / f"{OP}.png")
     return parser.parse_args(argv)
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    """Measures every (Hd, B, mode, provider), appends the CSV, writes the plot; returns the markdown tables."""
+    """Measures every case, appends the CSV, writes the plot; returns the markdown table(s)."""
     args = parse_args(argv)
-    default_threads = torch.get_num_threads()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    try:
-        return _benchmark(args)
-    finally:
-        torch.set_num_threads(default_threads)  # do not leak the setting into the next benchmark
+    return harness.run_with_threads(args.threads, lambda: _benchmark(args))
 
 
 def _benchmark(args: argparse.Namespace) -> str:
@@ -153,7 +128,7 @@ def _benchmark(args: argparse.Namespace) -> str:
             shape = {"heads": heads, "H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}
             measurements.append(harness.Measurement(provider, mode, batch, median_ms, repeats, shape))
 
-    backend = _handops_backend(device)
+    backend = harness.handops_backend(device, OP)
     extra = {"handops_version": handops.__version__, "handops_backend": backend}
     harness.append_csv(args.csv, OP, measurements, device, extra)
     title = f"{OP}: hand graph, H=W={args.size}, {args.kernel}x{args.kernel} kernels, {harness.device_name(device)}"

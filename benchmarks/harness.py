@@ -6,6 +6,7 @@ them to :func:`markdown_table`, :func:`append_csv` and :func:`plot`.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import math
@@ -29,6 +30,9 @@ __all__ = [
     "markdown_table",
     "append_csv",
     "plot",
+    "benchmark_parser",
+    "run_with_threads",
+    "handops_backend",
 ]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -235,3 +239,41 @@ def plot(path: Path, measurements: Sequence[Measurement], providers: Sequence[st
     figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(os.fspath(path), dpi=120)
+
+
+def benchmark_parser(description: str, op: str, providers: Sequence[str]) -> argparse.ArgumentParser:
+    """The command-line flags every op benchmark shares (a module adds its own, e.g. --heads)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--size", type=int, default=46, help="heatmap height = width (default 46)")
+    parser.add_argument("--kernel", type=int, default=45, help="odd kernel height = width (default 45)")
+    parser.add_argument("--providers", nargs="+", choices=list(providers), default=list(providers))
+    parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--csv", type=Path, default=RESULTS_DIR / f"{op}.csv")
+    parser.add_argument("--plot", type=Path, default=RESULTS_DIR / f"{op}.png")
+    return parser
+
+
+def run_with_threads(threads: int | None, benchmark: Callable[[], str]) -> str:
+    """benchmark() with torch.set_num_threads(threads) (None: torch's default), restored afterwards."""
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return benchmark()
+    finally:
+        torch.set_num_threads(default_threads)  # do not leak the setting into the next benchmark
+
+
+def handops_backend(device: torch.device, op: str) -> str:
+    """What the handops op dispatches to on ``device``: its kernels, or the reference fallback."""
+    import handops
+    from handops.ops._dispatch import triton_module
+
+    if device.type == "cpu":
+        return "cpp" if handops.HAS_EXTENSION else "reference"
+    if device.type == "cuda":
+        return "triton" if triton_module(op) is not None else "reference"
+    return "reference"

@@ -1,0 +1,91 @@
+"""Readable reference of the MANO forward pass (thesis Sec. 2.5): the spec the fused op is tested against.
+
+For B hands, with model tensors as in :class:`handops.mano.ManoModel` (V vertices, 16 joints):
+
+    v_shaped = v_template + shapedirs . betas                              [B, V, 3]
+    J        = J_regressor @ v_shaped                                      [B, 16, 3]
+    f        = (R_1 - I, ..., R_15 - I) flattened                          [B, 135]
+    v_posed  = v_shaped + posedirs . f                                     [B, V, 3]
+    G_k      = G_parent(k) [R_k | J_k - J_parent(k)],  G_0 = [R_0 | J_0]   (the kinematic chain)
+    A_k      = G_k with translation J'_k - R'_k J_k (G_k relative to the rest joint)
+    vertices = sum_k weights[:, k] A_k [v_posed, 1] + transl
+    joints   = translation of G_k + transl ("mano_joints", smplx's joints)
+
+The same computation as ``smplx.lbs`` with ``pose2rot`` done by :func:`axis_angle_to_matrix`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["axis_angle_to_matrix", "rotation_6d_to_matrix", "mano_forward_reference", "OPENPOSE_FROM_MANO"]
+
+# The 21 OpenPose keypoints from MANO's 16 joints (0 wrist, 1-3 index, 4-6 middle, 7-9 little,
+# 10-12 ring, 13-15 thumb) and the five fingertip vertices (16 thumb, 17 index, 18 middle, 19 ring, 20 little).
+OPENPOSE_FROM_MANO = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
+
+
+def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
+    """Rodrigues: [..., 3] axis-angle -> [..., 3, 3], R = I + a(t) K + b(t) K^2 with K = skew(v), t = |v|.
+
+    a = sin t / t and b = (1 - cos t) / t^2 are evaluated as series in t^2 near zero, so the value and
+    the gradient are exact and finite at a zero rotation.
+    """
+    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
+    small = theta2 < 1e-6
+    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
+    theta = torch.sqrt(safe2)
+    a = torch.where(small, 1 - theta2 / 6 + theta2 * theta2 / 120, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24 + theta2 * theta2 / 720, (1 - torch.cos(theta)) / safe2)
+    x, y, z = rotvec.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*rotvec.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device).expand_as(k)
+    return eye + a * k + b * (k @ k)
+
+
+def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
+    """The continuous 6-D representation (two columns of R) -> [..., 3, 3] by Gram-Schmidt."""
+    a1, a2 = d6[..., 0:3], d6[..., 3:6]
+    b1 = torch.nn.functional.normalize(a1, dim=-1)
+    b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
+    b3 = torch.cross(b1, b2, dim=-1)
+    return torch.stack([b1, b2, b3], dim=-1)
+
+
+def mano_forward_reference(model, betas: torch.Tensor, rotations: torch.Tensor, transl: torch.Tensor | None = None):
+    """MANO with every joint rotation given as a matrix.
+
+    Args:
+        model: a :class:`handops.mano.ManoModel` (cast to the dtype/device of ``betas`` here).
+        betas: [B, S]; rotations: [B, 16, 3, 3] (the root first); transl: [B, 3] or None.
+    Returns:
+        vertices [B, V, 3], mano_joints [B, 16, 3], transforms [B, 16, 4, 4] (the A_k above, with
+        transl added to their translation).
+    """
+    m = model.to(dtype=betas.dtype, device=betas.device)
+    batch = betas.shape[0]
+    v_shaped = m.v_template + torch.einsum("bl,vkl->bvk", betas, m.shapedirs[..., : betas.shape[1]])
+    joints = torch.einsum("jv,bvk->bjk", m.J_regressor, v_shaped)
+    eye = torch.eye(3, dtype=betas.dtype, device=betas.device)
+    pose_feature = (rotations[:, 1:] - eye).reshape(batch, -1)
+    v_posed = v_shaped + torch.einsum("bp,vkp->bvk", pose_feature, m.posedirs)
+
+    parents = m.parents.tolist()
+    world = []
+    for k in range(16):
+        local = torch.cat([rotations[:, k], (joints[:, k] - (joints[:, parents[k]] if k else 0)).unsqueeze(-1)], -1)
+        local = torch.cat([local, local.new_tensor([0, 0, 0, 1]).expand(batch, 1, 4)], 1)  # [B, 4, 4]
+        world.append(local if k == 0 else world[parents[k]] @ local)
+    world = torch.stack(world, 1)  # [B, 16, 4, 4]
+    posed_joints = world[..., :3, 3]
+    # Relative to the rest pose: A_k = G_k with its translation reduced by R'_k J_k.
+    relative = world.clone()
+    relative[..., :3, 3] = posed_joints - (world[..., :3, :3] @ joints.unsqueeze(-1)).squeeze(-1)
+    blended = torch.einsum("vk,bkij->bvij", m.weights, relative)  # [B, V, 4, 4]
+    vertices = (blended[..., :3, :3] @ v_posed.unsqueeze(-1)).squeeze(-1) + blended[..., :3, 3]
+    if transl is not None:
+        vertices = vertices + transl[:, None]
+        posed_joints = posed_joints + transl[:, None]
+        relative[..., :3, 3] = relative[..., :3, 3] + transl[:, None]
+    return vertices, posed_joints, relative

@@ -1,7 +1,7 @@
 """Builds handops and its C++ extension ``handops._C`` against the installed torch.
 
     pip install --no-build-isolation .          # C++ CPU kernels (OpenMP, -O3)
-    HANDOPS_NO_EXTENSION=1 pip install .        # pure Python: ops run their references
+    HANDOPS_NO_EXTENSION=1 pip install --no-build-isolation .   # pure Python: ops run their references
     HANDOPS_NATIVE=0 pip install ...            # portable build without -march=native
 
 CUDA sources would be built only when torch is a CUDA build; the GPU kernels are Triton today, so

@@ -60,7 +60,7 @@ _LONG_FINGERS = {
 }
 # Thumb: CMC position, direction (azimuth from +x towards -z, elevation towards -y) in degrees,
 # metacarpal / proximal / distal-to-tip lengths, radius at the CMC.
-_THUMB = ((0.022, -0.005, -0.019), (36.0, 24.0), (0.044, 0.030, 0.027), 0.0160)
+_THUMB = ((0.022, -0.006, -0.017), (38.0, 12.0), (0.046, 0.030, 0.027), 0.0175)
 
 _N_FINGER = 10  # vertices per finger ring
 _N_PALM = 20  # vertices per palm ring
@@ -161,8 +161,8 @@ def _finger_stations(lengths, r0, thick, thumb: bool):
     """Arc lengths (from the base joint), radii and the joint ring indices of one finger tube."""
     l1, l2, l3 = lengths
     if thumb:  # the metacarpal is fleshy (thenar), the phalanges thinner
-        body = [(-0.010, 0.80), (0.0, 1.0), (0.35 * l1, 0.93), (0.7 * l1, 0.78), (l1, 0.68),
-                (l1 + 0.5 * l2, 0.64), (l1 + l2, 0.62), (l1 + l2 + 0.4 * l3, 0.60)]
+        body = [(-0.010, 0.85), (0.0, 1.0), (0.35 * l1, 0.96), (0.7 * l1, 0.80), (l1, 0.68),
+                (l1 + 0.5 * l2, 0.63), (l1 + l2, 0.61), (l1 + l2 + 0.4 * l3, 0.59)]
         joints = (1, 4, 6)
     else:
         body = [(-0.012, 0.95), (0.0, 1.04), (0.35 * l1, 0.95), (0.7 * l1, 0.90), (l1, 0.91),
@@ -499,13 +499,13 @@ def render(path: str, seed: int = 0) -> None:
     faces = model.faces.numpy()
     rng = np.random.default_rng(1)
     panels = [
-        ("rest pose (back of hand)", None, None, (60, -90)),
-        ("rest pose (palm side)", None, None, (-60, -90)),
-        ("curl: 2.5 x component 0 (side view)", None, 2.5 * comps[0], (5, -88)),
-        ("spread: 1.5 x component 1", None, 1.5 * comps[1], (75, -90)),
-        ("thumb opposition: 1.5 x comp. 2", None, 1.5 * comps[2], (-35, -110)),
-        ("relaxed: hands_mean (side view)", None, model.hands_mean.numpy(), (5, -88)),
-    ] + [(f"random betas #{i}", rng.standard_normal(10) * 1.5, None, (60, -90)) for i in range(3)]
+        ("rest pose (back of the hand, +y)", None, None, (90, -90)),
+        ("rest pose (palm side, -y)", None, None, (-90, -90)),
+        ("rest pose (side, from the thumb)", None, None, (10, -20)),
+        ("curl: 2.5 x hands_components[0]", None, 2.5 * comps[0], (10, -20)),
+        ("spread: 1.5 x hands_components[1]", None, 1.5 * comps[1], (90, -90)),
+        ("thumb opposition: 1.5 x comp. [2] (palm)", None, 1.5 * comps[2], (-90, -90)),
+    ] + [(f"betas ~ 1.5 N(0, 1), #{i}", rng.standard_normal(10) * 1.5, None, (90, -90)) for i in range(3)]
     fig = plt.figure(figsize=(15, 15))
     light = _unit(np.array([0.3, 1.0, 0.6]))
     for i, (title, betas, pose, (elev, azim)) in enumerate(panels):
@@ -514,12 +514,13 @@ def render(path: str, seed: int = 0) -> None:
         n = _unit(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]) + 1e-12)
         shade = 0.35 + 0.65 * np.abs(n @ light)
         color = np.clip(np.array([0.95, 0.75, 0.62])[None] * shade[:, None], 0, 1)
-        ax = fig.add_subplot(3, 3, i + 1, projection="3d")
-        ax.add_collection3d(Poly3DCollection(tri, facecolors=color, edgecolors=(0, 0, 0, 0.08), linewidths=0.2))
-        ax.scatter(*j.T, c="navy", s=6, depthshade=False)
+        ax = fig.add_subplot(3, 3, i + 1, projection="3d", computed_zorder=False)
+        ax.add_collection3d(Poly3DCollection(tri, facecolors=color, edgecolors=(0, 0, 0, 0.08), linewidths=0.2, zorder=1))
+        # the 16 joints and the kinematic tree, drawn over the (opaque) mesh
+        ax.scatter(*j.T, c="navy", s=5, depthshade=False, zorder=3, alpha=0.6)
         for c, p in enumerate(MANO_PARENTS):
             if p >= 0:
-                ax.plot(*np.stack([j[p], j[c]]).T, c="navy", lw=0.8)
+                ax.plot(*np.stack([j[p], j[c]]).T, c="navy", lw=0.7, alpha=0.5, zorder=2)
         if betas is not None:
             length, width = hand_length_width(model, betas)
             title += f"\nL = {1000 * length:.0f} mm, W = {1000 * width:.0f} mm"

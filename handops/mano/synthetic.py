@@ -187,7 +187,6 @@ def _build(p: np.ndarray, det: dict):
     scale, flen, pwidth, thick, tlen, plen, ilen, rlen, llen, pthick = p
     own_len = {"index": ilen, "middle": 1.0, "ring": rlen, "little": llen}
     verts, faces, parts = [], [], []
-    count = 0
 
     # fingers first: their MCPs shape the palm's distal edge
     fingers = {}
@@ -265,7 +264,6 @@ def _skinning_weights(v: np.ndarray, parts) -> np.ndarray:
     window around each joint; palm vertices near the knuckles / thumb base follow those a little."""
     w = np.zeros((len(v), 16))
     palm = parts[0]
-    w[palm.start:palm.stop, 0] = 1.0
     half = {0: 0.014, 1: 0.010, 2: 0.008}  # blend half-width at MCP / PIP / DIP (m)
     for part in parts[1:]:
         s = part.vertex_s()
@@ -403,7 +401,7 @@ def _mirror_pose(x: np.ndarray) -> np.ndarray:
 
 
 def synthetic_model(seed: int = 0, is_right: bool = True) -> ManoModel:
-    """A procedural MANO-format hand (V = 868 vertices). Deterministic per ``seed``; seed 0 is the
+    """A procedural MANO-format hand (V = 912 vertices, F = 1800 faces). Deterministic per ``seed``; seed 0 is the
     canonical hand, other seeds vary proportions by a few percent. See the module docstring."""
     det = _details(seed)
     ones = np.ones(10)
@@ -486,7 +484,7 @@ def hand_length_width(model: ManoModel, betas=None) -> tuple[float, float]:
     return float(np.linalg.norm(v[tip] - j[0])), float(np.linalg.norm(j[1] - j[10]))
 
 
-def render(path: str, seed: int = 0) -> None:
+def render(path: str, seed: int = 0, is_right: bool = True) -> None:
     """Write a PNG of the model: rest pose (two views), curled, spread, thumb opposition, random betas."""
     import matplotlib
 
@@ -494,7 +492,7 @@ def render(path: str, seed: int = 0) -> None:
     import matplotlib.pyplot as plt
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-    model = synthetic_model(seed)
+    model = synthetic_model(seed, is_right)
     comps = model.hands_components.numpy()
     faces = model.faces.numpy()
     rng = np.random.default_rng(1)
@@ -528,12 +526,12 @@ def render(path: str, seed: int = 0) -> None:
             length, width = hand_length_width(model)
             title += f"\nL = {1000 * length:.0f} mm, W = {1000 * width:.0f} mm"
         ax.set_title(title, fontsize=10)
-        ax.set_xlim(-0.03, 0.19), ax.set_ylim(-0.11, 0.11), ax.set_zlim(-0.11, 0.11)
+        ax.set_xlim(*((-0.03, 0.19) if is_right else (-0.19, 0.03))), ax.set_ylim(-0.11, 0.11), ax.set_zlim(-0.11, 0.11)
         ax.set_box_aspect((1, 1, 1))
         ax.view_init(elev=elev, azim=azim, vertical_axis="y")
         ax.set_xlabel("x"), ax.set_ylabel("y"), ax.set_zlabel("z")
         ax.tick_params(labelsize=6)
-    fig.suptitle(f"handops synthetic MANO hand (seed {seed}, right, V = {model.num_vertices}, F = {len(faces)})")
+    fig.suptitle(f"handops synthetic MANO hand (seed {seed}, {'right' if is_right else 'left'}, V = {model.num_vertices}, F = {len(faces)})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -543,8 +541,9 @@ def _main() -> None:
     parser = argparse.ArgumentParser(description="Render the synthetic MANO hand to a PNG.")
     parser.add_argument("--out", default="hand.png")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--left", action="store_true", help="the left hand (mirror image)")
     args = parser.parse_args()
-    render(args.out, args.seed)
+    render(args.out, args.seed, not args.left)
     print(f"wrote {args.out}")
 
 

@@ -1,4 +1,4 @@
-"""MANO in handops: model files, the model container and (in progress) skinning and fitting."""
+"""MANO in handops: the model container, the procedural synthetic hand, ManoLayer, fitting and calibration."""
 
 from handops.mano.fitting import FitResult, calibrate_shape, fit_keypoints2d
 from handops.mano.layer import ManoLayer, ManoOutput
@@ -6,5 +6,14 @@ from handops.mano.model import MANO_PARENTS, OFFICIAL_FINGERTIP_IDS, ManoModel
 
 __all__ = [
     "ManoModel", "ManoLayer", "ManoOutput", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS",
-    "fit_keypoints2d", "calibrate_shape", "FitResult",
+    "fit_keypoints2d", "calibrate_shape", "FitResult", "synthetic_model",
 ]
+
+
+def __getattr__(name):
+    # imported lazily so that `python -m handops.mano.synthetic` does not import the module twice
+    if name == "synthetic_model":
+        from handops.mano.synthetic import synthetic_model
+
+        return synthetic_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,188 @@
+"""ManoLayer pose representations, and recovery by fit_keypoints2d (Eq. 6.4) and calibrate_shape (Eq. 6.6-6.7)
+on the project's synthetic MANO hand."""
+
+import math
+
+import pytest
+import torch
+
+import handops
+from handops._reference.mano import axis_angle_to_matrix
+from handops.mano import ManoLayer, calibrate_shape, fit_keypoints2d, synthetic_model
+from handops.mano.fitting import project
+
+MODEL = synthetic_model(0)
+GEN = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+
+
+def _camera(batch):
+    k = torch.tensor([[500.0, 0.0, 128.0], [0.0, 500.0, 128.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    return k.expand(batch, 3, 3).clone()
+
+
+def _palm_to_camera(batch, seed):
+    # The template's palm faces -y and its fingers point along +x: a quarter turn about x shows the
+    # palm to a camera looking along +z; a little random rotation on top.
+    return torch.tensor([math.pi / 2, 0.0, 0.0], dtype=torch.float64) + 0.2 * torch.randn(batch, 3, generator=GEN(seed), dtype=torch.float64)
+
+
+def _hand_pose(batch, seed, scale=0.8):
+    coefficients = scale * torch.randn(batch, 6, generator=GEN(seed), dtype=torch.float64)
+    return coefficients @ MODEL.hands_components[:6]
+
+
+def hand_length_width(layer, betas):
+    """Thesis Sec. 6.4: length wrist to middle fingertip, width index MCP to ring MCP, flat pose."""
+    batch = betas.shape[0]
+    joints = layer(betas, torch.zeros(batch, 3, dtype=betas.dtype), torch.zeros(batch, 15, 3, dtype=betas.dtype)).joints
+    return (joints[:, 12] - joints[:, 0]).norm(dim=-1), (joints[:, 5] - joints[:, 13]).norm(dim=-1)
+
+
+def test_pose_representations_agree():
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=True)
+    betas = torch.randn(3, 10, generator=GEN(0), dtype=torch.float64)
+    orient, pose = _palm_to_camera(3, 1), _hand_pose(3, 2)
+    rotations = axis_angle_to_matrix(pose.view(3, 15, 3))
+    d6 = torch.cat([rotations[..., 0], rotations[..., 1]], -1)
+    root = axis_angle_to_matrix(orient)
+    outputs = [
+        layer(betas, orient, pose),
+        layer(betas, orient, pose.view(3, 15, 3)),
+        layer(betas, root, rotations),
+        layer(betas, torch.cat([root[..., 0], root[..., 1]], -1), d6),
+    ]
+    for out in outputs[1:]:
+        torch.testing.assert_close(out.vertices, outputs[0].vertices)
+        torch.testing.assert_close(out.joints, outputs[0].joints)
+    pca = ManoLayer(MODEL, use_pca=True, num_pca_comps=6, flat_hand_mean=False)
+    coefficients = torch.randn(3, 6, generator=GEN(3), dtype=torch.float64)
+    full = coefficients @ MODEL.hands_components[:6] + MODEL.hands_mean
+    torch.testing.assert_close(pca(betas, orient, coefficients).vertices, layer(betas, orient, full).vertices)
+    joints_only = layer(betas, orient, pose, with_vertices=False)
+    assert joints_only.vertices is None
+    torch.testing.assert_close(joints_only.joints, outputs[0].joints)
+    # Fingertips of the OpenPose order are the model's fingertip vertices.
+    torch.testing.assert_close(outputs[0].joints[:, [4, 8, 12, 16, 20]], outputs[0].vertices[:, MODEL.fingertip_ids])
+
+
+def test_layer_rejects_bad_shapes():
+    layer = ManoLayer(MODEL, use_pca=True, num_pca_comps=6)
+    betas = torch.zeros(2, 10, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"\[B, 6\] PCA"):
+        layer(betas, torch.zeros(2, 3, dtype=torch.float64), torch.zeros(2, 45, dtype=torch.float64))
+    with pytest.raises(ValueError, match="global_orient"):
+        layer(betas, torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="batch size"):
+        layer(betas, torch.zeros(3, 3, dtype=torch.float64), torch.zeros(2, 6, dtype=torch.float64))
+    with pytest.raises(ValueError, match="num_pca_comps"):
+        ManoLayer(MODEL, num_pca_comps=46)
+
+
+def test_fit_recovers_pose_and_translation_from_noisy_keypoints():
+    batch = 6
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=True)
+    betas = 0.5 * torch.randn(batch, 10, generator=GEN(10), dtype=torch.float64)
+    orient, pose = _palm_to_camera(batch, 11), _hand_pose(batch, 12)
+    transl = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64) + 0.03 * torch.randn(batch, 3, generator=GEN(13), dtype=torch.float64)
+    truth = layer(betas, orient, pose, transl).joints
+    camera = _camera(batch)
+    keypoints = project(truth, camera) + 1.0 * torch.randn(batch, 21, 2, generator=GEN(14), dtype=torch.float64)
+    # A network's prediction: the right pose up to noise, the translation unknown.
+    init = {"global_orient": orient + 0.1 * torch.randn(batch, 3, generator=GEN(15), dtype=torch.float64),
+            "hand_pose": pose + 0.15 * torch.randn(batch, 45, generator=GEN(16), dtype=torch.float64)}
+    start = layer(betas, init["global_orient"], init["hand_pose"]).joints
+    # The thesis schedule (200 steps of translation, 60 small pose steps) beats translation alone ...
+    translation_only = fit_keypoints2d(layer, keypoints, camera, betas, init=init, iterations=(200, 0))
+    thesis = fit_keypoints2d(layer, keypoints, camera, betas, init=init)
+    assert (thesis.reprojection_error < 0.8 * translation_only.reprojection_error).all()
+    # ... and a longer second stage recovers the pose down to the keypoint noise.
+    result = fit_keypoints2d(layer, keypoints, camera, betas, init=init, iterations=(200, 300), learning_rates=(1e-2, 5e-3))
+    assert result.global_orient.shape == (batch, 3) and result.hand_pose.shape == (batch, 45)
+    assert result.joints.shape == (batch, 21, 3) and result.reprojection_error.shape == (batch,)
+    assert (result.reprojection_error < 2.0).all(), result.reprojection_error  # pixels, 1 px noise
+    root_relative = lambda j: j - j[:, :1]  # noqa: E731
+    before = (root_relative(start) - root_relative(truth)).norm(dim=-1).mean()
+    after = (root_relative(result.joints) - root_relative(truth)).norm(dim=-1).mean()
+    assert after < 0.7 * before, (before, after)
+    assert (result.transl - transl).norm(dim=-1).max() < 0.05  # metres, from no translation guess at all
+
+
+def test_fit_weights_ignore_a_corrupted_keypoint():
+    batch = 2
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=True)
+    betas = torch.zeros(batch, 10, dtype=torch.float64)
+    orient, pose = _palm_to_camera(batch, 20), _hand_pose(batch, 21, scale=0.3)
+    transl = torch.tensor([[0.0, 0.0, 0.4]] * batch, dtype=torch.float64)
+    truth = layer(betas, orient, pose, transl).joints
+    keypoints = project(truth, _camera(batch))
+    keypoints[:, 8] += 80.0  # a wildly wrong index fingertip
+    weights = torch.ones(batch, 21, dtype=torch.float64)
+    weights[:, 8] = 0.0
+    result = fit_keypoints2d(layer, keypoints, _camera(batch), betas, init={"global_orient": orient, "hand_pose": pose}, weights=weights)
+    assert (result.reprojection_error < 0.5).all()
+    assert (result.joints[:, 8] - truth[:, 8]).norm(dim=-1).max() < 0.01
+
+
+def test_fit_input_errors():
+    layer = ManoLayer(MODEL, use_pca=False)
+    betas, camera = torch.zeros(1, 10, dtype=torch.float64), _camera(1)
+    with pytest.raises(ValueError, match=r"\[B, 21, 2\]"):
+        fit_keypoints2d(layer, torch.zeros(1, 20, 2, dtype=torch.float64), camera, betas)
+    with pytest.raises(ValueError, match="solver"):
+        fit_keypoints2d(layer, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas, solver="bfgs")
+    with pytest.raises(ValueError, match="NaN"):
+        fit_keypoints2d(layer, torch.full((1, 21, 2), float("nan"), dtype=torch.float64), camera, betas)
+    with pytest.raises(ValueError, match="init may hold"):
+        fit_keypoints2d(layer, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas, init={"betas": betas})
+
+
+def _objective(layer, shape, betas, poses, w):
+    count = betas.shape[0]
+    m = lambda b: layer(b, poses[:, :3], poses[:, 3:].reshape(count, 15, 3)).vertices  # noqa: E731
+    return (w * (m(shape.expand(count, -1)) - m(betas)).flatten(1).norm(dim=-1)).sum()
+
+
+def test_calibration_recovers_the_subject_shape():
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=True)
+    count = 20
+    true_shape = torch.randn(10, generator=GEN(30), dtype=torch.float64)
+    noise = 0.4 * torch.randn(count, 10, generator=GEN(31), dtype=torch.float64)
+    betas = true_shape + noise
+    poses = torch.cat([_palm_to_camera(count, 32), _hand_pose(count, 33)], 1)
+    confidences = -noise.norm(dim=-1)  # a good confidence predictor: less noise, more confidence
+    calibrated = calibrate_shape(layer, betas, poses, confidences)
+    (l_true, w_true) = hand_length_width(layer, true_shape[None])
+    (l_cal, w_cal) = hand_length_width(layer, calibrated[None])
+    (l_img, w_img) = hand_length_width(layer, betas)
+    l_error, w_error = (l_cal - l_true).abs().item(), (w_cal - w_true).abs().item()
+    # Thesis L-error / W-error: far below what a single image's shape gets wrong.
+    assert l_error < 0.5 * (l_img - l_true).abs().mean().item() and l_error < 0.004
+    assert w_error < 0.5 * (w_img - w_true).abs().mean().item() and w_error < 0.002
+    # The IRLS result minimises Eq. 6.7: no better than the weighted mean of the betas.
+    w = torch.softmax(confidences / 0.33, 0)
+    mean = (w[:, None] * betas).sum(0)
+    assert _objective(layer, calibrated, betas, poses, w) <= _objective(layer, mean, betas, poses, w) + 1e-12
+
+
+def test_confidences_shift_the_calibration_towards_trusted_images():
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=True)
+    true_shape = torch.randn(10, generator=GEN(50), dtype=torch.float64)
+    noise = torch.randn(10, 10, generator=GEN(51), dtype=torch.float64)
+    noise[:5] *= 0.02  # five good images
+    noise[5:] = noise[5:] * 0.5 + 1.0  # five bad ones, all biased the same way
+    betas = true_shape + noise
+    poses = torch.cat([_palm_to_camera(10, 52), _hand_pose(10, 53)], 1)
+    confidences = torch.tensor([1.0] * 5 + [-1.0] * 5, dtype=torch.float64)
+    rest = lambda b: hand_length_width(layer, b[None])[0]  # noqa: E731
+    attended = (rest(calibrate_shape(layer, betas, poses, confidences)) - rest(true_shape)).abs()
+    plain = (rest(calibrate_shape(layer, betas, poses, None)) - rest(true_shape)).abs()
+    assert attended < 0.2 * plain
+
+
+def test_calibration_of_identical_shapes_is_exact():
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=True)
+    shape = torch.randn(10, generator=GEN(40), dtype=torch.float64)
+    poses = torch.cat([_palm_to_camera(5, 41), _hand_pose(5, 42)], 1)
+    torch.testing.assert_close(calibrate_shape(layer, shape.expand(5, -1), poses, torch.randn(5, dtype=torch.float64)), shape)
+    with pytest.raises(ValueError, match=r"poses must be \[K, 48\]"):
+        calibrate_shape(layer, shape.expand(5, -1), poses[:, :45])

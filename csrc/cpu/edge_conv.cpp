@@ -20,8 +20,6 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-#include <memory>
 #include <vector>
 
 #include "cpu/lane_fft.h"
@@ -49,16 +47,14 @@ struct EdgeList {
 };
 
 template <typename T>
-struct Spectra {  // count spectra of one size, [count][re | im][spec]; uninitialised unless zeroed
+struct Spectra {  // count spectra of one size, [count][re | im][spec]
   int64_t spec;
-  std::unique_ptr<T[]> data;
-  Spectra(int64_t count, int64_t spec_, bool zeroed = false) : spec(spec_), data(new T[count * 2 * spec_]) {
-    if (zeroed) std::fill(data.get(), data.get() + count * 2 * spec_, T(0));
-  }
-  T* re(int64_t i) { return data.get() + 2 * i * spec; }
-  T* im(int64_t i) { return data.get() + (2 * i + 1) * spec; }
-  const T* re(int64_t i) const { return data.get() + 2 * i * spec; }
-  const T* im(int64_t i) const { return data.get() + (2 * i + 1) * spec; }
+  std::vector<T> data;
+  Spectra(int64_t count, int64_t spec_) : spec(spec_), data(count * 2 * spec_, T(0)) {}
+  T* re(int64_t i) { return data.data() + 2 * i * spec; }
+  T* im(int64_t i) { return data.data() + (2 * i + 1) * spec; }
+  const T* re(int64_t i) const { return data.data() + 2 * i * spec; }
+  const T* im(int64_t i) const { return data.data() + (2 * i + 1) * spec; }
 };
 
 // This OS thread's FFT workspace (thread_local: at::get_thread_num() is 0 in an inline nested loop).
@@ -128,11 +124,10 @@ void edge_conv_kernel_impl(const at::Tensor& x, const at::Tensor& weight, const 
             std::fill(out, out + HW, T(0));
             continue;
           }
-          std::vector<fft::ProductTerm<T>> terms;
+          std::fill(acc_re, acc_re + 2 * spec, T(0));
           for (int64_t e : graph.into[t])
-            terms.push_back({w_hat.re(h * E + e), w_hat.im(h * E + e), x_hat.re(graph.src[e]), x_hat.im(graph.src[e]),
-                             T(graph.scale[e])});
-          fft::sum_of_products<false>(acc_re, acc_im, terms, spec, /*accumulate=*/false);
+            fft::multiply_accumulate<false>(acc_re, acc_im, w_hat.re(h * E + e), w_hat.im(h * E + e), x_hat.re(graph.src[e]),
+                                            x_hat.im(graph.src[e]), T(graph.scale[e]), spec);
           fft.inverse(acc_re, acc_im, H, W, kh / 2, kw / 2, inv_n2, out, W, work.data());
           const T c = offset[h * K + t];
           if (c != T(0))
@@ -173,65 +168,60 @@ void edge_conv_backward_kernel_impl(const at::Tensor& grad, const at::Tensor& x,
   const T* xp = x.data_ptr<T>();
   const T* gp = grad.data_ptr<T>();
   T* gxp = g_x.data_ptr<T>();
-  // Kernel-gradient spectra, summed over images; each chunk of images adds into them once (one
-  // pass over this large buffer per chunk, not per image).
-  Spectra<T> gw_hat(Hd * E, spec, /*zeroed=*/true);
-  constexpr int64_t kChunk = 8;
-  for (int64_t b0 = 0; b0 < B; b0 += kChunk) {
-    const int64_t nb = std::min(kChunk, B - b0);
-    Spectra<T> x_hat(nb * K, spec), g_hat(nb * Hd * K, spec);
-    // Spectra of the chunk's node maps and of its gradients, the latter placed at the kernel centre
-    // so that both adjoints read their results from the origin.
-    at::parallel_for(0, nb * K * (1 + Hd), 1, [&](int64_t i0, int64_t i1) {
-      std::vector<T>& work = thread_workspace<T>(fft.workspace_numel());
-      for (int64_t i = i0; i < i1; ++i) {
-        if (i < nb * K) {
-          fft.forward(xp + (b0 * K + i) * HW, H, W, W, 0, 0, x_hat.re(i), x_hat.im(i), work.data());
-        } else {
-          const int64_t j = i - nb * K;  // (image in chunk, head, target)
-          fft.forward(gp + (b0 * Hd * K + j) * HW, H, W, W, kh / 2, kw / 2, g_hat.re(j), g_hat.im(j), work.data());
-        }
-      }
-    });
-    // grad_x[b, s] = sum over heads and edges e out of s of a_e * corr(grad[b, h, dst_e], weight[h, e]).
-    at::parallel_for(0, nb * K, 1, [&](int64_t i0, int64_t i1) {
-      std::vector<T>& work = thread_workspace<T>(fft.workspace_numel() + 2 * spec);
-      T* sum_re = work.data() + fft.workspace_numel();
-      T* sum_im = sum_re + spec;
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / K, s = i % K;
-        if (graph.out_of[s].empty()) continue;  // g_x is zero-initialised
-        std::vector<fft::ProductTerm<T>> terms;
-        for (int64_t h = 0; h < Hd; ++h)
-          for (int64_t e : graph.out_of[s]) {
-            const int64_t j = (b * Hd + h) * K + graph.dst[e];
-            terms.push_back({g_hat.re(j), g_hat.im(j), w_hat.re(h * E + e), w_hat.im(h * E + e), T(graph.scale[e])});
+  // Kernel-gradient spectra summed over images, one accumulator per thread.
+  const int64_t slots = at::get_num_threads();
+  std::vector<Spectra<T>> gw_hat(slots, Spectra<T>(0, spec));
+  for (auto& s : gw_hat) s = Spectra<T>(Hd * E, spec);
+
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    Spectra<T>& acc = gw_hat[at::get_thread_num()];
+    for (int64_t b = b0; b < b1; ++b) {
+      Spectra<T> x_hat(K, spec), g_hat(Hd * K, spec);
+      at::parallel_for(0, K + Hd * K, 1, [&](int64_t i0, int64_t i1) {
+        std::vector<T>& work = thread_workspace<T>(fft.workspace_numel());
+        for (int64_t i = i0; i < i1; ++i) {
+          if (i < K) {
+            fft.forward(xp + (b * K + i) * HW, H, W, W, 0, 0, x_hat.re(i), x_hat.im(i), work.data());
+          } else {  // gradient of (head, target) placed at the kernel centre: the adjoints start at the origin
+            const int64_t j = i - K;
+            fft.forward(gp + (b * Hd * K + j) * HW, H, W, W, kh / 2, kw / 2, g_hat.re(j), g_hat.im(j), work.data());
           }
-        fft::sum_of_products<true>(sum_re, sum_im, terms, spec, /*accumulate=*/false);
-        fft.inverse(sum_re, sum_im, H, W, 0, 0, inv_n2, gxp + ((b0 + b) * K + s) * HW, W, work.data());
-      }
-    });
-    // grad_weight[h, e] += a_e * corr(grad[b, h, dst_e], x[b, src_e]) for the chunk's images; one task
-    // per (head, target) owns the accumulators of the edges into that target.
-    at::parallel_for(0, Hd * K, 1, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t h = i / K, t = i % K;
-        for (int64_t e : graph.into[t]) {
-          std::vector<fft::ProductTerm<T>> terms;
-          for (int64_t b = 0; b < nb; ++b) {
-            const int64_t j = (b * Hd + h) * K + t, src = b * K + graph.src[e];
-            terms.push_back({g_hat.re(j), g_hat.im(j), x_hat.re(src), x_hat.im(src), T(graph.scale[e])});
-          }
-          fft::sum_of_products<true>(gw_hat.re(h * E + e), gw_hat.im(h * E + e), terms, spec, /*accumulate=*/true);
         }
-      }
-    });
-  }
+      });
+      // grad_weight[h, e] += a_e * corr(grad[h, dst], x[src]): distinct heads write distinct slots.
+      at::parallel_for(0, Hd, 1, [&](int64_t h0, int64_t h1) {
+        for (int64_t h = h0; h < h1; ++h)
+          for (int64_t e = 0; e < E; ++e) {
+            const int64_t j = h * K + graph.dst[e];
+            fft::multiply_accumulate<true>(acc.re(h * E + e), acc.im(h * E + e), g_hat.re(j), g_hat.im(j),
+                                           x_hat.re(graph.src[e]), x_hat.im(graph.src[e]), T(graph.scale[e]), spec);
+          }
+      });
+      // grad_x[s] = sum over heads and edges out of s of a_e * corr(grad[h, dst], weight[h, e]).
+      at::parallel_for(0, K, 1, [&](int64_t s0, int64_t s1) {
+        std::vector<T>& work = thread_workspace<T>(fft.workspace_numel() + 2 * spec);
+        T* sum_re = work.data() + fft.workspace_numel();
+        T* sum_im = sum_re + spec;
+        for (int64_t s = s0; s < s1; ++s) {
+          T* out = gxp + (b * K + s) * HW;
+          if (graph.out_of[s].empty()) continue;  // g_x is zero-initialised
+          std::fill(sum_re, sum_re + 2 * spec, T(0));
+          for (int64_t h = 0; h < Hd; ++h)
+            for (int64_t e : graph.out_of[s])
+              fft::multiply_accumulate<true>(sum_re, sum_im, g_hat.re(h * K + graph.dst[e]), g_hat.im(h * K + graph.dst[e]),
+                                             w_hat.re(h * E + e), w_hat.im(h * E + e), T(graph.scale[e]), spec);
+          fft.inverse(sum_re, sum_im, H, W, 0, 0, inv_n2, out, W, work.data());
+        }
+      });
+    }
+  });
+  for (int64_t slot = 1; slot < slots; ++slot)
+    for (size_t v = 0; v < gw_hat[0].data.size(); ++v) gw_hat[0].data[v] += gw_hat[slot].data[v];
   T* gwp = g_weight.data_ptr<T>();
   at::parallel_for(0, Hd * E, 1, [&](int64_t i0, int64_t i1) {
     std::vector<T>& work = thread_workspace<T>(fft.workspace_numel());
     for (int64_t i = i0; i < i1; ++i)
-      fft.inverse(gw_hat.re(i), gw_hat.im(i), kh, kw, 0, 0, inv_n2, gwp + i * kh * kw, kw, work.data());
+      fft.inverse(gw_hat[0].re(i), gw_hat[0].im(i), kh, kw, 0, 0, inv_n2, gwp + i * kh * kw, kw, work.data());
   });
 }
 

@@ -335,42 +335,17 @@ class RealFFT2D {
   int64_t n_, half_, ld_, pair_ld_;
 };
 
-// One term of a sum of spectrum products: scale * a * b (or a * conj(b)).
-template <typename T>
-struct ProductTerm {
-  const T *a_re, *a_im, *b_re, *b_im;
-  T scale;
-};
-
-// out (+)= sum over terms of scale * a * b (Conj: a * conj(b)), over n complex values in split
-// storage. Blocked so the running sum of a block stays in L1 while every term streams through it:
-// each term costs one read of a and b, not a read and write of the sum as well.
+// acc += scale * a * b (Conj: a * conj(b)) over n complex values in split storage.
 template <bool Conj, typename T>
-void sum_of_products(T* out_re, T* out_im, const std::vector<ProductTerm<T>>& terms, int64_t n, bool accumulate) {
-  constexpr int64_t kBlock = 256;
+inline void multiply_accumulate(T* __restrict acc_re, T* __restrict acc_im, const T* __restrict a_re,
+                                const T* __restrict a_im, const T* __restrict b_re, const T* __restrict b_im, T scale,
+                                int64_t n) {
   const T sign = Conj ? T(-1) : T(1);
-  alignas(64) T acc_re[kBlock], acc_im[kBlock];
-  for (int64_t e0 = 0; e0 < n; e0 += kBlock) {
-    const int64_t len = std::min(kBlock, n - e0);
-    for (int64_t e = 0; e < len; ++e) {
-      acc_re[e] = accumulate ? out_re[e0 + e] : T(0);
-      acc_im[e] = accumulate ? out_im[e0 + e] : T(0);
-    }
-    for (const ProductTerm<T>& t : terms) {
-      const T* __restrict ar = t.a_re + e0;
-      const T* __restrict ai = t.a_im + e0;
-      const T* __restrict br = t.b_re + e0;
-      const T* __restrict bi = t.b_im + e0;
-      const T scale = t.scale;
 #pragma omp simd
-      for (int64_t e = 0; e < len; ++e) {
-        const T b_i = sign * bi[e];
-        acc_re[e] += scale * (ar[e] * br[e] - ai[e] * b_i);
-        acc_im[e] += scale * (ar[e] * b_i + ai[e] * br[e]);
-      }
-    }
-    std::copy(acc_re, acc_re + len, out_re + e0);
-    std::copy(acc_im, acc_im + len, out_im + e0);
+  for (int64_t e = 0; e < n; ++e) {
+    const T br = b_re[e], bi = sign * b_im[e];
+    acc_re[e] += scale * (a_re[e] * br - a_im[e] * bi);
+    acc_im[e] += scale * (a_re[e] * bi + a_im[e] * br);
   }
 }
 

@@ -15,8 +15,9 @@ Official files (MANO_RIGHT.pkl, MANO_LEFT.pkl) are Python-2 pickles of a dict:
 
 ``load`` reads them (and ``.npz`` files with the same keys) with a restricted unpickler: the only
 globals a file may name are numpy's array/dtype/scalar reconstruction, scipy's csc/csr matrix
-classes, chumpy's ``Ch`` class and the builtins ``set``/``frozenset`` (a pickled ``Ch`` carries a
-set). Sparse matrices and ``Ch`` objects are never built: they are replaced by stand-ins that keep
+classes, chumpy's ``Ch`` class, the builtins ``set``/``frozenset`` (a pickled ``Ch`` carries a
+set) and, in guarded forms, ``copyreg._reconstructor`` (protocol 0/1) and ``_codecs.encode``
+(latin1 only: how Python 3 writes bytes at protocol 2). Sparse matrices and ``Ch`` objects are never built: they are replaced by stand-ins that keep
 the pickled state, from which the arrays are taken. Any other global (``os.system``,
 ``builtins.eval``, ``subprocess.Popen``, ...) raises ``pickle.UnpicklingError`` before it is
 called.
@@ -55,6 +56,10 @@ _OFFICIAL_NUM_VERTICES = 778
 
 # ----------------------------------------------------------------------------------------------
 # Stand-ins for the classes a MANO pickle names besides numpy's.
+
+
+class _Refused(pickle.UnpicklingError):
+    """The pickle names something a MANO file may not."""
 
 
 class _ChumpyStandIn:
@@ -138,12 +143,40 @@ def _numpy_attr(submodule: str, name: str):
     raise ImportError(f"numpy has no {submodule}.{name}")
 
 
-def _safe_reconstructor(cls, base, state):
-    # Protocol 0/1 pickles build plain objects with copyreg._reconstructor(cls, object, None);
-    # allow that only for the stand-ins.
-    if cls not in _STAND_INS or base is not object or state is not None:
-        raise pickle.UnpicklingError(f"refused copyreg._reconstructor({cls!r}, {base!r}, ...) in a MANO file")
-    return object.__new__(cls)
+class _Guard:
+    """A callable a pickle may name in place of a stdlib function. Being an instance of a slotted class,
+    it cannot be altered by a BUILD opcode aimed at it (a plain function's attributes could be)."""
+
+    __slots__ = ()
+
+    def __setattr__(self, name, value):
+        raise _Refused(f"refused to set {name!r} on {type(self).__name__} in a MANO file")
+
+
+class _SafeReconstructor(_Guard):
+    __slots__ = ()
+
+    def __call__(self, cls, base, state):
+        # Protocol 0/1 pickles build plain objects with copyreg._reconstructor(cls, object, None);
+        # allow that only for the stand-ins.
+        if cls not in _STAND_INS or base is not object or state is not None:
+            raise _Refused(f"refused copyreg._reconstructor({cls!r}, {base!r}, ...) in a MANO file")
+        return object.__new__(cls)
+
+
+class _Latin1Encode(_Guard):
+    __slots__ = ()
+
+    def __call__(self, text, encoding):
+        # Python 3 writes bytes into protocol-2 pickles as _codecs.encode(text, 'latin1'); allow that
+        # one use (other codecs would look modules up by a name the file chooses).
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise _Refused(f"refused _codecs.encode(..., {encoding!r}) in a MANO file (only 'latin1')")
+        return text.encode("latin1")
+
+
+_safe_reconstructor = _SafeReconstructor()
+_latin1_encode = _Latin1Encode()
 
 
 def _allowed_globals() -> dict:
@@ -161,6 +194,7 @@ def _allowed_globals() -> dict:
         ("__builtin__", "object"): object,
         ("copyreg", "_reconstructor"): _safe_reconstructor,
         ("copy_reg", "_reconstructor"): _safe_reconstructor,
+        ("_codecs", "encode"): _latin1_encode,
         ("chumpy.ch", "Ch"): _ChumpyStandIn,
         ("chumpy", "Ch"): _ChumpyStandIn,
     }
@@ -193,8 +227,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(
-                f"refused to load global '{module}.{name}' from {self._source}: a MANO file may only name numpy "
+            # Name Python-2 globals (protocol < 3) by their Python 3 names too: '__builtin__.eval' is builtins.eval.
+            import _compat_pickle
+
+            py3 = _compat_pickle.NAME_MAPPING.get((module, name))
+            py3 = py3 or (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+            also = "" if py3 == (module, name) else f" (Python 3: {py3[0]}.{py3[1]})"
+            raise _Refused(
+                f"refused to load global '{module}.{name}'{also} from {self._source}: a MANO file may only name numpy "
                 "array reconstruction, scipy csc/csr matrices and chumpy Ch arrays"
             ) from None
 
@@ -217,9 +257,22 @@ def _plain_array(value, key: str) -> np.ndarray:
     return arr
 
 
+def _unpickle(file, source: str):
+    """Unpickle ``file`` with the restricted unpickler; every failure is an UnpicklingError naming ``source``."""
+    try:
+        return _RestrictedUnpickler(file, source).load()
+    except _Refused as e:
+        if source in str(e):
+            raise
+        raise _Refused(f"{source}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as e:
+        # Truncated or malformed streams (or ones aimed at the allowed objects) fail in many ways.
+        raise pickle.UnpicklingError(f"{source} is not a well-formed MANO pickle: {type(e).__name__}: {e}") from e
+
+
 def _read_pickle(path: Path) -> dict:
     with open(path, "rb") as f:
-        data = _RestrictedUnpickler(f, str(path)).load()
+        data = _unpickle(f, str(path))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a MANO pickle must hold a dict of arrays, got {type(data).__name__}")
     return data
@@ -243,7 +296,7 @@ def _read_npz(path: Path) -> dict:
                 else:
                     dtype = None  # unknown header version: let numpy read it, without pickles
                 if dtype is not None and dtype.hasobject:
-                    data[key] = _RestrictedUnpickler(f, f"{path}:{member}").load()
+                    data[key] = _unpickle(f, f"{path}:{member}")
                     continue
             with zf.open(member) as f:
                 data[key] = np.lib.format.read_array(f, allow_pickle=False)

@@ -253,6 +253,58 @@ def test_chumpy_expression_is_refused_clearly(tmp_path, monkeypatch):
         load(tmp_path / "MANO_RIGHT.pkl")
 
 
+def test_reading_needs_no_scipy(tmp_path, monkeypatch):
+    model = random_mano_model(14)
+    path = write_official_pickle(tmp_path / "MANO_RIGHT.pkl", model, monkeypatch)
+    with monkeypatch.context() as mp:
+        for name in [m for m in sys.modules if m == "scipy" or m.startswith("scipy.")]:
+            mp.delitem(sys.modules, name)
+        mp.setitem(sys.modules, "scipy", None)  # makes `import scipy...` fail
+        mp.setitem(sys.modules, "scipy.sparse", None)
+        assert_models_equal(load(path), model)
+        assert_models_equal(load(save(model, tmp_path / "again.npz")), model)
+        with pytest.raises(ImportError, match="writing a .pkl needs scipy"):
+            save(model, tmp_path / "again.pkl")
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda st: st.update(indices=st["indices"] + 10_000), "malformed sparse csc matrix of shape \\[16, 778\\]"),
+    (lambda st: st.update(indptr=st["indptr"][:-1]), "malformed sparse csc matrix"),
+    (lambda st: st.pop("indptr"), "lacks \\['indptr'\\]"),
+])
+def test_malformed_sparse_regressor(tmp_path, corrupt, match):
+    class Csc:  # pickles under scipy's name with a state we can corrupt
+        pass
+
+    Csc.__module__, Csc.__qualname__ = "scipy.sparse._csc", "csc_matrix"
+    matrix = sp.csc_matrix(random_mano_model(0).J_regressor.numpy())
+    state = {"_shape": matrix.shape, "maxprint": 50, "data": matrix.data, "indices": matrix.indices,
+             "indptr": matrix.indptr}
+    corrupt(state)
+    fake = Csc()
+    fake.__dict__.update(state)
+    data = {**official_dict(random_mano_model(0)), "J_regressor": fake}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys.modules["scipy.sparse._csc"], "csc_matrix", Csc)
+        raw = pickle.dumps(data, protocol=2)
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(raw)
+    with pytest.raises(ValueError, match=f"'J_regressor' .*{match}"):
+        load(tmp_path / "MANO_RIGHT.pkl")
+
+
+def test_sparse_duplicates_add_up(tmp_path):
+    # A non-canonical matrix (each entry stored twice, halved): scipy sums duplicates; so does the reader.
+    dense = random_mano_model(0).J_regressor.numpy()
+    m = sp.csc_matrix(dense)
+    cols = [slice(m.indptr[j], m.indptr[j + 1]) for j in range(m.shape[1])]
+    data = np.concatenate([np.tile(m.data[c] / 2, 2) for c in cols])
+    indices = np.concatenate([np.tile(m.indices[c], 2) for c in cols])
+    dup = sp.csc_matrix((data, indices, 2 * m.indptr), shape=m.shape)
+    assert np.array_equal(dup.toarray(), dense) and dup.nnz == 2 * m.nnz
+    entries = {**official_dict(random_mano_model(0)), "J_regressor": dup}
+    assert np.array_equal(load(_write_plain(tmp_path / "MANO_RIGHT.pkl", entries)).J_regressor.numpy(), dense)
+
+
 def test_official_npz_with_pickled_sparse_regressor(tmp_path):
     # An .npz converted from the official pickle: J_regressor a 0-d object array holding the csc matrix.
     model = random_mano_model(10)

@@ -17,10 +17,11 @@ Official files (MANO_RIGHT.pkl, MANO_LEFT.pkl) are Python-2 pickles of a dict:
 globals a file may name are numpy's array/dtype/scalar reconstruction, scipy's csc/csr matrix
 classes, chumpy's ``Ch`` class, the builtins ``set``/``frozenset`` (a pickled ``Ch`` carries a
 set) and, in guarded forms, ``copyreg._reconstructor`` (protocol 0/1) and ``_codecs.encode``
-(latin1 only: how Python 3 writes bytes at protocol 2). Sparse matrices and ``Ch`` objects are never built: they are replaced by stand-ins that keep
-the pickled state, from which the arrays are taken. Any other global (``os.system``,
-``builtins.eval``, ``subprocess.Popen``, ...) raises ``pickle.UnpicklingError`` before it is
-called.
+(latin1 only: how Python 3 writes bytes at protocol 2). Sparse matrices and ``Ch`` objects are
+never built: stand-ins keep their pickled state and the arrays are taken from it (so reading needs
+neither chumpy nor scipy; writing a ``.pkl`` needs scipy for the csc J_regressor). Any other
+global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, ...) raises
+``pickle.UnpicklingError`` before it is called.
 
 ``save`` writes a chumpy-free pickle (or ``.npz``) with the official keys, so ``smplx.MANO`` reads
 it, plus ``fingertip_ids``, ``is_right`` and ``handops_format``.
@@ -98,8 +99,7 @@ class _SparseStandIn:
         self.state = state
 
     def array(self, key: str) -> np.ndarray:
-        import scipy.sparse as sp
-
+        """The dense matrix, built with numpy alone (reading needs no scipy)."""
         state = self.state
         if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
             state = {**(state[0] or {}), **(state[1] or {})}
@@ -109,14 +109,27 @@ class _SparseStandIn:
         missing = [k for k in ("data", "indices", "indptr") if k not in state] + (["_shape"] if shape is None else [])
         if missing:
             raise ValueError(f"'{key}' is a sparse {self.layout} matrix whose pickled state lacks {missing}")
-        cls = sp.csc_matrix if self.layout == "csc" else sp.csr_matrix
+        data = _plain_array(state["data"], key)
+        indices = _plain_array(state["indices"], key)
+        indptr = _plain_array(state["indptr"], key)
         try:
-            m = cls((np.asarray(state["data"]), np.asarray(state["indices"]), np.asarray(state["indptr"])),
-                    shape=tuple(int(s) for s in shape))
-            m.check_format(full_check=True)
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"'{key}' is a malformed sparse {self.layout} matrix: {e}") from e
-        return m.toarray()
+            rows, cols = (int(n) for n in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"'{key}' is a sparse {self.layout} matrix with a malformed shape {shape!r}") from None
+        # csc: indptr runs over columns and indices are rows; csr the other way round.
+        outer, inner = (cols, rows) if self.layout == "csc" else (rows, cols)
+        ok = (
+            data.ndim == indices.ndim == indptr.ndim == 1 and rows >= 0 and cols >= 0
+            and np.issubdtype(indices.dtype, np.integer) and np.issubdtype(indptr.dtype, np.integer)
+            and len(indptr) == outer + 1 and len(data) == len(indices) == (indptr[-1] if len(indptr) else -1)
+            and indptr[0] == 0 and np.all(np.diff(indptr) >= 0)
+            and (len(indices) == 0 or (indices.min() >= 0 and indices.max() < inner))
+        )
+        if not ok:
+            raise ValueError(f"'{key}' is a malformed sparse {self.layout} matrix of shape [{rows}, {cols}]")
+        dense = np.zeros((outer, inner), dtype=np.result_type(data.dtype, np.float64))
+        np.add.at(dense, (np.repeat(np.arange(outer), np.diff(indptr)), indices), data)  # duplicates add, as in scipy
+        return dense.T if self.layout == "csc" else dense
 
 
 class _CscStandIn(_SparseStandIn):
@@ -282,7 +295,11 @@ def _read_npz(path: Path) -> dict:
     # np.load(allow_pickle=True) would unpickle object arrays without restriction; read the members
     # ourselves and send object arrays through the restricted unpickler.
     data = {}
-    with zipfile.ZipFile(path) as zf:
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise ValueError(f"{path} is not an .npz archive: {e}") from e
+    with zf:
         for member in zf.namelist():
             if not member.endswith(".npy"):
                 continue
@@ -453,7 +470,11 @@ def _file_dict(model: ManoModel, sparse_regressor: bool) -> dict:
     faces = model.faces.detach().cpu().numpy()
     j_regressor = np64(model.J_regressor)
     if sparse_regressor:
-        import scipy.sparse as sp
+        try:
+            import scipy.sparse as sp
+        except ImportError as e:
+            raise ImportError("save: writing a .pkl needs scipy (J_regressor is a scipy csc_matrix, as in the "
+                              "official files); install scipy or save as .npz") from e
 
         j_regressor = sp.csc_matrix(j_regressor)
     return {

@@ -15,11 +15,12 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from handops.mano import MANO_PARENTS, OFFICIAL_FINGERTIP_IDS, ManoModel, load, save
 from mano_helpers import random_mano_model
+
+sp = pytest.importorskip("scipy.sparse")  # to write official-format files (reading needs no scipy)
 
 
 def assert_models_equal(a: ManoModel, b: ManoModel):
@@ -89,7 +90,10 @@ def test_save_rejects_bad_suffix(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # smplx reads what save writes.
 
-smplx = pytest.importorskip("smplx")
+
+@pytest.fixture
+def smplx():
+    return pytest.importorskip("smplx")
 
 
 def _check_smplx_buffers(layer, model: ManoModel):
@@ -106,7 +110,7 @@ def _check_smplx_buffers(layer, model: ManoModel):
 
 @pytest.mark.parametrize("is_right", [True, False])
 @pytest.mark.parametrize("num_vertices", [778, 60])
-def test_smplx_loads_saved_directory(tmp_path, is_right, num_vertices):
+def test_smplx_loads_saved_directory(smplx, tmp_path, is_right, num_vertices):
     model = random_mano_model(4, num_vertices=num_vertices, is_right=is_right)
     save(model, tmp_path)
     layer = smplx.MANO(model_path=str(tmp_path), is_rhand=is_right, use_pca=False, flat_hand_mean=True)
@@ -121,7 +125,7 @@ def test_smplx_loads_saved_directory(tmp_path, is_right, num_vertices):
     assert out.vertices.shape == (2, num_vertices, 3) and torch.isfinite(out.vertices).all()
 
 
-def test_smplx_loads_saved_file_path_with_pca(tmp_path):
+def test_smplx_loads_saved_file_path_with_pca(smplx, tmp_path):
     model = random_mano_model(5)
     path = save(model, tmp_path / "MANO_RIGHT.pkl")
     layer = smplx.MANO(model_path=str(path), is_rhand=True, use_pca=True, num_pca_comps=6, flat_hand_mean=False)
@@ -133,7 +137,7 @@ def test_smplx_loads_saved_file_path_with_pca(tmp_path):
     assert out.vertices.shape == (3, 778, 3)
 
 
-def test_smplx_loads_saved_npz(tmp_path):
+def test_smplx_loads_saved_npz(smplx, tmp_path):
     model = random_mano_model(6)
     save(model, tmp_path / "MANO_RIGHT.npz")
     layer = smplx.MANO(model_path=str(tmp_path), is_rhand=True, use_pca=False, flat_hand_mean=True, ext="npz")
@@ -411,7 +415,8 @@ def test_truncated_pickle(tmp_path):
 
 def test_malicious_npz_object_array_is_refused(tmp_path):
     sentinel = tmp_path / "pwned"
-    data = {k: np.asarray(v) for k, v in official_dict(random_mano_model(0, num_vertices=20), sparse=np.asarray).items()}
+    entries = official_dict(random_mano_model(0, num_vertices=20), sparse=np.asarray)
+    data = {k: np.asarray(v) for k, v in entries.items()}
     data["J_regressor"] = np.array(_SystemPayload(sentinel), dtype=object)
     np.savez(tmp_path / "MANO_RIGHT.npz", **data)
     with pytest.raises(pickle.UnpicklingError, match="system"):
@@ -482,12 +487,24 @@ def test_bad_kintree_and_faces(tmp_path):
         load(_write_plain(tmp_path / "MANO_RIGHT.pkl", data))
 
 
+def test_non_numeric_entries(tmp_path):
+    data = {**official_dict(random_mano_model(0)), "hands_mean": "not an array"}
+    with pytest.raises(ValueError, match="'hands_mean' must be a numeric array"):
+        load(_write_plain(tmp_path / "MANO_RIGHT.pkl", data))
+    data = {**official_dict(random_mano_model(0)), "is_right": np.array([True, False])}
+    with pytest.raises(ValueError, match="'is_right' must be a single bool"):
+        load(_write_plain(tmp_path / "MANO_RIGHT.pkl", data))
+
+
 def test_not_a_dict_and_bad_suffix(tmp_path):
     with pytest.raises(ValueError, match="must hold a dict"):
         load(_write_plain(tmp_path / "MANO_RIGHT.pkl", [1, 2]))
     (tmp_path / "MANO_RIGHT.txt").write_text("")
     with pytest.raises(ValueError, match=r"\.pkl or \.npz"):
         load(tmp_path / "MANO_RIGHT.txt")
+    (tmp_path / "MANO_RIGHT.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        load(tmp_path / "MANO_RIGHT.npz")
 
 
 def test_missing_file(tmp_path):

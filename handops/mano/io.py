@@ -265,7 +265,7 @@ def _plain_array(value, key: str) -> np.ndarray:
             return _plain_array(value.item(), key)
         raise ValueError(f"'{key}' must be a numeric array, got an object array of shape {list(value.shape)}")
     arr = np.asarray(value)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.iscomplexobj(arr):
         raise ValueError(f"'{key}' must be a numeric array, got {type(value).__name__} of dtype {arr.dtype}")
     return arr
 
@@ -356,8 +356,8 @@ def load(path, *, fix_left_shapedirs: bool = True, is_right: bool | None = None)
     Raises:
         FileNotFoundError: no such file.
         pickle.UnpicklingError: the pickle names a global outside the allowed set (nothing runs).
-        ValueError: a missing entry or an array of the wrong shape (the message names it and the
-            shape expected), or an unknown suffix.
+        ValueError: a missing entry, an array of the wrong shape or kind (the message names it and
+            what was expected), or an unknown suffix.
     """
     path = Path(path)
     if not path.exists():
@@ -385,7 +385,11 @@ def load(path, *, fix_left_shapedirs: bool = True, is_right: bool | None = None)
     for key, what in described.items():
         if key not in data:
             raise ValueError(f"{path}: no '{key}' entry (expected {what}); entries found: {sorted(map(str, data))}")
-        arrays[key] = _plain_array(data[key], key)
+    try:
+        for key in list(described) + [k for k in ("fingertip_ids", "is_right") if k in data]:
+            arrays[key] = _plain_array(data[key], key)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
     v_template = arrays["v_template"]
     if v_template.ndim != 2 or v_template.shape[1] != 3 or v_template.shape[0] < 1:
@@ -401,8 +405,7 @@ def load(path, *, fix_left_shapedirs: bool = True, is_right: bool | None = None)
         "hands_components": (45, 45),
         "hands_mean": (45,),
     }
-    if "fingertip_ids" in data:
-        arrays["fingertip_ids"] = _plain_array(data["fingertip_ids"], "fingertip_ids")
+    if "fingertip_ids" in arrays:
         expected["fingertip_ids"] = (5,)
     for key, shape in expected.items():
         got = arrays[key].shape
@@ -424,8 +427,10 @@ def load(path, *, fix_left_shapedirs: bool = True, is_right: bool | None = None)
         )
 
     written_by_handops = "handops_format" in data
-    if is_right is None and "is_right" in data:
-        is_right = bool(_plain_array(data["is_right"], "is_right").item())
+    if is_right is None and "is_right" in arrays:
+        if arrays["is_right"].size != 1:
+            raise ValueError(f"{path}: 'is_right' must be a single bool, got shape {list(arrays['is_right'].shape)}")
+        is_right = bool(arrays["is_right"].item())
     if is_right is None:
         is_right = _is_right_from_name(path)
     if is_right is None:

@@ -1,11 +1,13 @@
-"""MANO in handops: the model container, the procedural synthetic hand, ManoLayer, fitting and calibration."""
+"""MANO in handops: model files, the model container, the procedural synthetic hand, ManoLayer, fitting
+and calibration."""
 
 from handops.mano.fitting import FitResult, calibrate_shape, fit_keypoints2d
+from handops.mano.io import load, save
 from handops.mano.layer import ManoLayer, ManoOutput
 from handops.mano.model import MANO_PARENTS, OFFICIAL_FINGERTIP_IDS, ManoModel
 
 __all__ = [
-    "ManoModel", "ManoLayer", "ManoOutput", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS",
+    "ManoModel", "ManoLayer", "ManoOutput", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS", "load", "save",
     "fit_keypoints2d", "calibrate_shape", "FitResult", "synthetic_model",
 ]
 

@@ -34,7 +34,8 @@ class ManoLayer(torch.nn.Module):
         num_pca_comps: how many PCA components a 2-D ``hand_pose`` holds when ``use_pca``.
         flat_hand_mean: False adds the model's mean pose to axis-angle and PCA poses (as smplx does).
 
-    ``forward(betas [B, S], global_orient, hand_pose, transl=None, with_vertices=True)``:
+    ``forward(betas [B, S], global_orient, hand_pose, transl=None, with_vertices=True)``; with
+    ``with_vertices=False`` only the joint chain and the five fingertip vertices are computed.
     ``global_orient`` is [B, 3] axis-angle, [B, 3, 3] a matrix or [B, 6] the 6-D representation;
     ``hand_pose`` is [B, num_pca_comps] (PCA) or [B, 45] (axis-angle) when 2-D, [B, 15, 3] axis-angle,
     [B, 15, 6] 6-D or [B, 15, 3, 3] matrices. The mean pose is added only to axis-angle and PCA poses.
@@ -52,6 +53,7 @@ class ManoLayer(torch.nn.Module):
         if use_pca and not 1 <= num_pca_comps <= 45:
             raise ValueError(f"num_pca_comps must be in [1, 45], got {num_pca_comps}")
         self.model = model_or_path
+        self.joints_model = _joints_only_model(model_or_path)
         self.use_pca, self.num_pca_comps, self.flat_hand_mean = use_pca, num_pca_comps, flat_hand_mean
         m = model_or_path
         # Buffers follow .to(device/dtype) of the module; the model itself stays float64 on the CPU.
@@ -99,7 +101,27 @@ class ManoLayer(torch.nn.Module):
         if transl is not None and transl.shape != (batch, 3):
             raise ValueError(f"transl must be [B, 3], got {list(transl.shape)}")
         rotations = torch.cat([self._root_rotation(global_orient)[:, None], self._hand_rotations(hand_pose)], 1)
-        vertices, mano_joints, transforms = mano_forward_reference(self.model, betas, rotations.to(betas), transl)
-        tips = vertices[:, self.model.fingertip_ids.to(vertices.device)]
+        model = self.model if with_vertices else self.joints_model
+        vertices, mano_joints, transforms = mano_forward_reference(model, betas, rotations.to(betas), transl)
+        tips = vertices[:, model.fingertip_ids.to(vertices.device)]
         joints = torch.cat([mano_joints, tips], 1)[:, list(OPENPOSE_FROM_MANO)]
         return ManoOutput(vertices if with_vertices else None, joints, mano_joints, transforms)
+
+
+def _joints_only_model(model: ManoModel) -> ManoModel:
+    """The same joints and fingertips from 21 vertices instead of V: the 16 rest joints as vertices
+    (J = J_regressor v_shaped is linear in the shape, so J_template + J_shapedirs betas is exact and the
+    regressor becomes [I | 0]) followed by the five fingertip vertices; no other vertex is skinned."""
+    tips = model.fingertip_ids
+    j_template = model.J_regressor @ model.v_template
+    j_shapedirs = torch.einsum("jv,vks->jks", model.J_regressor, model.shapedirs)
+    regressor = torch.cat([torch.eye(16, dtype=model.J_regressor.dtype), model.J_regressor.new_zeros(16, 5)], 1)
+    weights = torch.cat([torch.eye(16, dtype=model.weights.dtype), model.weights[tips]], 0)
+    return ManoModel(
+        v_template=torch.cat([j_template, model.v_template[tips]]),
+        shapedirs=torch.cat([j_shapedirs, model.shapedirs[tips]]),
+        posedirs=torch.cat([model.posedirs.new_zeros(16, 3, model.posedirs.shape[-1]), model.posedirs[tips]]),
+        J_regressor=regressor, weights=weights, faces=model.faces.new_zeros(0, 3), parents=model.parents,
+        hands_components=model.hands_components, hands_mean=model.hands_mean,
+        fingertip_ids=torch.arange(16, 21), is_right=model.is_right,
+    )

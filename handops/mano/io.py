@@ -63,6 +63,15 @@ class _Refused(pickle.UnpicklingError):
     """The pickle names something a MANO file may not."""
 
 
+def _state_dict(state, key: str, what: str) -> dict:
+    """A pickled object's state as one dict (pickled with slots, it is (dict, slot dict))."""
+    if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
+        state = {**(state[0] or {}), **(state[1] or {})}
+    if not isinstance(state, dict):
+        raise ValueError(f"'{key}' is {what} with an unexpected pickled state ({type(state).__name__})")
+    return state
+
+
 class _ChumpyStandIn:
     """Takes the place of chumpy's ``Ch``: keeps the pickled state (a dict whose 'x' is the array)."""
 
@@ -72,12 +81,7 @@ class _ChumpyStandIn:
         self.state = state
 
     def array(self, key: str) -> np.ndarray:
-        state = self.state
-        # Pickled with slots, the state is (dict, slot dict).
-        if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if not isinstance(state, dict):
-            raise ValueError(f"'{key}' is a chumpy object with an unexpected pickled state ({type(state).__name__})")
+        state = _state_dict(self.state, key, "a chumpy object")
         if "x" in state:  # a plain Ch keeps its value in the term 'x'
             return _plain_array(state["x"], key)
         arrays = [v for v in state.values() if isinstance(v, np.ndarray) and v.dtype != object]
@@ -100,11 +104,7 @@ class _SparseStandIn:
 
     def array(self, key: str) -> np.ndarray:
         """The dense matrix, built with numpy alone (reading needs no scipy)."""
-        state = self.state
-        if isinstance(state, tuple) and len(state) == 2 and all(s is None or isinstance(s, dict) for s in state):
-            state = {**(state[0] or {}), **(state[1] or {})}
-        if not isinstance(state, dict):
-            raise ValueError(f"'{key}' is a sparse matrix with an unexpected pickled state ({type(state).__name__})")
+        state = _state_dict(self.state, key, "a sparse matrix")
         shape = state.get("_shape", state.get("shape"))
         missing = [k for k in ("data", "indices", "indptr") if k not in state] + (["_shape"] if shape is None else [])
         if missing:

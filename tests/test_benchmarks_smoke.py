@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import handops
-from benchmarks import bench_edge_conv, bench_tree_marginals, harness
+from benchmarks import bench_edge_conv, bench_mano, bench_tree_marginals, harness
 
 
 def test_tree_marginals_benchmark_smoke(tmp_path):
@@ -70,6 +70,49 @@ def test_edge_conv_providers_agree(heads):
         torch.testing.assert_close(out, outputs[0], rtol=1e-9, atol=1e-12)
 
 
+def test_mano_benchmark_smoke(tmp_path):
+    pytest.importorskip("smplx")
+    csv_path, png_path = tmp_path / "mano.csv", tmp_path / "mano.png"
+    tiny = ["--batch-sizes", "1", "3", "--quick", "--fit-images", "4", "--fit-iterations", "5", "2"]
+    table = bench_mano.run(tiny + ["--csv", str(csv_path), "--plot", str(png_path)])
+
+    assert "handops (ms)" in table and "smplx (ms)" in table and "smplx / handops" in table
+    assert "| 3 | joints_only |" in table and "Fitting 4 images" in table and "images / s" in table
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    timed = [r for r in rows if r["mode"] != "fit"]
+    assert {(r["provider"], r["mode"]) for r in timed} == {
+        (p, m) for p, modes in bench_mano.PROVIDER_MODES.items() for m in modes
+    }
+    assert len(timed) == 2 * 5 and {r["B"] for r in timed} == {"1", "3"}
+    fits = {r["provider"]: r for r in rows if r["mode"] == "fit"}
+    assert set(fits) == {"handops", "smplx"}
+    assert all(r["B"] == "4" and r["fit_steps"] == "5+2" and float(r["images_per_s"]) > 0 for r in fits.values())
+    # Same energy, same start, same schedule: both fits reach the same error.
+    assert float(fits["handops"]["reprojection_px"]) == pytest.approx(float(fits["smplx"]["reprojection_px"]), rel=1e-2)
+    assert all(float(r["median_ms"]) > 0 and int(r["repeats"]) >= 1 for r in rows)
+    assert png_path.stat().st_size > 0
+
+    # --skip-fit appends layer timings only, under the same header.
+    bench_mano.run(["--batch-sizes", "1", "--quick", "--skip-fit", "--providers", "smplx", "--csv", str(csv_path), "--plot", str(png_path)])
+    with open(csv_path, newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(rows) + 2
+
+
+def test_mano_providers_agree():
+    """smplx's 21 keypoints (16 joints and the fingertip vertices) are ManoLayer's joints; vertices agree too."""
+    pytest.importorskip("smplx")
+    ours, theirs, model = bench_mano.load_models()
+    inputs = bench_mano.make_poses(3, model)
+    with torch.no_grad():
+        mine = ours(inputs["betas"], inputs["global_orient"], inputs["hand_pose"], inputs["transl"])
+        keypoints = bench_mano.smplx_keypoints(theirs, model.fingertip_ids, **inputs)
+        vertices = theirs(**inputs).vertices
+    torch.testing.assert_close(keypoints, mine.joints, rtol=0, atol=1e-5)
+    torch.testing.assert_close(vertices, mine.vertices, rtol=0, atol=1e-5)
+
+
 def test_slow_call_is_timed_once():
     """A call whose warm-up reaches single_call_s is not repeated: the warm-up is the timing."""
     calls = []
@@ -85,6 +128,7 @@ def test_slow_call_is_timed_once():
         ["benchmarks/run_all.py"],
         ["benchmarks/bench_tree_marginals.py"],
         ["benchmarks/bench_edge_conv.py"],
+        ["benchmarks/bench_mano.py"],
     ],
 )
 def test_entry_points_start_as_module_and_script(how):

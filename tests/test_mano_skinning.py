@@ -168,3 +168,32 @@ def test_backward_checks_gradient_shapes():
     with pytest.raises(ValueError, match="grad_vertices must be"):
         torch.ops.handops.mano_skinning_backward(torch.zeros(2, 9, 3, dtype=torch.float64), torch.zeros(2, 16, 3, dtype=torch.float64),
                                                 torch.zeros(2, 16, 4, 4, dtype=torch.float64), *op_args(model, betas, rotations))
+
+
+def test_without_extension_the_reference_runs_forward_and_backward():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys, warnings, torch\n"
+        "sys.modules['handops._C'] = None\n"  # as if the extension had not been built
+        "warnings.simplefilter('ignore')\n"
+        "import handops\n"
+        "from mano_helpers import random_mano_model\n"
+        "from handops.ops.mano_skinning import mano_skinning\n"
+        "from handops._reference.mano import mano_forward_reference\n"
+        "assert not handops.HAS_EXTENSION\n"
+        "m = random_mano_model(0, num_vertices=20)\n"
+        "b = torch.randn(2, 10, dtype=torch.float64, requires_grad=True)\n"
+        "r = (torch.eye(3, dtype=torch.float64) + 0.1).repeat(2, 16, 1, 1).requires_grad_()\n"
+        "loss = sum(o.square().sum() for o in mano_skinning(m, b, r))\n"
+        "ref = sum(o.square().sum() for o in mano_forward_reference(m, b, r))\n"
+        "torch.testing.assert_close(loss, ref)\n"
+        "g1, g2 = torch.autograd.grad(loss, (b, r)), torch.autograd.grad(ref, (b, r))\n"
+        "[torch.testing.assert_close(x, y) for x, y in zip(g1, g2)]\n"
+    )
+    here = Path(__file__).parent
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=here.parent,
+                            env={**__import__("os").environ, "PYTHONPATH": f"{here.parent}:{here}"})
+    assert result.returncode == 0, result.stderr

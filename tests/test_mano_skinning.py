@@ -197,3 +197,20 @@ def test_without_extension_the_reference_runs_forward_and_backward():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=here.parent,
                             env={**__import__("os").environ, "PYTHONPATH": f"{here.parent}:{here}"})
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 17, 37])
+def test_batches_across_hand_blocks(batch):
+    # The kernel works on blocks of up to 16 hands: full, partial and single-hand blocks.
+    model, betas, rotations = sample(batch=batch, num_vertices=25, seed=batch)
+    b, r = betas.clone().requires_grad_(), rotations.clone().requires_grad_()
+    out = mano_skinning(model, b, r)
+    b2, r2 = betas.clone().requires_grad_(), rotations.clone().requires_grad_()
+    ref = mano_forward_reference(model, b2, r2)
+    for got, expected in zip(out, ref):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    weights = [torch.randn(o.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(i)) for i, o in enumerate(ref)]
+    got = torch.autograd.grad(sum((o * w).sum() for o, w in zip(out, weights)), (b, r))
+    expected = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), (b2, r2))
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)

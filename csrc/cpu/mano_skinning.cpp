@@ -15,8 +15,8 @@
 // mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, <the forward inputs>)
 //     -> (grad_betas [B, S], grad_rotations [B, 16, 3, 3]). The model tensors are constants.
 //
-// One fused pass per hand (hands in parallel): J from betas, the chain, then one sweep over the vertices
-// that forms v_posed on the fly and skins it, so no [B, V, 3] intermediate is stored. The backward
+// One fused pass per hand (blocks of hands in parallel): J from betas, the chain, then one sweep over the
+// vertices that forms v_posed on the fly and skins it, so no [B, V, 3] intermediate is stored. The backward
 // recomputes the forward (cheap compared with the vertex sweep) instead of saving intermediates, and
 // runs the chain rule by hand: skinning -> relative transforms -> chain in reverse -> pose feature and
 // shape blend, again in one sweep over the vertices.
@@ -24,6 +24,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -137,19 +138,37 @@ void hand_forward(const Model& m, const T* beta, const T* rot, Hand<T>& h) {
   }
 }
 
-// v_posed of vertex v: template + shape blend + pose correctives.
+// Hands are processed in blocks of up to kBlock: posedirs (V x 3 x 135, 1.3 MB in float32) does not
+// stay in cache, so reading each of its rows once per block instead of once per hand is what keeps a
+// large batch from being memory-bound (the reference gets the same reuse from one batched GEMM).
+constexpr int64_t kBlock = 16;
+
+// Splits [0, B) into at most kBlock hands per block, with at least one block per thread when B allows.
+inline int64_t block_size(int64_t B) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  return std::max<int64_t>(1, std::min<int64_t>(kBlock, (B + threads - 1) / threads));
+}
+
+// v_posed of vertex v for the n hands of a block: template + shape blend + pose correctives.
+// out[3 * i + c] for hand i.
 template <typename T>
-inline void posed_vertex(const Model& m, const T* vt, const T* sd, const T* pd, const T* beta, const T* f, int64_t v, T* out) {
+inline void posed_vertex(const Model& m, const T* vt, const T* sd, const T* pd, const T* betas, const Hand<T>* hands,
+                         int64_t n, int64_t v, T* out) {
   const int64_t S = m.S, Sf = m.S_full;
   for (int c = 0; c < 3; ++c) {
     const int64_t vc = 3 * v + c;
-    T acc = vt[vc];
-    for (int64_t s = 0; s < S; ++s) acc += sd[vc * Sf + s] * beta[s];
     const T* row = pd + vc * kPoseFeatures;
-    T pose = T(0);
+    const T* srow = sd + vc * Sf;
+    for (int64_t i = 0; i < n; ++i) {
+      const T* beta = betas + i * S;
+      const T* f = hands[i].f;
+      T acc = vt[vc];
+      for (int64_t s = 0; s < S; ++s) acc += srow[s] * beta[s];
+      T pose = T(0);
 #pragma omp simd reduction(+ : pose)
-    for (int64_t p = 0; p < kPoseFeatures; ++p) pose += row[p] * f[p];
-    out[c] = acc + pose;
+      for (int64_t p = 0; p < kPoseFeatures; ++p) pose += row[p] * f[p];
+      out[3 * i + c] = acc + pose;
+    }
   }
 }
 
@@ -161,38 +180,57 @@ void forward_impl(const Model& m, const at::Tensor& betas, const at::Tensor& rot
   const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>(), *pd = m.posedirs.data_ptr<T>();
   const T* w = m.weights.data_ptr<T>();
   T *vp = vertices.data_ptr<T>(), *jp = joints.data_ptr<T>(), *tp = transforms.data_ptr<T>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    Hand<T> h;
-    for (int64_t b = b0; b < b1; ++b) {
-      const T* beta = bp + b * S;
-      hand_forward(m, beta, rp + b * kJoints * 9, h);
-      for (int64_t k = 0; k < kJoints; ++k) {
-        T* A = tp + (b * kJoints + k) * 16;
-        for (int i = 0; i < 3; ++i) {
-          for (int j = 0; j < 3; ++j) A[4 * i + j] = h.R[9 * k + 3 * i + j];
-          A[4 * i + 3] = h.a[3 * k + i];
-          jp[(b * kJoints + k) * 3 + i] = h.t[3 * k + i];
-        }
-        A[12] = A[13] = A[14] = T(0), A[15] = T(1);
-      }
-      T* out = vp + b * V * 3;
-      for (int64_t v = 0; v < V; ++v) {
-        T x[3];
-        posed_vertex(m, vt, sd, pd, beta, h.f, v, x);
-        // Blend the 16 transforms with this vertex's weights (most are zero), then apply once.
-        T M[12] = {};
-        const T* wv = w + v * kJoints;
+  const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
+  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<Hand<T>> hands(bs);
+    std::vector<T> x(3 * bs);
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      const int64_t first = blk * bs, n = std::min(bs, B - first);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t b = first + i;
+        Hand<T>& h = hands[i];
+        hand_forward(m, bp + b * S, rp + b * kJoints * 9, h);
         for (int64_t k = 0; k < kJoints; ++k) {
-          const T wk = wv[k];
-          if (wk == T(0)) continue;
-          for (int i = 0; i < 9; ++i) M[i] += wk * h.R[9 * k + i];
-          for (int i = 0; i < 3; ++i) M[9 + i] += wk * h.a[3 * k + i];
+          T* A = tp + (b * kJoints + k) * 16;
+          for (int r = 0; r < 3; ++r) {
+            for (int j = 0; j < 3; ++j) A[4 * r + j] = h.R[9 * k + 3 * r + j];
+            A[4 * r + 3] = h.a[3 * k + r];
+            jp[(b * kJoints + k) * 3 + r] = h.t[3 * k + r];
+          }
+          A[12] = A[13] = A[14] = T(0), A[15] = T(1);
         }
-        for (int i = 0; i < 3; ++i) out[3 * v + i] = M[3 * i] * x[0] + M[3 * i + 1] * x[1] + M[3 * i + 2] * x[2] + M[9 + i];
+      }
+      for (int64_t v = 0; v < V; ++v) {
+        posed_vertex(m, vt, sd, pd, bp + first * S, hands.data(), n, v, x.data());
+        const T* wv = w + v * kJoints;
+        for (int64_t i = 0; i < n; ++i) {
+          const Hand<T>& h = hands[i];
+          // Blend the 16 transforms with this vertex's weights (most are zero), then apply once.
+          T M[12] = {};
+          for (int64_t k = 0; k < kJoints; ++k) {
+            const T wk = wv[k];
+            if (wk == T(0)) continue;
+            for (int r = 0; r < 9; ++r) M[r] += wk * h.R[9 * k + r];
+            for (int r = 0; r < 3; ++r) M[9 + r] += wk * h.a[3 * k + r];
+          }
+          const T* xi = x.data() + 3 * i;
+          T* out = vp + ((first + i) * V + v) * 3;
+          for (int r = 0; r < 3; ++r) out[r] = M[3 * r] * xi[0] + M[3 * r + 1] * xi[1] + M[3 * r + 2] * xi[2] + M[9 + r];
+        }
       }
     }
   });
 }
+
+// Gradient accumulators of one hand.
+template <typename T>
+struct HandGrad {
+  T gR[kJoints * 9];   // d/d world rotation R'_k
+  T ga[kJoints * 3];   // d/d relative translation a_k
+  T gt[kJoints * 3];   // d/d world translation t_k
+  T gJ[kJoints * 3];   // d/d rest joint J_k
+  T gf[kPoseFeatures];  // d/d pose feature
+};
 
 template <typename T>
 void backward_impl(const Model& m, const at::Tensor& g_vertices, const at::Tensor& g_joints, const at::Tensor& g_transforms,
@@ -203,104 +241,121 @@ void backward_impl(const Model& m, const at::Tensor& g_vertices, const at::Tenso
   const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>(), *pd = m.posedirs.data_ptr<T>();
   const T *w = m.weights.data_ptr<T>(), *Js = m.J_shapedirs.data_ptr<T>();
   T *gbp = g_betas.data_ptr<T>(), *grp = g_rotations.data_ptr<T>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    Hand<T> h;
-    std::vector<T> g_beta(S);
-    for (int64_t b = b0; b < b1; ++b) {
-      const T* beta = bp + b * S;
-      const T* rot = rp + b * kJoints * 9;
-      hand_forward(m, beta, rot, h);
-      T gR[kJoints * 9] = {};  // d/d world rotation R'_k
-      T ga[kJoints * 3] = {};  // d/d relative translation a_k
-      T gt[kJoints * 3] = {};  // d/d world translation t_k
-      T gJ[kJoints * 3] = {};  // d/d rest joint J_k
-      T gf[kPoseFeatures] = {};
+  const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
+  at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
+    std::vector<Hand<T>> hands(bs);
+    std::vector<HandGrad<T>> grads(bs);
+    std::vector<T> x(3 * bs), gx(3 * bs), g_beta(bs * S);
+    for (int64_t blk = k0; blk < k1; ++blk) {
+      const int64_t first = blk * bs, n = std::min(bs, B - first);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t b = first + i;
+        hand_forward(m, bp + b * S, rp + b * kJoints * 9, hands[i]);
+        grads[i] = HandGrad<T>{};
+      }
       std::fill(g_beta.begin(), g_beta.end(), T(0));
       // Sweep over vertices: out_v = M_v x_v + m_v with M_v = sum_k w_vk R'_k, m_v = sum_k w_vk a_k.
-      const T* gv_all = gvp + b * V * 3;
       for (int64_t v = 0; v < V; ++v) {
-        const T* gv = gv_all + 3 * v;
-        if (gv[0] == T(0) && gv[1] == T(0) && gv[2] == T(0)) continue;  // e.g. a loss on a few vertices
-        T x[3];
-        posed_vertex(m, vt, sd, pd, beta, h.f, v, x);
-        T M[9] = {};
+        posed_vertex(m, vt, sd, pd, bp + first * S, hands.data(), n, v, x.data());
         const T* wv = w + v * kJoints;
-        for (int64_t k = 0; k < kJoints; ++k) {
-          const T wk = wv[k];
-          if (wk == T(0)) continue;
-          for (int i = 0; i < 9; ++i) M[i] += wk * h.R[9 * k + i];
-          // dL/dR'_k += w gv x^T, dL/da_k += w gv.
-          for (int i = 0; i < 3; ++i) {
-            const T wg = wk * gv[i];
-            for (int j = 0; j < 3; ++j) gR[9 * k + 3 * i + j] += wg * x[j];
-            ga[3 * k + i] += wg;
+        for (int64_t i = 0; i < n; ++i) {
+          const Hand<T>& h = hands[i];
+          HandGrad<T>& g = grads[i];
+          const T* gv = gvp + ((first + i) * V + v) * 3;
+          const T* xi = x.data() + 3 * i;
+          T M[9] = {};
+          for (int64_t k = 0; k < kJoints; ++k) {
+            const T wk = wv[k];
+            if (wk == T(0)) continue;
+            for (int r = 0; r < 9; ++r) M[r] += wk * h.R[9 * k + r];
+            // dL/dR'_k += w gv x^T, dL/da_k += w gv.
+            for (int r = 0; r < 3; ++r) {
+              const T wg = wk * gv[r];
+              for (int j = 0; j < 3; ++j) g.gR[9 * k + 3 * r + j] += wg * xi[j];
+              g.ga[3 * k + r] += wg;
+            }
           }
+          // dL/dx = M^T gv.
+          for (int c = 0; c < 3; ++c) gx[3 * i + c] = M[c] * gv[0] + M[3 + c] * gv[1] + M[6 + c] * gv[2];
         }
-        // dL/dx = M^T gv, then through v_posed = template + shapedirs beta + posedirs f.
+        // Through v_posed = template + shapedirs beta + posedirs f, one row of each per (v, c).
         for (int c = 0; c < 3; ++c) {
-          const T gx = M[c] * gv[0] + M[3 + c] * gv[1] + M[6 + c] * gv[2];
           const int64_t vc = 3 * v + c;
           const T* row = pd + vc * kPoseFeatures;
+          const T* srow = sd + vc * Sf;
+          for (int64_t i = 0; i < n; ++i) {
+            const T gxi = gx[3 * i + c];
+            if (gxi == T(0)) continue;  // e.g. a loss on a few vertices only
+            T* gf = grads[i].gf;
 #pragma omp simd
-          for (int64_t p = 0; p < kPoseFeatures; ++p) gf[p] += row[p] * gx;
-          for (int64_t s = 0; s < S; ++s) g_beta[s] += sd[vc * Sf + s] * gx;
-        }
-      }
-      // The outputs joints (= t_k) and transforms (R'_k and a_k; the bottom row is constant).
-      for (int64_t k = 0; k < kJoints; ++k) {
-        const T* gA = gtp + (b * kJoints + k) * 16;
-        for (int i = 0; i < 3; ++i) {
-          for (int j = 0; j < 3; ++j) gR[9 * k + 3 * i + j] += gA[4 * i + j];
-          ga[3 * k + i] += gA[4 * i + 3];
-          gt[3 * k + i] += gjp[(b * kJoints + k) * 3 + i];
-        }
-      }
-      // a_k = t_k - R'_k J_k.
-      for (int64_t k = 0; k < kJoints; ++k)
-        for (int i = 0; i < 3; ++i) {
-          const T g = ga[3 * k + i];
-          gt[3 * k + i] += g;
-          for (int j = 0; j < 3; ++j) {
-            gR[9 * k + 3 * i + j] -= g * h.J[3 * k + j];
-            gJ[3 * k + j] -= h.R[9 * k + 3 * i + j] * g;
+            for (int64_t p = 0; p < kPoseFeatures; ++p) gf[p] += row[p] * gxi;
+            for (int64_t s = 0; s < S; ++s) g_beta[i * S + s] += srow[s] * gxi;
           }
         }
-      // The chain in reverse: every child (higher index) passes its gradient to its parent first.
-      T* g_rot = grp + b * kJoints * 9;
-      for (int64_t k = kJoints - 1; k >= 1; --k) {
-        const int64_t p = m.parents[k];
-        const T* Rk = rot + 9 * k;
-        const T* Rp = h.R + 9 * p;
-        const T* gRk = gR + 9 * k;
-        // R'_k = R'_p R_k: dR_k = R'_p^T dR'_k, dR'_p += dR'_k R_k^T.
-        for (int i = 0; i < 3; ++i)
-          for (int j = 0; j < 3; ++j) {
-            g_rot[9 * k + 3 * i + j] = Rp[i] * gRk[j] + Rp[3 + i] * gRk[3 + j] + Rp[6 + i] * gRk[6 + j];
-            gR[9 * p + 3 * i + j] += gRk[3 * i] * Rk[3 * j] + gRk[3 * i + 1] * Rk[3 * j + 1] + gRk[3 * i + 2] * Rk[3 * j + 2];
-          }
-        // t_k = R'_p (J_k - J_p) + t_p.
-        for (int i = 0; i < 3; ++i) {
-          const T g = gt[3 * k + i];
-          gt[3 * p + i] += g;
-          for (int j = 0; j < 3; ++j) gR[9 * p + 3 * i + j] += g * (h.J[3 * k + j] - h.J[3 * p + j]);
-        }
-        for (int j = 0; j < 3; ++j) {
-          const T gd = Rp[j] * gt[3 * k] + Rp[3 + j] * gt[3 * k + 1] + Rp[6 + j] * gt[3 * k + 2];
-          gJ[3 * k + j] += gd;
-          gJ[3 * p + j] -= gd;
-        }
-        // The pose feature R_k - I.
-        for (int i = 0; i < 9; ++i) g_rot[9 * k + i] += gf[9 * (k - 1) + i];
       }
-      // Root: R'_0 = R_0, t_0 = J_0.
-      for (int i = 0; i < 9; ++i) g_rot[i] = gR[i];
-      for (int i = 0; i < 3; ++i) gJ[i] += gt[i];
-      // J = J_template + J_shapedirs beta.
-      T* g_b = gbp + b * S;
-      for (int64_t s = 0; s < S; ++s) {
-        T acc = g_beta[s];
-        for (int64_t i = 0; i < kJoints * 3; ++i) acc += Js[i * S + s] * gJ[i];
-        g_b[s] = acc;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t b = first + i;
+        const Hand<T>& h = hands[i];
+        HandGrad<T>& g = grads[i];
+        T *gR = g.gR, *ga = g.ga, *gt = g.gt, *gJ = g.gJ;
+        const T* gf = g.gf;
+        const T* rot = rp + b * kJoints * 9;
+        // The outputs joints (= t_k) and transforms (R'_k and a_k; the bottom row is constant).
+        for (int64_t k = 0; k < kJoints; ++k) {
+          const T* gA = gtp + (b * kJoints + k) * 16;
+          for (int r = 0; r < 3; ++r) {
+            for (int j = 0; j < 3; ++j) gR[9 * k + 3 * r + j] += gA[4 * r + j];
+            ga[3 * k + r] += gA[4 * r + 3];
+            gt[3 * k + r] += gjp[(b * kJoints + k) * 3 + r];
+          }
+        }
+        // a_k = t_k - R'_k J_k.
+        for (int64_t k = 0; k < kJoints; ++k)
+          for (int r = 0; r < 3; ++r) {
+            const T gak = ga[3 * k + r];
+            gt[3 * k + r] += gak;
+            for (int j = 0; j < 3; ++j) {
+              gR[9 * k + 3 * r + j] -= gak * h.J[3 * k + j];
+              gJ[3 * k + j] -= h.R[9 * k + 3 * r + j] * gak;
+            }
+          }
+        // The chain in reverse: every child (higher index) passes its gradient to its parent first.
+        T* g_rot = grp + b * kJoints * 9;
+        for (int64_t k = kJoints - 1; k >= 1; --k) {
+          const int64_t p = m.parents[k];
+          const T* Rk = rot + 9 * k;
+          const T* Rp = h.R + 9 * p;
+          const T* gRk = gR + 9 * k;
+          // R'_k = R'_p R_k: dR_k = R'_p^T dR'_k, dR'_p += dR'_k R_k^T.
+          for (int r = 0; r < 3; ++r)
+            for (int j = 0; j < 3; ++j) {
+              g_rot[9 * k + 3 * r + j] = Rp[r] * gRk[j] + Rp[3 + r] * gRk[3 + j] + Rp[6 + r] * gRk[6 + j];
+              gR[9 * p + 3 * r + j] += gRk[3 * r] * Rk[3 * j] + gRk[3 * r + 1] * Rk[3 * j + 1] + gRk[3 * r + 2] * Rk[3 * j + 2];
+            }
+          // t_k = R'_p (J_k - J_p) + t_p.
+          for (int r = 0; r < 3; ++r) {
+            const T gtk = gt[3 * k + r];
+            gt[3 * p + r] += gtk;
+            for (int j = 0; j < 3; ++j) gR[9 * p + 3 * r + j] += gtk * (h.J[3 * k + j] - h.J[3 * p + j]);
+          }
+          for (int j = 0; j < 3; ++j) {
+            const T gd = Rp[j] * gt[3 * k] + Rp[3 + j] * gt[3 * k + 1] + Rp[6 + j] * gt[3 * k + 2];
+            gJ[3 * k + j] += gd;
+            gJ[3 * p + j] -= gd;
+          }
+          // The pose feature R_k - I.
+          for (int r = 0; r < 9; ++r) g_rot[9 * k + r] += gf[9 * (k - 1) + r];
+        }
+        // Root: R'_0 = R_0, t_0 = J_0.
+        for (int r = 0; r < 9; ++r) g_rot[r] = gR[r];
+        for (int r = 0; r < 3; ++r) gJ[r] += gt[r];
+        // J = J_template + J_shapedirs beta.
+        T* g_b = gbp + b * S;
+        for (int64_t s = 0; s < S; ++s) {
+          T acc = g_beta[i * S + s];
+          for (int64_t r = 0; r < kJoints * 3; ++r) acc += Js[r * S + s] * gJ[r];
+          g_b[s] = acc;
+        }
       }
     }
   });

@@ -139,8 +139,8 @@ void hand_forward(const Model& m, const T* beta, const T* rot, Hand<T>& h) {
 }
 
 // Hands are processed in blocks of up to kBlock: posedirs (V x 3 x 135, 1.3 MB in float32) does not
-// stay in cache, so reading each of its rows once per block instead of once per hand is what keeps a
-// large batch from being memory-bound (the reference gets the same reuse from one batched GEMM).
+// stay in cache, so its product with the pose features is one small GEMM per block ([n, 135] x
+// [135, 3V], at::mm) instead of one pass over posedirs per hand; the rest stays fused per vertex.
 constexpr int64_t kBlock = 16;
 
 // Splits [0, B) into at most kBlock hands per block, with at least one block per thread when B allows.
@@ -149,25 +149,27 @@ inline int64_t block_size(int64_t B) {
   return std::max<int64_t>(1, std::min<int64_t>(kBlock, (B + threads - 1) / threads));
 }
 
-// v_posed of vertex v for the n hands of a block: template + shape blend + pose correctives.
-// out[3 * i + c] for hand i.
+// posedirs . f for the n hands of a block: [n, 3V] (the pose features are read in place from the Hands).
 template <typename T>
-inline void posed_vertex(const Model& m, const T* vt, const T* sd, const T* pd, const T* betas, const Hand<T>* hands,
-                         int64_t n, int64_t v, T* out) {
-  const int64_t S = m.S, Sf = m.S_full;
+at::Tensor pose_offsets(const Model& m, const Hand<T>* hands, int64_t n) {
+  const int64_t stride = int64_t(sizeof(Hand<T>) / sizeof(T));
+  const at::Tensor f = at::from_blob(const_cast<T*>(hands[0].f), {n, kPoseFeatures}, {stride, 1}, m.posedirs.options());
+  return at::mm(f, m.posedirs.view({m.V * 3, kPoseFeatures}).t());
+}
+
+// v_posed of vertex v for the n hands of a block: template + shape blend + pose correctives (from
+// pose_offsets, [n, 3V]). out[3 * i + c] for hand i.
+template <typename T>
+inline void posed_vertex(const Model& m, const T* vt, const T* sd, const T* offsets, const T* betas, int64_t n, int64_t v, T* out) {
+  const int64_t S = m.S, Sf = m.S_full, V3 = 3 * m.V;
   for (int c = 0; c < 3; ++c) {
     const int64_t vc = 3 * v + c;
-    const T* row = pd + vc * kPoseFeatures;
     const T* srow = sd + vc * Sf;
     for (int64_t i = 0; i < n; ++i) {
       const T* beta = betas + i * S;
-      const T* f = hands[i].f;
-      T acc = vt[vc];
+      T acc = vt[vc] + offsets[i * V3 + vc];
       for (int64_t s = 0; s < S; ++s) acc += srow[s] * beta[s];
-      T pose = T(0);
-#pragma omp simd reduction(+ : pose)
-      for (int64_t p = 0; p < kPoseFeatures; ++p) pose += row[p] * f[p];
-      out[3 * i + c] = acc + pose;
+      out[3 * i + c] = acc;
     }
   }
 }
@@ -177,7 +179,7 @@ void forward_impl(const Model& m, const at::Tensor& betas, const at::Tensor& rot
                   at::Tensor& transforms) {
   const int64_t B = betas.size(0), V = m.V, S = m.S;
   const T *bp = betas.data_ptr<T>(), *rp = rotations.data_ptr<T>();
-  const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>(), *pd = m.posedirs.data_ptr<T>();
+  const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>();
   const T* w = m.weights.data_ptr<T>();
   T *vp = vertices.data_ptr<T>(), *jp = joints.data_ptr<T>(), *tp = transforms.data_ptr<T>();
   const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
@@ -200,8 +202,10 @@ void forward_impl(const Model& m, const at::Tensor& betas, const at::Tensor& rot
           A[12] = A[13] = A[14] = T(0), A[15] = T(1);
         }
       }
+      const at::Tensor offsets = pose_offsets(m, hands.data(), n);
+      const T* op = offsets.data_ptr<T>();
       for (int64_t v = 0; v < V; ++v) {
-        posed_vertex(m, vt, sd, pd, bp + first * S, hands.data(), n, v, x.data());
+        posed_vertex(m, vt, sd, op, bp + first * S, n, v, x.data());
         const T* wv = w + v * kJoints;
         for (int64_t i = 0; i < n; ++i) {
           const Hand<T>& h = hands[i];
@@ -229,7 +233,6 @@ struct HandGrad {
   T ga[kJoints * 3];   // d/d relative translation a_k
   T gt[kJoints * 3];   // d/d world translation t_k
   T gJ[kJoints * 3];   // d/d rest joint J_k
-  T gf[kPoseFeatures];  // d/d pose feature
 };
 
 template <typename T>
@@ -238,14 +241,14 @@ void backward_impl(const Model& m, const at::Tensor& g_vertices, const at::Tenso
   const int64_t B = betas.size(0), V = m.V, S = m.S, Sf = m.S_full;
   const T *bp = betas.data_ptr<T>(), *rp = rotations.data_ptr<T>();
   const T *gvp = g_vertices.data_ptr<T>(), *gjp = g_joints.data_ptr<T>(), *gtp = g_transforms.data_ptr<T>();
-  const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>(), *pd = m.posedirs.data_ptr<T>();
+  const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>();
   const T *w = m.weights.data_ptr<T>(), *Js = m.J_shapedirs.data_ptr<T>();
   T *gbp = g_betas.data_ptr<T>(), *grp = g_rotations.data_ptr<T>();
   const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     std::vector<Hand<T>> hands(bs);
     std::vector<HandGrad<T>> grads(bs);
-    std::vector<T> x(3 * bs), gx(3 * bs), g_beta(bs * S);
+    std::vector<T> x(3 * bs), g_beta(bs * S);
     for (int64_t blk = k0; blk < k1; ++blk) {
       const int64_t first = blk * bs, n = std::min(bs, B - first);
       for (int64_t i = 0; i < n; ++i) {
@@ -254,9 +257,13 @@ void backward_impl(const Model& m, const at::Tensor& g_vertices, const at::Tenso
         grads[i] = HandGrad<T>{};
       }
       std::fill(g_beta.begin(), g_beta.end(), T(0));
+      const at::Tensor offsets = pose_offsets(m, hands.data(), n);
+      const T* op = offsets.data_ptr<T>();
+      at::Tensor g_x = at::empty({n, V * 3}, m.posedirs.options());  // dL/dv_posed of the block
+      T* gxp = g_x.data_ptr<T>();
       // Sweep over vertices: out_v = M_v x_v + m_v with M_v = sum_k w_vk R'_k, m_v = sum_k w_vk a_k.
       for (int64_t v = 0; v < V; ++v) {
-        posed_vertex(m, vt, sd, pd, bp + first * S, hands.data(), n, v, x.data());
+        posed_vertex(m, vt, sd, op, bp + first * S, n, v, x.data());
         const T* wv = w + v * kJoints;
         for (int64_t i = 0; i < n; ++i) {
           const Hand<T>& h = hands[i];
@@ -275,30 +282,24 @@ void backward_impl(const Model& m, const at::Tensor& g_vertices, const at::Tenso
               g.ga[3 * k + r] += wg;
             }
           }
-          // dL/dx = M^T gv.
-          for (int c = 0; c < 3; ++c) gx[3 * i + c] = M[c] * gv[0] + M[3 + c] * gv[1] + M[6 + c] * gv[2];
-        }
-        // Through v_posed = template + shapedirs beta + posedirs f, one row of each per (v, c).
-        for (int c = 0; c < 3; ++c) {
-          const int64_t vc = 3 * v + c;
-          const T* row = pd + vc * kPoseFeatures;
-          const T* srow = sd + vc * Sf;
-          for (int64_t i = 0; i < n; ++i) {
-            const T gxi = gx[3 * i + c];
-            if (gxi == T(0)) continue;  // e.g. a loss on a few vertices only
-            T* gf = grads[i].gf;
-#pragma omp simd
-            for (int64_t p = 0; p < kPoseFeatures; ++p) gf[p] += row[p] * gxi;
-            for (int64_t s = 0; s < S; ++s) g_beta[i * S + s] += srow[s] * gxi;
+          // dL/dx = M^T gv, then the shape blend (S values) here; the pose correctives after the sweep.
+          for (int c = 0; c < 3; ++c) {
+            const T gxc = M[c] * gv[0] + M[3 + c] * gv[1] + M[6 + c] * gv[2];
+            gxp[i * V * 3 + 3 * v + c] = gxc;
+            const T* srow = sd + (3 * v + c) * Sf;
+            for (int64_t s = 0; s < S; ++s) g_beta[i * S + s] += srow[s] * gxc;
           }
         }
       }
+      // dL/df = dL/dv_posed . posedirs for the whole block: [n, 3V] x [3V, 135].
+      const at::Tensor g_f = at::mm(g_x, m.posedirs.view({V * 3, kPoseFeatures}));
+      const T* gfp = g_f.data_ptr<T>();
       for (int64_t i = 0; i < n; ++i) {
         const int64_t b = first + i;
         const Hand<T>& h = hands[i];
         HandGrad<T>& g = grads[i];
         T *gR = g.gR, *ga = g.ga, *gt = g.gt, *gJ = g.gJ;
-        const T* gf = g.gf;
+        const T* gf = gfp + i * kPoseFeatures;
         const T* rot = rp + b * kJoints * 9;
         // The outputs joints (= t_k) and transforms (R'_k and a_k; the bottom row is constant).
         for (int64_t k = 0; k < kJoints; ++k) {

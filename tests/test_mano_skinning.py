@@ -96,7 +96,7 @@ def test_torch_compile_fullgraph():
                                                                        m.J_regressor, m.weights, parents)
         return vertices.square().sum() + joints.sum() + transforms.sum()
 
-    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(fn, fullgraph=True)
     b, r = betas.clone().requires_grad_(), rotations.clone().requires_grad_()
     loss = compiled(b, r)
     torch.testing.assert_close(loss, fn(betas, rotations))
@@ -214,3 +214,16 @@ def test_batches_across_hand_blocks(batch):
     expected = torch.autograd.grad(sum((o * w).sum() for o, w in zip(ref, weights)), (b2, r2))
     for g, e in zip(got, expected):
         torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+def test_mano_layer_outputs_equal_the_reference_with_transl():
+    import handops
+
+    model, betas, rotations = sample(batch=3, num_vertices=60, seed=5)
+    transl = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    layer = handops.ManoLayer(model, use_pca=False, flat_hand_mean=True)
+    out = layer(betas, rotations[:, 0], rotations[:, 1:], transl=transl)
+    vertices, joints, transforms = mano_forward_reference(model, betas, rotations, transl)
+    torch.testing.assert_close(out.vertices, vertices, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.mano_joints, joints, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.transforms, transforms, rtol=1e-12, atol=1e-12)

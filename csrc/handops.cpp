@@ -30,4 +30,15 @@ TORCH_LIBRARY(handops, m) {
   m.def("edge_conv_backward(Tensor grad, Tensor x, Tensor weight, int[] edges) -> (Tensor, Tensor, Tensor)");
   // Max-product on one tree model: max-marginals [B,K,H,W] and the MAP configuration [B,K,2] (int64).
   m.def("tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");
+  // MANO skinning (thesis Sec. 2.5) with the rotations as matrices: betas [B,S], rotations [B,16,3,3],
+  // the model tensors v_template [V,3], shapedirs [V,3,S'], posedirs [V,3,135], J_regressor [16,V],
+  // weights [V,16], parents (16, parents[k] < k). Returns vertices [B,V,3], joints [B,16,3] and the
+  // relative transforms A_k [B,16,4,4], without a global translation. The backward returns the
+  // gradients of betas and rotations (the model tensors are constants).
+  m.def(
+      "mano_skinning(Tensor betas, Tensor rotations, Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, "
+      "Tensor weights, int[] parents) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "mano_skinning_backward(Tensor grad_vertices, Tensor grad_joints, Tensor grad_transforms, Tensor betas, Tensor rotations, "
+      "Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, Tensor weights, int[] parents) -> (Tensor, Tensor)");
 }

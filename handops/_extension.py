@@ -24,6 +24,14 @@ SCHEMAS = {
     "tree_map": "tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)",
     "edge_conv": "edge_conv(Tensor x, Tensor weight, Tensor? bias, int[] edges) -> Tensor",
     "edge_conv_backward": "edge_conv_backward(Tensor grad, Tensor x, Tensor weight, int[] edges) -> (Tensor, Tensor, Tensor)",
+    "mano_skinning": (
+        "mano_skinning(Tensor betas, Tensor rotations, Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, "
+        "Tensor weights, int[] parents) -> (Tensor, Tensor, Tensor)"
+    ),
+    "mano_skinning_backward": (
+        "mano_skinning_backward(Tensor grad_vertices, Tensor grad_joints, Tensor grad_transforms, Tensor betas, Tensor rotations, "
+        "Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, Tensor weights, int[] parents) -> (Tensor, Tensor)"
+    ),
 }
 
 try:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from handops._reference.mano import OPENPOSE_FROM_MANO, axis_angle_to_matrix, mano_forward_reference, rotation_6d_to_matrix
+from handops._reference.mano import OPENPOSE_FROM_MANO, axis_angle_to_matrix, rotation_6d_to_matrix
 from handops.mano.model import ManoModel
+from handops.ops.mano_skinning import mano_skinning
 
 __all__ = ["ManoLayer", "ManoOutput"]
 
@@ -101,8 +102,14 @@ class ManoLayer(torch.nn.Module):
         if transl is not None and transl.shape != (batch, 3):
             raise ValueError(f"transl must be [B, 3], got {list(transl.shape)}")
         rotations = torch.cat([self._root_rotation(global_orient)[:, None], self._hand_rotations(hand_pose)], 1)
+        # The fused op (handops::mano_skinning) leaves the global translation out: it is a plain add.
         model = self.model if with_vertices else self.joints_model
-        vertices, mano_joints, transforms = mano_forward_reference(model, betas, rotations.to(betas), transl)
+        vertices, mano_joints, transforms = mano_skinning(model, betas, rotations.to(betas))
+        if transl is not None:
+            shift = transl.to(betas)[:, None]
+            vertices, mano_joints = vertices + shift, mano_joints + shift
+            # transl into the translation column of every A_k: [B, 1, 3, 1] padded to [B, 1, 4, 4].
+            transforms = transforms + torch.nn.functional.pad(shift[..., None], (3, 0, 0, 1))
         tips = vertices[:, model.fingertip_ids.to(vertices.device)]
         joints = torch.cat([mano_joints, tips], 1)[:, list(OPENPOSE_FROM_MANO)]
         return ManoOutput(vertices if with_vertices else None, joints, mano_joints, transforms)

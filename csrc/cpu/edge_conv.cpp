@@ -88,15 +88,31 @@ void check_inputs(const at::Tensor& x, const at::Tensor& weight, const EdgeList&
   TORCH_CHECK_VALUE(x.size(2) > 0 && x.size(3) > 0, "x maps must be at least 1x1, got ", x.sizes());
 }
 
+// What forward and backward share: the sizes, the FFT and the spectra of every head's edge kernels.
+template <typename T>
+struct EdgeConvPlan {
+  int64_t B, K, H, W, HW, Hd, E, kh, kw, spec;
+  fft::RealFFT2D<T> fft;
+  T inv_n2;
+  Spectra<T> w_hat;
+  EdgeConvPlan(const at::Tensor& x, const at::Tensor& weight)
+      : B(x.size(0)), K(x.size(1)), H(x.size(2)), W(x.size(3)), HW(H * W), Hd(weight.size(0)), E(weight.size(1)),
+        kh(weight.size(2)), kw(weight.size(3)), spec(0), fft(fft::convolution_size(H, W, kh, kw)),
+        inv_n2(T(1) / T(fft.size() * fft.size())), w_hat(0, 0) {
+    spec = fft.spectrum_numel();
+    w_hat = kernel_spectra(fft, weight.data_ptr<T>(), Hd * E, kh, kw);
+  }
+};
+
 template <typename T>
 void edge_conv_kernel_impl(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                            const EdgeList& graph, at::Tensor& y) {
-  const int64_t B = x.size(0), K = x.size(1), H = x.size(2), W = x.size(3), HW = H * W;
-  const int64_t Hd = weight.size(0), E = weight.size(1), kh = weight.size(2), kw = weight.size(3);
-  const fft::RealFFT2D<T> fft(fft::convolution_size(H, W, kh, kw));
-  const int64_t spec = fft.spectrum_numel();
-  const T inv_n2 = T(1) / T(fft.size() * fft.size());
-  const Spectra<T> w_hat = kernel_spectra(fft, weight.data_ptr<T>(), Hd * E, kh, kw);
+  const EdgeConvPlan<T> plan(x, weight);
+  const int64_t B = plan.B, K = plan.K, H = plan.H, W = plan.W, HW = plan.HW, Hd = plan.Hd, E = plan.E, kh = plan.kh,
+                kw = plan.kw, spec = plan.spec;
+  const fft::RealFFT2D<T>& fft = plan.fft;
+  const T inv_n2 = plan.inv_n2;
+  const Spectra<T>& w_hat = plan.w_hat;
   // Constant per (head, target): sum over edges into t of a_e * bias[h, e].
   std::vector<T> offset(Hd * K, T(0));
   if (bias.has_value()) {
@@ -159,12 +175,12 @@ at::Tensor edge_conv_kernel(const at::Tensor& x_in, const at::Tensor& weight_in,
 template <typename T>
 void edge_conv_backward_kernel_impl(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
                                     const EdgeList& graph, at::Tensor& g_x, at::Tensor& g_weight) {
-  const int64_t B = x.size(0), K = x.size(1), H = x.size(2), W = x.size(3), HW = H * W;
-  const int64_t Hd = weight.size(0), E = weight.size(1), kh = weight.size(2), kw = weight.size(3);
-  const fft::RealFFT2D<T> fft(fft::convolution_size(H, W, kh, kw));
-  const int64_t spec = fft.spectrum_numel();
-  const T inv_n2 = T(1) / T(fft.size() * fft.size());
-  const Spectra<T> w_hat = kernel_spectra(fft, weight.data_ptr<T>(), Hd * E, kh, kw);
+  const EdgeConvPlan<T> plan(x, weight);
+  const int64_t B = plan.B, K = plan.K, H = plan.H, W = plan.W, HW = plan.HW, Hd = plan.Hd, E = plan.E, kh = plan.kh,
+                kw = plan.kw, spec = plan.spec;
+  const fft::RealFFT2D<T>& fft = plan.fft;
+  const T inv_n2 = plan.inv_n2;
+  const Spectra<T>& w_hat = plan.w_hat;
   const T* xp = x.data_ptr<T>();
   const T* gp = grad.data_ptr<T>();
   T* gxp = g_x.data_ptr<T>();

@@ -33,7 +33,7 @@ if os.environ.get("HANDOPS_NO_EXTENSION", "0") != "1":
     cmdclass["build_ext"] = BuildExtension.with_options(use_ninja=True)
 
 setup(
-    packages=find_packages(include=["handops", "handops.*"]),
+    packages=find_packages(include=["handops", "handops.*", "handops_models", "handops_models.*"]),
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

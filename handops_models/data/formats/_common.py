@@ -1,0 +1,205 @@
+"""Shared helpers of the real-format loaders: safe file reading with errors that name the file, array
+validation, projection, boxes, rotations and MANO pose conversions."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FormatError", "require_file", "load_json", "load_npz", "load_yaml", "load_text_matrix", "read_image",
+    "as_array", "project", "bbox_from_keypoints", "in_image", "matrix_to_axis_angle", "axis_angle_to_matrix",
+    "mano_arrays", "make_sample",
+]
+
+
+class FormatError(ValueError):
+    """A dataset file is missing or does not hold what its format says."""
+
+
+def require_file(path: Path, what: str = "file") -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    return path
+
+
+def load_json(path: Path):
+    path = require_file(path, "annotation file")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON ({e})") from e
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive, read with ``allow_pickle=False`` (object arrays are refused)."""
+    path = require_file(path, "label file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except ValueError as e:  # object arrays need pickle: refused
+        raise FormatError(f"{path}: holds an array that needs pickle to load, which is refused ({e})") from e
+    except Exception as e:  # zipfile.BadZipFile, OSError, ...
+        raise FormatError(f"{path}: not a readable .npz archive ({e})") from e
+
+
+def load_yaml(path: Path):
+    """A YAML file read with ``yaml.safe_load`` (plain data only; no python object tags)."""
+    try:
+        import yaml
+    except ImportError as e:  # pragma: no cover - PyYAML is present where the tests run
+        raise ImportError(f"reading {path} needs PyYAML: pip install pyyaml") from e
+    path = require_file(path, "YAML file")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise FormatError(f"{path}: not valid (safe) YAML ({e})") from e
+
+
+def load_text_matrix(path: Path, what: str = "numeric text file") -> np.ndarray:
+    """A whitespace- or comma-separated numeric text file as a float64 [rows, cols] array (ragged rows refused)."""
+    path = require_file(path, what)
+    rows = []
+    with open(path, "r", encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            fields = line.replace(",", " ").split()
+            if not fields:
+                continue
+            try:
+                rows.append([float(x) for x in fields])
+            except ValueError as e:
+                raise FormatError(f"{path}: line {number} is not numeric: {line.strip()!r}") from e
+    if not rows:
+        raise FormatError(f"{path}: holds no numbers")
+    if len({len(r) for r in rows}) != 1:
+        raise FormatError(f"{path}: rows have different lengths {sorted({len(r) for r in rows})}")
+    return np.asarray(rows, dtype=np.float64)
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as float32 [3, H, W] in [0, 1] (Pillow; grey and RGBA become RGB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = require_file(path, "image")
+    try:
+        with Image.open(path) as im:
+            rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise FormatError(f"{path}: not a readable image ({e})") from e
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = require_file(path, "image")
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as e:
+        raise FormatError(f"{path}: not a readable image ({e})") from e
+
+
+def as_array(value, shape: tuple[int, ...], source, name: str) -> np.ndarray:
+    """``value`` as a finite float64 array of exactly ``shape``; else FormatError naming ``source`` and ``name``."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        a = None
+    if a is None or a.dtype == object or a.shape != tuple(shape):
+        got = _describe_shape(value) if a is None or a.dtype == object else " x ".join(map(str, a.shape)) or "a scalar"
+        raise FormatError(f"{source}: {name} must be {' x '.join(map(str, shape))}, got {got}")
+    if not np.isfinite(a).all():
+        raise FormatError(f"{source}: {name} holds NaN or Inf")
+    return a
+
+
+def _describe_shape(value) -> str:
+    if isinstance(value, (list, tuple)):
+        lengths = sorted({len(v) if isinstance(v, (list, tuple)) else 0 for v in value})
+        return f"{len(value)} rows of lengths {lengths}"
+    return type(value).__name__
+
+
+def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """[N, 3] camera points -> [N, 2] pixels, (u, v) = (K X)[:2] / (K X)[2]."""
+    uvw = points @ K.T
+    return uvw[:, :2] / uvw[:, 2:3]
+
+
+def bbox_from_keypoints(kp2d: np.ndarray) -> np.ndarray:
+    return np.array([kp2d[:, 0].min(), kp2d[:, 1].min(), kp2d[:, 0].max(), kp2d[:, 1].max()])
+
+
+def in_image(kp2d: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Keypoints on the image: pixel centres run from 0 to size - 1, so the image covers [-0.5, size - 0.5)."""
+    x, y = kp2d[:, 0], kp2d[:, 1]
+    return (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
+
+
+def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
+    """Rodrigues for one [3] rotation vector (float64)."""
+    theta = float(np.linalg.norm(rotvec))
+    if theta < 1e-12:
+        return np.eye(3)
+    k = rotvec / theta
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
+
+
+def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
+    """[3, 3] rotation -> [3] rotation vector with angle in [0, pi] (stable near 0 and pi)."""
+    cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
+    theta = math.acos(cos)
+    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
+    if theta < 1e-6:
+        return axis / 2  # sin(theta) ~ theta
+    if math.pi - theta > 1e-4:
+        return axis / (2 * math.sin(theta)) * theta
+    # near pi: R = I + 2 k k^T - ..., take the axis from the largest diagonal of (R + I) / 2
+    b = (R + np.eye(3)) / 2
+    i = int(np.argmax(np.diag(b)))
+    k = b[:, i] / math.sqrt(max(b[i, i], 1e-12))
+    if axis @ k < 0:
+        k = -k
+    return k / np.linalg.norm(k) * theta
+
+
+def mano_arrays(model, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(hands_components [45, 45], hands_mean [45]) as float64 numpy from a ``handops.mano.ManoModel`` or a MANO
+    file path (read with ``handops.mano.load``)."""
+    from handops.mano import ManoModel, load
+
+    if isinstance(model, (str, Path)):
+        model = load(model)
+    if not isinstance(model, ManoModel):
+        raise TypeError(f"{name} must be a handops.mano.ManoModel or a MANO file path, got {type(model).__name__}")
+    return model.hands_components.double().numpy(), model.hands_mean.double().numpy()
+
+
+def make_sample(**values) -> dict:
+    """numpy / python values -> the sample dict's types (float32 and bool tensors, python int and bool);
+    None values are left out."""
+    sample = {}
+    for key, v in values.items():
+        if v is None:
+            continue
+        if key in ("subject",):
+            sample[key] = int(v)
+        elif key in ("is_left",):
+            sample[key] = bool(v)
+        elif key == "visibility":
+            sample[key] = torch.as_tensor(np.asarray(v, dtype=bool))
+        elif isinstance(v, torch.Tensor):
+            sample[key] = v
+        else:
+            sample[key] = torch.as_tensor(np.asarray(v, dtype=np.float32))
+    return sample

@@ -91,7 +91,8 @@ def test_panoptic_hand_labels(tmp_path):
     train, test, both = (PanopticHands(tmp_path, s) for s in ("train", "test", None))
     assert (len(train), len(test), len(both)) == (2, 1, 3)
     assert train.layout == "hand_labels"
-    order = sorted(k for k in written if k.startswith("manual_train")) + sorted(k for k in written if k.startswith("manual_test"))
+    order = sorted(k for k in written if k.startswith("manual_train"))
+    order += sorted(k for k in written if k.startswith("manual_test"))
     for i, sample in enumerate(both):
         check_sample(sample, required=("image", "keypoints2d", "visibility", "bbox", "is_left"))
         assert "keypoints3d" not in sample and "K" not in sample and "subject" not in sample
@@ -142,7 +143,8 @@ def test_panoptic_combined_panopticdb(tmp_path):
         assert not sample["visibility"][3] and not sample["visibility"][7] and sample["visibility"][0]
     entries[1]["joint_self"] = entries[1]["joint_self"] + [[1.0, 2.0]]
     (tmp_path / "hands_v143_14817.json").write_text(json.dumps({"root": entries}))
-    with pytest.raises(ValueError, match=re.escape("root[1]: joint_self must be 21 x 3, got 22 rows of lengths [2, 3]")):
+    wrong = "root[1]: joint_self must be 21 x 3, got 22 rows of lengths [2, 3]"
+    with pytest.raises(ValueError, match=re.escape(wrong)):
         PanopticHands(tmp_path)
 
 
@@ -235,7 +237,8 @@ def test_freihand_errors_name_the_file(tmp_path):
     with pytest.raises(ValueError, match=re.escape(f"{path}: entry 1: xyz must be 21 x 3, got 20 x 3")):
         FreiHAND(tmp_path)
     (tmp_path / "training_K.json").unlink()
-    with pytest.raises(FileNotFoundError, match=re.escape(f"{tmp_path / 'training_K.json'}: annotation file not found")):
+    missing = f"{tmp_path / 'training_K.json'}: annotation file not found"
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
         FreiHAND(tmp_path)
     write_freihand(tmp_path)
     mano = json.loads((tmp_path / "training_mano.json").read_text())

@@ -96,18 +96,6 @@ def read_image(path: Path) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image file without decoding its pixels."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = require_file(path, "image")
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as e:
-        raise FormatError(f"{path}: not a readable image ({e})") from e
-
-
 def as_array(value, shape: tuple[int, ...], source, name: str) -> np.ndarray:
     """``value`` as a finite float64 array of exactly ``shape``; else FormatError naming ``source`` and ``name``."""
     try:

@@ -63,8 +63,8 @@ def _calibration_blocks(path: Path, rows_per_camera: int) -> dict[int, np.ndarra
         lines = [line.replace(",", " ").split() for line in f]
     lines = [fields for fields in lines[3:] if fields]  # three header lines
     if not lines or len(lines) % rows_per_camera:
-        raise FormatError(f"{path}: after the 3 header lines, expected blocks of {rows_per_camera} lines "
-                          f"(a '0 <camera id>' line and {rows_per_camera - 1} rows of 3 numbers), got {len(lines)} lines")
+        raise FormatError(f"{path}: after the 3 header lines, expected blocks of {rows_per_camera} lines (a "
+                          f"'0 <camera id>' line and {rows_per_camera - 1} rows of 3 numbers), got {len(lines)} lines")
     cameras = {}
     for start in range(0, len(lines), rows_per_camera):
         head = lines[start]

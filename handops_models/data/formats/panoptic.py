@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from torch.utils.data import Dataset
 
 from handops_models.data.formats._common import (

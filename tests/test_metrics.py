@@ -1,0 +1,206 @@
+"""Metrics against hand-computed values on small cases."""
+
+import math
+
+import pytest
+import torch
+
+import handops
+from handops.mano.synthetic import hand_length_width
+from handops_models import metrics as M
+
+
+def three_points():
+    """gt at 0; predictions 1, 2 and 3 px away in different directions; one image, s = 100."""
+    gt = torch.zeros(1, 3, 2)
+    pred = torch.tensor([[[1.0, 0.0], [0.0, -2.0], [-3.0, 0.0]]])
+    return pred, gt
+
+
+def test_pck_three_points_known_distances():
+    pred, gt = three_points()
+    got = M.pck(pred, gt, torch.tensor([100.0]), [0.005, 0.01, 0.02, 0.03, 0.04])
+    # distance <= delta * s counts: 1 <= 1, 2 <= 2, 3 <= 3 are correct at their thresholds
+    assert torch.allclose(got, torch.tensor([0.0, 1 / 3, 2 / 3, 1.0, 1.0], dtype=torch.float64))
+    assert M.mpck(pred, gt, [100.0], [0.01, 0.02, 0.03]) == pytest.approx((1 / 3 + 2 / 3 + 1) / 3)
+
+
+def test_pck_per_image_box_size_and_visibility():
+    pred, gt = three_points()
+    pred, gt = pred.repeat(2, 1, 1), gt.repeat(2, 1, 1)
+    # image 2 has a box twice as large: its errors count as half as large
+    got = M.pck(pred, gt, torch.tensor([100.0, 200.0]), [0.01, 0.0151])
+    assert torch.allclose(got, torch.tensor([(1 + 2) / 6, (1 + 3) / 6], dtype=torch.float64))
+    vis = torch.tensor([[True, False, False], [True, True, False]])
+    got = M.pck(pred, gt, torch.tensor([100.0, 100.0]), [0.01, 0.02], visible=vis)
+    assert torch.allclose(got, torch.tensor([2 / 3, 1.0], dtype=torch.float64))
+
+
+def test_pck_thesis_thresholds_default_and_errors():
+    pred, gt = three_points()
+    assert M.pck(pred, gt, [100.0]).shape == (6,)
+    with pytest.raises(ValueError, match="bbox_size"):
+        M.pck(pred, gt, [100.0, 50.0])
+    with pytest.raises(ValueError, match="positive"):
+        M.pck(pred, gt, [0.0])
+    with pytest.raises(ValueError, match="shape"):
+        M.pck(pred, gt[:, :2], [100.0])
+    with pytest.raises(ValueError, match=r"\[N, J, 2\]"):
+        M.pck(pred[0], gt[0], [100.0])
+    with pytest.raises(TypeError, match="bool"):
+        M.pck(pred, gt, [100.0], visible=torch.ones(1, 3))
+    with pytest.raises(ValueError, match="no keypoint"):
+        M.pck(pred, gt, [100.0], visible=torch.zeros(1, 3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="floating"):
+        M.pck(pred.long(), gt, [100.0])
+
+
+def test_auc_of_known_curves():
+    t = torch.linspace(0, 1, 11)
+    assert M.auc(t, t) == pytest.approx(0.5)
+    assert M.auc(t, torch.ones(11)) == pytest.approx(1.0)
+    assert M.auc([0.0, 1.0, 2.0], [0.0, 1.0, 1.0]) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="increasing"):
+        M.auc([0.0, 0.0, 1.0], [0.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="two thresholds"):
+        M.auc([0.1], [1.0])
+
+
+def test_pck_auc_step_curve():
+    # every error is 4.99 px with s = 100: PCK jumps from 0 to 1 at delta = 0.05 (index 50 of 101)
+    gt = torch.zeros(4, 21, 2)
+    pred = gt + torch.tensor([4.99, 0.0])
+    got = M.pck_auc(pred, gt, torch.full((4,), 100.0), 0.0, 0.1, 101)
+    assert got == pytest.approx((0.5 * 0.001 + 50 * 0.001) / 0.1)
+    assert M.pck_auc(gt, gt, torch.full((4,), 100.0)) == pytest.approx(1.0)
+
+
+def test_epe():
+    pred, gt = three_points()
+    assert M.epe(pred, gt) == pytest.approx(2.0)
+    assert M.epe(pred, gt, visible=torch.tensor([[False, False, True]])) == pytest.approx(3.0)
+
+
+def random_joints(n=3, j=21, seed=0):
+    return torch.randn(n, j, 3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 0.05
+
+
+def test_mpjpe_root_relative_millimetres():
+    gt = random_joints()
+    assert M.mpjpe(gt + torch.tensor([0.1, -0.2, 0.3], dtype=torch.float64), gt) == pytest.approx(0.0, abs=1e-9)
+    moved = gt.clone()
+    moved[:, 7, 0] += 0.003  # one joint 3 mm off
+    assert M.mpjpe(moved, gt) == pytest.approx(3 / 21)
+    root = gt.clone()
+    root[:, 0, 1] += 0.003  # the root 3 mm off moves all 20 other joints 3 mm, relative to it
+    assert M.mpjpe(root, gt) == pytest.approx(20 * 3 / 21)
+
+
+def test_mpvpe_uses_the_roots():
+    gt = random_joints(2, 50, seed=1)
+    shift = torch.tensor([0.02, 0.0, 0.0], dtype=torch.float64)
+    roots = torch.zeros(2, 3, dtype=torch.float64)
+    assert M.mpvpe(gt + shift, gt, roots + shift, roots) == pytest.approx(0.0, abs=1e-9)
+    assert M.mpvpe(gt + shift, gt, roots, roots) == pytest.approx(20.0)
+    with pytest.raises(ValueError, match="pred_root"):
+        M.mpvpe(gt, gt, torch.zeros(3), roots)
+
+
+def test_pa_mpjpe_zero_for_similar_copy_and_positive_for_mirror():
+    gt = random_joints(4, seed=2)
+    rot = torch.linalg.qr(torch.randn(4, 3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)).Q
+    rot = rot * torch.linalg.det(rot)[:, None, None]  # proper rotations
+    scale = torch.tensor([0.5, 1.0, 2.0, 3.3], dtype=torch.float64)[:, None, None]
+    pred = scale * gt @ rot.transpose(1, 2) + torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64)
+    assert M.mpjpe(pred, gt) > 1.0
+    assert M.pa_mpjpe(pred, gt) == pytest.approx(0.0, abs=1e-9)
+    assert torch.allclose(M.procrustes_align(pred, gt), gt, atol=1e-12)
+    mirror = gt * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    assert M.pa_mpjpe(mirror, gt) > 1.0  # a reflection is not a rotation
+    # noise only: the alignment can only reduce the error of an already aligned prediction
+    noisy = gt + 0.001 * random_joints(4, seed=5)
+    assert M.pa_mpjpe(noisy, gt) <= M.mpjpe(noisy, gt) + 1e-9
+
+
+def test_pa_mpjpe_hand_computed_scale():
+    # pred = 2 gt for points on a line through the centroid: aligned exactly by s = 1/2
+    gt = torch.tensor([[[1.0, 0, 0], [-1.0, 0, 0], [0, 2.0, 0], [0, -2.0, 0]]], dtype=torch.float64)
+    assert M.pa_mpjpe(2 * gt, gt) == pytest.approx(0.0, abs=1e-9)
+    # gt = the corners of a 4 x 2 rectangle, pred = those of a 2 x 2 square (both centred):
+    sq = torch.tensor([[[1.0, 1, 0], [-1.0, 1, 0], [-1.0, -1, 0], [1.0, -1, 0]]], dtype=torch.float64)
+    rect = sq * torch.tensor([2.0, 1.0, 1.0], dtype=torch.float64)
+    # Sigma = diag(8, 4, 0), var(pred) = 8: s = 12 / 8 = 1.5, R = I; residual per corner |(2, 1) - 1.5 (1, 1)|
+    assert M.pa_mpjpe(sq, rect) == pytest.approx(1000 * math.hypot(0.5, 0.5), rel=1e-9)
+
+
+def test_betas_mse():
+    assert M.betas_mse(torch.zeros(2, 10), torch.ones(2, 10)) == pytest.approx(1.0)
+    assert M.betas_mse(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 2)) == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="betas"):
+        M.betas_mse(torch.zeros(10), torch.zeros(10))
+
+
+def test_shape_errors_against_an_independent_mano_forward():
+    model = handops.mano.synthetic_model(0)
+    layer = handops.ManoLayer(model)  # flat_hand_mean=False: the flat pose must still be used
+    gen = torch.Generator().manual_seed(6)
+    a = torch.randn(3, 10, generator=gen, dtype=torch.float64)
+    b = torch.randn(3, 10, generator=gen, dtype=torch.float64)
+    width, length = M.hand_width_length(layer, a)
+    for k in range(3):
+        ref_len, ref_width = hand_length_width(model, a[k].numpy())
+        assert float(width[k]) == pytest.approx(ref_width, abs=1e-9)
+        assert float(length[k]) == pytest.approx(ref_len, abs=1e-9)
+    wa, la = width, length
+    wb, lb = M.hand_width_length(layer, b)
+    err = M.shape_errors(layer, a, b)
+    assert err["w_error_mm"] == pytest.approx(float((wa - wb).abs().mean()) * 1000)
+    assert err["l_error_mm"] == pytest.approx(float((la - lb).abs().mean()) * 1000)
+    assert err["mse_betas"] == pytest.approx(float(((a - b) ** 2).mean()))
+    assert err["w_error_mm"] > 0 and err["l_error_mm"] > 0
+    same = M.shape_errors(layer, a, a)
+    assert same == {"mse_betas": 0.0, "w_error_mm": 0.0, "l_error_mm": 0.0}
+    # the canonical hand: 39 mm wide, 187.4 mm long
+    w0, l0 = M.hand_width_length(layer, torch.zeros(1, 10, dtype=torch.float64))
+    assert float(w0) * 1000 == pytest.approx(39.0, abs=0.05) and float(l0) * 1000 == pytest.approx(187.4, abs=0.05)
+
+
+THESIS_CPM = [0.2260, 0.5569, 0.7006, 0.7701, 0.8130, 0.8436]
+THESIS_OURS = [0.2367, 0.6012, 0.7628, 0.8314, 0.8691, 0.8947]
+
+
+def test_results_table_reproduces_thesis_table(capsys):
+    text = M.results_table({"CPM Baseline (%)": THESIS_CPM, "Ours": THESIS_OURS},
+                           improvement=("Ours", "CPM Baseline (%)"), title="CMU Panoptic Hand Dataset")
+    assert text == capsys.readouterr().out.rstrip("\n")
+    lines = text.splitlines()
+    assert lines[0] == "CMU Panoptic Hand Dataset"
+    assert lines[1].split()[-7:] == ["0.01", "0.02", "0.03", "0.04", "0.05", "0.06", "mPCK"]
+    rows = {line.split("  ")[0].strip(): line.split()[-7:] for line in lines[3:]}
+    # the thesis' own mPCK column (Table 3.1) and improvement row come out
+    assert rows["CPM Baseline (%)"] == ["22.60", "55.69", "70.06", "77.01", "81.30", "84.36", "65.17"]
+    assert rows["Ours"] == ["23.67", "60.12", "76.28", "83.14", "86.91", "89.47", "69.93"]
+    assert rows["Improvement"] == ["1.07", "4.43", "6.22", "6.13", "5.61", "5.11", "4.76"]
+
+
+def test_results_table_sections_and_errors():
+    text = M.results_table({"Panoptic": {"A": [0.5, 1.0]}, "MHP": {"A": [0.25, 0.75]}}, thresholds=[0.01, 0.1],
+                           print_table=False)
+    assert "Panoptic" in text and "MHP" in text and "75.00" in text and "50.00" in text
+    with pytest.raises(ValueError, match="thresholds"):
+        M.results_table({"A": [0.5]}, thresholds=[0.01, 0.02], print_table=False)
+    with pytest.raises(ValueError, match="fractions"):
+        M.results_table({"A": [50.0, 60.0]}, thresholds=[0.01, 0.02], print_table=False)
+    with pytest.raises(ValueError, match="improvement"):
+        M.results_table({"A": [0.5, 0.6]}, thresholds=[0.01, 0.02], improvement=("A", "B"), print_table=False)
+
+
+def test_plot_pck_curves_writes_png(tmp_path):
+    t = torch.linspace(0, 0.1, 11)
+    path = M.plot_pck_curves({"CPM": t * 8, "AGMN": (t.tolist(), (t * 9).tolist())}, tmp_path / "sub" / "pck.png",
+                             thresholds=t)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+    with pytest.raises(ValueError, match="thresholds"):
+        M.plot_pck_curves({"CPM": [0.1, 0.2]}, tmp_path / "x.png")
+    assert math.isfinite(len(data))

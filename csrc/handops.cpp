@@ -30,15 +30,21 @@ TORCH_LIBRARY(handops, m) {
   m.def("edge_conv_backward(Tensor grad, Tensor x, Tensor weight, int[] edges) -> (Tensor, Tensor, Tensor)");
   // Max-product on one tree model: max-marginals [B,K,H,W] and the MAP configuration [B,K,2] (int64).
   m.def("tree_map(Tensor unary, Tensor pairwise, int[] messages, int[] level_sizes) -> (Tensor, Tensor)");
-  // MANO skinning (thesis Sec. 2.5) with the rotations as matrices: betas [B,S], rotations [B,16,3,3],
-  // the model tensors v_template [V,3], shapedirs [V,3,S'], posedirs [V,3,135], J_regressor [16,V],
-  // weights [V,16], parents (16, parents[k] < k). Returns vertices [B,V,3], joints [B,16,3] and the
-  // relative transforms A_k [B,16,4,4], without a global translation. The backward returns the
-  // gradients of betas and rotations (the model tensors are constants).
+  // MANO (thesis Sec. 2.5): betas [B,S], pose [B,16,3] axis-angle or [B,16,3,3] matrices, transl [B,3] or
+  // None, the model tensors v_template [V,3], shapedirs [V,3,S'], posedirs [V,3,135], J_template [16,3] and
+  // J_shapedirs [16,3,S'] (the joint regressor applied to the template and the blend shapes), weights [V,16],
+  // parents (16, parents[k] < k) and keypoint_ids (id < 16: joint, else 16 + vertex). Returns vertices [B,V,3],
+  // keypoints [B,n,3], joints [B,16,3] and the relative transforms A_k [B,16,4,4], transl included. The
+  // backward takes any subset of the output gradients and returns those of betas, pose and transl (the
+  // model tensors are constants). mano_keypoints_jacobian returns the keypoints and d keypoints / d pose
+  // [B,n,3,48] for an axis-angle pose.
   m.def(
-      "mano_skinning(Tensor betas, Tensor rotations, Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, "
-      "Tensor weights, int[] parents) -> (Tensor, Tensor, Tensor)");
+      "mano_skinning(Tensor betas, Tensor pose, Tensor? transl, Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_template, "
+      "Tensor J_shapedirs, Tensor weights, int[] parents, int[] keypoint_ids) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
-      "mano_skinning_backward(Tensor grad_vertices, Tensor grad_joints, Tensor grad_transforms, Tensor betas, Tensor rotations, "
-      "Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, Tensor weights, int[] parents) -> (Tensor, Tensor)");
+      "mano_skinning_backward(Tensor? grad_vertices, Tensor? grad_keypoints, Tensor? grad_joints, Tensor? grad_transforms, Tensor betas, Tensor pose, Tensor v_template, "
+      "Tensor shapedirs, Tensor posedirs, Tensor J_template, Tensor J_shapedirs, Tensor weights, int[] parents, int[] keypoint_ids) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "mano_keypoints_jacobian(Tensor betas, Tensor pose, Tensor? transl, Tensor v_template, Tensor shapedirs, Tensor posedirs, "
+      "Tensor J_template, Tensor J_shapedirs, Tensor weights, int[] parents, int[] keypoint_ids) -> (Tensor, Tensor)");
 }

@@ -25,12 +25,16 @@ SCHEMAS = {
     "edge_conv": "edge_conv(Tensor x, Tensor weight, Tensor? bias, int[] edges) -> Tensor",
     "edge_conv_backward": "edge_conv_backward(Tensor grad, Tensor x, Tensor weight, int[] edges) -> (Tensor, Tensor, Tensor)",
     "mano_skinning": (
-        "mano_skinning(Tensor betas, Tensor rotations, Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, "
-        "Tensor weights, int[] parents) -> (Tensor, Tensor, Tensor)"
+        "mano_skinning(Tensor betas, Tensor pose, Tensor? transl, Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_template, "
+        "Tensor J_shapedirs, Tensor weights, int[] parents, int[] keypoint_ids) -> (Tensor, Tensor, Tensor, Tensor)"
     ),
     "mano_skinning_backward": (
-        "mano_skinning_backward(Tensor grad_vertices, Tensor grad_joints, Tensor grad_transforms, Tensor betas, Tensor rotations, "
-        "Tensor v_template, Tensor shapedirs, Tensor posedirs, Tensor J_regressor, Tensor weights, int[] parents) -> (Tensor, Tensor)"
+        "mano_skinning_backward(Tensor? grad_vertices, Tensor? grad_keypoints, Tensor? grad_joints, Tensor? grad_transforms, Tensor betas, Tensor pose, Tensor v_template, "
+        "Tensor shapedirs, Tensor posedirs, Tensor J_template, Tensor J_shapedirs, Tensor weights, int[] parents, int[] keypoint_ids) -> (Tensor, Tensor, Tensor)"
+    ),
+    "mano_keypoints_jacobian": (
+        "mano_keypoints_jacobian(Tensor betas, Tensor pose, Tensor? transl, Tensor v_template, Tensor shapedirs, Tensor posedirs, "
+        "Tensor J_template, Tensor J_shapedirs, Tensor weights, int[] parents, int[] keypoint_ids) -> (Tensor, Tensor)"
     ),
 }
 

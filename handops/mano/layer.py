@@ -9,7 +9,7 @@ import torch
 
 from handops._reference.mano import OPENPOSE_FROM_MANO, axis_angle_to_matrix, rotation_6d_to_matrix
 from handops.mano.model import ManoModel
-from handops.ops.mano_skinning import mano_skinning
+from handops.ops.mano_skinning import SkinningModel, mano_skinning
 
 __all__ = ["ManoLayer", "ManoOutput"]
 
@@ -54,7 +54,14 @@ class ManoLayer(torch.nn.Module):
         if use_pca and not 1 <= num_pca_comps <= 45:
             raise ValueError(f"num_pca_comps must be in [1, 45], got {num_pca_comps}")
         self.model = model_or_path
-        self.joints_model = _joints_only_model(model_or_path)
+        # The op's tensors for the full mesh, and for the joints-only path the five fingertip vertices alone
+        # (the joints come from the full model's regressor either way, so both paths give the same joints).
+        self.skinning = SkinningModel.from_mano(model_or_path)
+        self.fingertips = SkinningModel.from_mano(model_or_path, model_or_path.fingertip_ids)
+        # OpenPose keypoint k from [16 joints, vertices]: a joint id, or 16 + the fingertip's vertex id.
+        tips = [int(v) for v in model_or_path.fingertip_ids]
+        self.keypoint_ids = tuple(i if i < 16 else 16 + tips[i - 16] for i in OPENPOSE_FROM_MANO)
+        self.fingertip_keypoint_ids = tuple(OPENPOSE_FROM_MANO)  # there fingertip t (16-20) is vertex t - 16
         self.use_pca, self.num_pca_comps, self.flat_hand_mean = use_pca, num_pca_comps, flat_hand_mean
         m = model_or_path
         # Buffers follow .to(device/dtype) of the module; the model itself stays float64 on the CPU.
@@ -62,7 +69,8 @@ class ManoLayer(torch.nn.Module):
         self.register_buffer("pose_mean", torch.zeros(45, dtype=torch.float64) if flat_hand_mean else m.hands_mean.clone(),
                              persistent=False)
 
-    def _hand_rotations(self, hand_pose: torch.Tensor) -> torch.Tensor:
+    def _hand_pose(self, hand_pose: torch.Tensor) -> torch.Tensor:
+        """[B, 15, 3] axis-angle or [B, 15, 3, 3] matrices, the mean pose added where it applies."""
         batch = hand_pose.shape[0]
         if hand_pose.dim() == 2:
             if self.use_pca:
@@ -71,20 +79,21 @@ class ManoLayer(torch.nn.Module):
                 hand_pose = hand_pose @ self.hands_components.to(hand_pose)
             elif hand_pose.shape[1] != 45:
                 raise ValueError(f"hand_pose must be [B, 45] axis-angle (use_pca=False), got {list(hand_pose.shape)}")
-            return axis_angle_to_matrix((hand_pose + self.pose_mean.to(hand_pose)).view(batch, 15, 3))
-        if hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 3):
-            return axis_angle_to_matrix(hand_pose + self.pose_mean.to(hand_pose).view(15, 3))
-        if hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 6):
-            return rotation_6d_to_matrix(hand_pose)
-        if hand_pose.dim() == 4 and hand_pose.shape[1:] == (15, 3, 3):
-            return hand_pose
-        raise ValueError("hand_pose must be [B, num_pca_comps] / [B, 45], [B, 15, 3], [B, 15, 6] or [B, 15, 3, 3], "
-                         f"got {list(hand_pose.shape)}")
+            hand_pose = hand_pose.view(batch, 15, 3)
+        elif not (hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 3)):
+            if hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 6):
+                return rotation_6d_to_matrix(hand_pose)
+            if hand_pose.dim() == 4 and hand_pose.shape[1:] == (15, 3, 3):
+                return hand_pose
+            raise ValueError("hand_pose must be [B, num_pca_comps] / [B, 45], [B, 15, 3], [B, 15, 6] or [B, 15, 3, 3], "
+                             f"got {list(hand_pose.shape)}")
+        return hand_pose if self.flat_hand_mean else hand_pose + self.pose_mean.to(hand_pose).view(15, 3)
 
     @staticmethod
-    def _root_rotation(global_orient: torch.Tensor) -> torch.Tensor:
+    def _root_pose(global_orient: torch.Tensor) -> torch.Tensor:
+        """[B, 3] axis-angle or [B, 3, 3] a matrix."""
         if global_orient.dim() == 2 and global_orient.shape[1] == 3:
-            return axis_angle_to_matrix(global_orient)
+            return global_orient
         if global_orient.dim() == 2 and global_orient.shape[1] == 6:
             return rotation_6d_to_matrix(global_orient)
         if global_orient.dim() == 3 and global_orient.shape[1:] == (3, 3):
@@ -101,34 +110,15 @@ class ManoLayer(torch.nn.Module):
                 raise ValueError(f"{name} has batch size {t.shape[0]} but betas has {batch}")
         if transl is not None and transl.shape != (batch, 3):
             raise ValueError(f"transl must be [B, 3], got {list(transl.shape)}")
-        rotations = torch.cat([self._root_rotation(global_orient)[:, None], self._hand_rotations(hand_pose)], 1)
-        # The fused op (handops::mano_skinning) leaves the global translation out: it is a plain add.
-        model = self.model if with_vertices else self.joints_model
-        vertices, mano_joints, transforms = mano_skinning(model, betas, rotations.to(betas))
-        if transl is not None:
-            shift = transl.to(betas)[:, None]
-            vertices, mano_joints = vertices + shift, mano_joints + shift
-            # transl into the translation column of every A_k: [B, 1, 3, 1] padded to [B, 1, 4, 4].
-            transforms = transforms + torch.nn.functional.pad(shift[..., None], (3, 0, 0, 1))
-        tips = vertices[:, model.fingertip_ids.to(vertices.device)]
-        joints = torch.cat([mano_joints, tips], 1)[:, list(OPENPOSE_FROM_MANO)]
+        root, hand = self._root_pose(global_orient).to(betas), self._hand_pose(hand_pose).to(betas)
+        if root.dim() == 2 and hand.dim() == 4:  # axis-angle root, matrix fingers: all as matrices
+            root = axis_angle_to_matrix(root)
+        elif root.dim() == 3 and hand.dim() == 3:  # matrix root, axis-angle fingers
+            hand = axis_angle_to_matrix(hand)
+        pose = torch.cat([root[:, None], hand], 1)  # [B, 16, 3] axis-angle (Rodrigues runs in the op) or [B, 16, 3, 3]
+        if with_vertices:
+            vertices, joints, mano_joints, transforms = mano_skinning(self.skinning, betas, pose, transl, self.keypoint_ids)
+        else:
+            vertices, joints, mano_joints, transforms = mano_skinning(self.fingertips, betas, pose, transl, self.fingertip_keypoint_ids)
         return ManoOutput(vertices if with_vertices else None, joints, mano_joints, transforms)
 
-
-def _joints_only_model(model: ManoModel) -> ManoModel:
-    """The same joints and fingertips from 21 vertices instead of V: the 16 rest joints as vertices
-    (J = J_regressor v_shaped is linear in the shape, so J_template + J_shapedirs betas is exact and the
-    regressor becomes [I | 0]) followed by the five fingertip vertices; no other vertex is skinned."""
-    tips = model.fingertip_ids
-    j_template = model.J_regressor @ model.v_template
-    j_shapedirs = torch.einsum("jv,vks->jks", model.J_regressor, model.shapedirs)
-    regressor = torch.cat([torch.eye(16, dtype=model.J_regressor.dtype), model.J_regressor.new_zeros(16, 5)], 1)
-    weights = torch.cat([torch.eye(16, dtype=model.weights.dtype), model.weights[tips]], 0)
-    return ManoModel(
-        v_template=torch.cat([j_template, model.v_template[tips]]),
-        shapedirs=torch.cat([j_shapedirs, model.shapedirs[tips]]),
-        posedirs=torch.cat([model.posedirs.new_zeros(16, 3, model.posedirs.shape[-1]), model.posedirs[tips]]),
-        J_regressor=regressor, weights=weights, faces=model.faces.new_zeros(0, 3), parents=model.parents,
-        hands_components=model.hands_components, hands_mean=model.hands_mean,
-        fingertip_ids=torch.arange(16, 21), is_right=model.is_right,
-    )

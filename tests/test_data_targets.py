@@ -82,6 +82,11 @@ def test_heatmap_invisible_is_zero_and_mask():
     far = kp.clone()
     far[0] = torch.tensor([-500.0, -500.0])  # far outside: its Gaussian vanishes on the map
     assert float(T.keypoint_heatmaps(far)[0].max()) < 1e-30
+    edge = kp.clone()
+    edge[1] = torch.tensor([367.6, 100.0])  # just outside a 368-pixel image: masked out with image_size
+    mask = T.target_mask(edge, vis, image_size=368)
+    assert not bool(mask[1]) and not bool(mask[4]) and int(mask.sum()) == 18
+    assert bool((T.keypoint_heatmaps(edge, visibility=mask)[1] == 0).all())
 
 
 def test_heatmap_bad_input():
@@ -458,11 +463,27 @@ def test_color_jitter_changes_only_the_image():
     b = 0.5 + float(torch.rand((), generator=gen, dtype=torch.float64))  # the factor it will draw
     got = bright({"image": s["image"] * 0.5}, torch.Generator().manual_seed(11))["image"]
     assert torch.allclose(got, (s["image"] * 0.5 * b).clamp(0, 1), atol=1e-6)
-    # zero saturation is gray
-    gray = X.ColorJitter(0.0, 0.0, (1.0), 0.0)({"image": s["image"]}, torch.Generator().manual_seed(0))
+    # a hue rotation keeps the luma Y = 0.299 R + 0.587 G + 0.114 B (mid-range colours: no clamping)
+    mid = 0.4 + 0.2 * s["image"]
+    hued = X.ColorJitter(0.0, 0.0, 0.0, 0.1)({"image": mid}, torch.Generator().manual_seed(1))["image"]
+    luma = torch.tensor([0.299, 0.587, 0.114])[:, None, None]
+    assert not torch.allclose(hued, mid, atol=1e-3)
+    assert torch.allclose((hued * luma).sum(0), (mid * luma).sum(0), atol=1e-5)
     with pytest.raises(ValueError, match="hue"):
         X.ColorJitter(hue=0.7)
-    assert gray["image"].shape == s["image"].shape
+
+
+def test_matrix_to_axis_angle_round_trip():
+    from handops._reference.mano import axis_angle_to_matrix
+
+    gen = torch.Generator().manual_seed(12)
+    axis = torch.nn.functional.normalize(torch.randn(64, 3, generator=gen, dtype=torch.float64), dim=1)
+    angle = torch.cat([torch.rand(60, generator=gen, dtype=torch.float64) * math.pi,
+                       torch.tensor([0.0, 1e-9, math.pi - 1e-7, math.pi], dtype=torch.float64)])
+    aa = axis * angle[:, None]
+    back = X.matrix_to_axis_angle(axis_angle_to_matrix(aa))
+    assert torch.allclose(axis_angle_to_matrix(back), axis_angle_to_matrix(aa), atol=1e-9)
+    assert torch.allclose(back[:60], aa[:60], atol=1e-9)
 
 
 def augment(seed):

@@ -203,4 +203,3 @@ def test_plot_pck_curves_writes_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     with pytest.raises(ValueError, match="thresholds"):
         M.plot_pck_curves({"CPM": [0.1, 0.2]}, tmp_path / "x.png")
-    assert math.isfinite(len(data))

@@ -19,8 +19,8 @@ standard deviation 1 heatmap pixel in Sec. 4.5.1):
 
 ``normalize=True`` divides each map by its sum (the targets of Eq. 3.26 / 4.15 are "the normalised
 version of S_k^*"). Masking: a keypoint whose ``visibility`` is False gets an all-zero map; one outside
-the map just gets its (truncated, possibly vanishing) Gaussian. :func:`target_mask` says which keypoints
-have a target, for masking a loss.
+the map just gets its (truncated, possibly vanishing) Gaussian. :func:`target_mask` (optionally also
+"inside the input image") says which keypoints have a target, for the ``visibility`` argument or a loss.
 
 Pairwise targets (Eq. 4.14): channel m of ``handops.hand_tree().messages[m] = (i, j)`` is a Gaussian on
 a (kh, kw) kernel centred at ``c + (kp_j - kp_i)`` in heatmap pixels, c = (kh // 2, kw // 2) the kernel
@@ -111,10 +111,17 @@ def _visibility(visibility, shape: torch.Size, device) -> torch.Tensor:
     return vis
 
 
-def target_mask(keypoints, visibility=None) -> torch.Tensor:
-    """[..., K] bool: which keypoints of [..., K, 2] get a non-zero unary target (``visibility``, default all)."""
+def target_mask(keypoints, visibility=None, image_size=None) -> torch.Tensor:
+    """[..., K] bool: the keypoints [..., K, 2] that get a target: ``visibility`` (default all) and, with
+    ``image_size`` (int or (H, W) input pixels), inside the image ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``.
+    Pass it as ``visibility`` to :func:`keypoint_heatmaps` to zero the maps of outside keypoints too."""
     keypoints = _as_points(keypoints, "keypoints")
-    return _visibility(visibility, keypoints.shape[:-1], keypoints.device).clone()
+    mask = _visibility(visibility, keypoints.shape[:-1], keypoints.device).clone()
+    if image_size is not None:
+        height, width = _size2(image_size, "image_size")
+        x, y = keypoints[..., 0], keypoints[..., 1]
+        mask &= (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+    return mask
 
 
 def keypoint_heatmaps(keypoints, size=46, stride: int = 8, sigma: float = 1.0, visibility=None,
@@ -277,7 +284,8 @@ def _kmeans_once(x: torch.Tensor, num: int, iters: int, gen: torch.Generator) ->
 def fit_pose_clusters(keypoints, num_clusters: int = 20, seed: int = 0, iters: int = 100, restarts: int = 4,
                       angles=None) -> PoseClusters:
     """K-means (k-means++ seeding, Lloyd iterations, ``restarts`` runs, the lowest inertia kept) on the
-    Sec. 3.4.3 features of keypoints [N, 21, 2]; deterministic given ``seed`` (a torch.Generator, float64)."""
+    Sec. 3.4.3 features of keypoints [N, 21, 2] (thesis: L = 20 clusters); deterministic given ``seed``
+    (a torch.Generator; computed and returned in float64)."""
     feats = pose_features(keypoints, angles).double()
     if not isinstance(num_clusters, int) or not 1 <= num_clusters <= feats.shape[0]:
         raise ValueError(f"num_clusters must be an int in [1, N={feats.shape[0]}], got {num_clusters!r}")
@@ -289,8 +297,7 @@ def fit_pose_clusters(keypoints, num_clusters: int = 20, seed: int = 0, iters: i
         c, inertia = _kmeans_once(feats, num_clusters, iters, gen)
         if best is None or inertia < best[1]:
             best = (c, inertia)
-    return PoseClusters(best[0].to(torch.as_tensor(keypoints).dtype if torch.as_tensor(keypoints).is_floating_point()
-                                   else torch.get_default_dtype()), best[1])
+    return PoseClusters(best[0], best[1])
 
 
 def _centres(centres, feats: torch.Tensor) -> torch.Tensor:

@@ -459,7 +459,7 @@ def _chain_backward_kernel(
 # Block sizes (tl.dot needs every dimension >= 16). 64 vertices x 16 hands per skinning program give
 # the real hand (V = 778) 13 vertex blocks and read each model row once per 16 hands; the chain runs
 # 32 hands a program. Untuned: no GPU has run these kernels. (Tests shrink BLOCK_V for more blocks.)
-TILE_LIMITS = {"BLOCK_V": 64, "BLOCK_B": 16, "BLOCK_P": 32, "CHAIN_BLOCK_B": 32}
+TILE_LIMITS = {"BLOCK_V": 32, "BLOCK_B": 16, "BLOCK_P": 32, "CHAIN_BLOCK_B": 128}
 
 
 def _sizes(num_betas: int) -> dict:

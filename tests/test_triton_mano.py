@@ -120,6 +120,35 @@ def test_synthetic_hand():
     _check(model, betas, rotations, 1e-12, seed=6)
 
 
+def test_no_shape_coefficients():
+    model, betas, rotations = _sample(batch=2, num_vertices=30, num_betas=0, seed=16)
+    assert betas.shape == (2, 0)
+    _, (grad_betas, _) = _check(model, betas, rotations, 1e-12, seed=17)
+    assert grad_betas.shape == (2, 0)
+
+
+def test_joint_basis_of_the_full_model_with_a_subset_of_vertices():
+    # The joints depend on the vertices only through J_template and J_shapedirs: with those of the full
+    # model, a subset of the vertices gives the full model's outputs at that subset.
+    model, betas, rotations = _sample(batch=2, num_vertices=40, num_betas=10, seed=18)
+    betas_, rotations_, vt, sd, pd, jr, w, parents = _args(model, betas, rotations)
+    j_template, j_shapedirs = tm._joint_basis(jr, vt, sd)
+    keep = torch.tensor([3, 17, 0, 39, 21, 8])
+    full = tm.mano_skinning_forward(betas_, rotations_, vt, sd, pd, jr, w, parents)
+    part = tm._forward(betas_, rotations_, vt[keep], sd[keep], pd[keep], j_template, j_shapedirs, w[keep], parents)
+    _assert_close(part[0], full[0][:, keep], 1e-13)
+    _assert_close(part[1], full[1], 1e-13)
+    _assert_close(part[2], full[2], 1e-13)
+    grads = _output_grads(2, 40, torch.float64, 19)
+    want = tm.mano_skinning_backward(grads[0] * (torch.arange(40) == 3)[:, None], *grads[1:], *_args(model, betas, rotations))
+    sub = torch.zeros(2, len(keep), 3, dtype=torch.float64)
+    sub[:, 0] = grads[0][:, 3]
+    got = tm._backward(sub, *grads[1:], betas_, rotations_, vt[keep], sd[keep], pd[keep], j_template, j_shapedirs,
+                       w[keep], parents)
+    for g, e in zip(got, want):
+        _assert_close(g, e, 1e-12)
+
+
 def test_identity_rotations_give_the_shaped_template():
     model, betas, _ = _sample(batch=2, num_vertices=30, num_betas=6, seed=7)
     eye = torch.eye(3, dtype=torch.float64).expand(2, 16, 3, 3).contiguous()
@@ -254,4 +283,4 @@ def test_every_kernel_compiles_for_sm80_and_sm90():
             assert set(done) == module_kernels
             for c in done.values():
                 kernel = getattr(tm, c["kernel"])
-                assert c["constexprs"] == tm._pick(kernel, sizes, torch.float32), c
+                assert c["constexprs"] == tm._pick(kernel, sizes), c

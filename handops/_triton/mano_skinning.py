@@ -71,9 +71,9 @@ NUM_POSE = 135  # (16 - 1) * 9 pose features
 
 
 @triton.jit
-def _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, row):
+def _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, row):
     """J[:, row] (row = 3 k + c) for the hands of ``betas`` [BLOCK_B, BLOCK_S]: [BLOCK_B]."""
-    js = tl.load(js_ptr + row * S_full + s, mask=s_ok, other=0.0)
+    js = tl.load(js_ptr + row * JS_full + s, mask=s_ok, other=0.0)
     return tl.load(jt_ptr + row) + tl.sum(betas * js[None, :], axis=1)
 
 
@@ -88,7 +88,7 @@ def _load_betas(betas_ptr, hand, hand_ok, S, BLOCK_S: tl.constexpr):
 @triton.jit
 def _chain_forward_kernel(
     betas_ptr, rot_ptr, jt_ptr, js_ptr, parent_tab, joints_ptr, tf_ptr,
-    B, S, S_full,
+    B, S, JS_full,
     BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """joints [B, 16, 3] and transforms A_k [B, 16, 4, 4] of BLOCK_B hands (the kinematic chain)."""
@@ -100,9 +100,9 @@ def _chain_forward_kernel(
     tf = tf_ptr + hand * 256
     jo = joints_ptr + hand * 48
     # Root: R'_0 = R_0, t_0 = J_0, a_0 = J_0 - R_0 J_0.
-    j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 0)
-    j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 1)
-    j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 2)
+    j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 0)
+    j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 1)
+    j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 2)
     for r in tl.static_range(3):
         q0 = tl.load(rot + 3 * r + 0, mask=ok, other=0.0)
         q1 = tl.load(rot + 3 * r + 1, mask=ok, other=0.0)
@@ -128,9 +128,9 @@ def _chain_forward_kernel(
         tp = tf + p * 16
         rk = rot + k * 9
         tk = tf + k * 16
-        j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 3 * k + 0)
-        j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 3 * k + 1)
-        j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 3 * k + 2)
+        j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 0)
+        j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 1)
+        j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 2)
         q00 = tl.load(rk + 0, mask=ok, other=0.0)
         q01 = tl.load(rk + 1, mask=ok, other=0.0)
         q02 = tl.load(rk + 2, mask=ok, other=0.0)
@@ -302,10 +302,12 @@ def _skin_adjoint_kernel(
 
 @triton.jit
 def _sum_blocks(ptr, block_stride, NB, ok):
-    """sum over blk < NB of ptr[blk * block_stride] ([BLOCK_B] pointers)."""
+    """sum over blk < NB of ptr[blk * block_stride] ([BLOCK_B] pointers). Stepping the pointers keeps
+    the offsets 64-bit without widening the loop counter."""
     acc = tl.load(ptr, mask=ok, other=0.0)
-    for blk in range(1, NB):
-        acc += tl.load(ptr + blk * block_stride, mask=ok, other=0.0)
+    for _ in range(1, NB):
+        ptr += block_stride
+        acc += tl.load(ptr, mask=ok, other=0.0)
     return acc
 
 
@@ -313,7 +315,7 @@ def _sum_blocks(ptr, block_stride, NB, ok):
 def _chain_backward_kernel(
     betas_ptr, rot_ptr, jt_ptr, js_ptr, parent_tab, tf_ptr, gj_ptr, gt_ptr, ga_part_ptr, gf_part_ptr, gb_part_ptr,
     acc_ptr, gbeta_ptr, grot_ptr,
-    B, S, S_full, NB,
+    B, S, JS_full, NB,
     BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     """grad_betas [B, S] and grad_rotations [B, 16, 3, 3] of BLOCK_B hands: the partial sums of the
@@ -335,22 +337,25 @@ def _chain_backward_kernel(
         g = tl.load(gt_ptr + hand[:, None] * 256 + k * 16 + e[None, :], mask=upper, other=0.0)
         g += tl.load(gj_ptr + hand[:, None] * 48 + k * 3 + (e - 12)[None, :], mask=ok2 & ((e >= 12) & (e < 15))[None, :], other=0.0)
         part = ga_part_ptr + (hand[:, None] * 16 + k) * 12 + e[None, :]
-        for blk in range(NB):
-            g += tl.load(part + blk * B * 192, mask=upper, other=0.0)
+        for _ in range(NB):
+            g += tl.load(part, mask=upper, other=0.0)
+            part += B * 192
         tl.store(acc_ptr + hand[:, None] * 256 + k * 16 + e[None, :], g, mask=ok2)
     tl.debug_barrier()
     # dL/dbetas: the vertex blocks' shape-blend part, then J_shapedirs^T dL/dJ joint by joint.
     gb = tl.zeros([BLOCK_B, BLOCK_S], dtype=betas.dtype)
     gb_mask = ok2 & s_ok[None, :]
-    for blk in range(NB):
-        gb += tl.load(gb_part_ptr + (blk * B + hand[:, None]) * S + s[None, :], mask=gb_mask, other=0.0)
+    part = gb_part_ptr + hand[:, None] * S + s[None, :]
+    for _ in range(NB):
+        gb += tl.load(part, mask=gb_mask, other=0.0)
+        part += B * S
     for kk in range(16):
         k = 15 - kk
         p = tl.load(parent_tab + k)
         # The forward of joint k: J_k, R'_k and (k > 0) R'_p; its gradients are final (children done).
-        j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 3 * k + 0)
-        j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 3 * k + 1)
-        j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, S_full, 3 * k + 2)
+        j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 0)
+        j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 1)
+        j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 2)
         ak = acc + k * 16
         tk = tf + k * 16
         ga0 = tl.load(ak + 3, mask=ok, other=0.0)
@@ -443,9 +448,9 @@ def _chain_backward_kernel(
                 tl.store(out + 1, c0 * g01 + c1 * g11 + c2 * g21 + _sum_blocks(gf + 3 * r + 1, B * 135, NB, ok), mask=ok)
                 tl.store(out + 2, c0 * g02 + c1 * g12 + c2 * g22 + _sum_blocks(gf + 3 * r + 2, B * 135, NB, ok), mask=ok)
         # J_k = J_template[k] + J_shapedirs[k] betas.
-        js0 = tl.load(js_ptr + (3 * k + 0) * S_full + s, mask=s_ok, other=0.0)
-        js1 = tl.load(js_ptr + (3 * k + 1) * S_full + s, mask=s_ok, other=0.0)
-        js2 = tl.load(js_ptr + (3 * k + 2) * S_full + s, mask=s_ok, other=0.0)
+        js0 = tl.load(js_ptr + (3 * k + 0) * JS_full + s, mask=s_ok, other=0.0)
+        js1 = tl.load(js_ptr + (3 * k + 1) * JS_full + s, mask=s_ok, other=0.0)
+        js2 = tl.load(js_ptr + (3 * k + 2) * JS_full + s, mask=s_ok, other=0.0)
         gb += gj0[:, None] * js0[None, :] + gj1[:, None] * js1[None, :] + gj2[:, None] * js2[None, :]
         # The parent's accumulators are read by the next joints (other threads may hold the same hands).
         tl.debug_barrier()
@@ -456,13 +461,18 @@ def _chain_backward_kernel(
 # Host side: checks, sizes, launchers
 # ---------------------------------------------------------------------------------------------
 
-# Block sizes (tl.dot needs every dimension >= 16). 64 vertices x 16 hands per skinning program give
-# the real hand (V = 778) 13 vertex blocks and read each model row once per 16 hands; the chain runs
-# 32 hands a program. Untuned: no GPU has run these kernels. (Tests shrink BLOCK_V for more blocks.)
+# Block sizes (tl.dot needs every dimension >= 16). 32 vertices x 16 hands per skinning program give
+# the real hand (V = 778) 25 vertex blocks and read each model row once per 16 hands (64-vertex tiles
+# spilled registers in the fp32 FMA dots at AOT); the chain runs 128 hands a program, one per thread of
+# its 4 warps. Untuned: no GPU has run these kernels. (Tests shrink BLOCK_V and CHAIN_BLOCK_B.)
 TILE_LIMITS = {"BLOCK_V": 32, "BLOCK_B": 16, "BLOCK_P": 32, "CHAIN_BLOCK_B": 128}
+
+# The partial sums are [blocks, B, 16, 12]: one vertex block's stride, B * 192, is an int32 offset.
+MAX_BATCH = (2**31 - 1) // 192
 
 
 def _sizes(num_betas: int) -> dict:
+    """Every constexpr of a launch; the launchers and compile_specs both read these."""
     return {
         "BLOCK_V": TILE_LIMITS["BLOCK_V"],
         "BLOCK_B": TILE_LIMITS["BLOCK_B"],
@@ -472,7 +482,8 @@ def _sizes(num_betas: int) -> dict:
     }
 
 
-def _pick(kernel, sizes: dict, dtype: torch.dtype) -> dict:
+def _pick(kernel, sizes: dict) -> dict:
+    """The constexpr arguments of ``kernel`` (the chain kernels take CHAIN_BLOCK_B as their BLOCK_B)."""
     values = dict(sizes, PRECISION="ieee")
     if kernel in (_chain_forward_kernel, _chain_backward_kernel):
         values["BLOCK_B"] = sizes["CHAIN_BLOCK_B"]
@@ -484,9 +495,22 @@ def _parent_table(parents: tuple[int, ...], device: torch.device) -> torch.Tenso
     return torch.tensor(parents, dtype=torch.int32, device=device)
 
 
-def _check(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents):
-    named = {"betas": betas, "rotations": rotations, "v_template": v_template, "shapedirs": shapedirs,
-             "posedirs": posedirs, "J_regressor": J_regressor, "weights": weights}
+def _check_parents(parents) -> tuple[int, ...]:
+    parents = tuple(int(p) for p in parents)
+    if len(parents) != 16:
+        raise ValueError(f"mano_skinning: parents must list 16 joints, got {len(parents)}")
+    if parents[0] >= 0:
+        raise ValueError(f"mano_skinning: parents[0] must be negative (the root), got {parents[0]}")
+    for k in range(1, 16):
+        # The chain runs in index order and the backward in reverse: a parent comes before its children.
+        if not 0 <= parents[k] < k:
+            raise ValueError(f"mano_skinning: parents[{k}] must be in [0, {k}), got {parents[k]}")
+    return (-1,) + parents[1:]
+
+
+def _check(betas, rotations, named: dict):
+    """dtype, device and shapes of the inputs (``named``: the model tensors by name)."""
+    named = {"betas": betas, "rotations": rotations, **named}
     for name, t in named.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"mano_skinning: {name} must be a tensor, got {type(t).__name__}")
@@ -500,44 +524,39 @@ def _check(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weigh
     if betas.dim() != 2:
         raise ValueError(f"mano_skinning: betas must be [B, S], got {list(betas.shape)}")
     batch = betas.shape[0]
+    if batch > MAX_BATCH:
+        raise ValueError(f"mano_skinning: at most {MAX_BATCH} hands per call (int32 offsets), got {batch}; split the batch")
     if tuple(rotations.shape) != (batch, 16, 3, 3):
         raise ValueError(f"mano_skinning: rotations must be [B, 16, 3, 3] with B = {batch}, got {list(rotations.shape)}")
+    v_template = named["v_template"]
     if v_template.dim() != 2 or v_template.shape[1] != 3 or v_template.shape[0] < 1:
         raise ValueError(f"mano_skinning: v_template must be [V, 3], got {list(v_template.shape)}")
     num_vertices = v_template.shape[0]
+    shapedirs = named["shapedirs"]
     if shapedirs.dim() != 3 or tuple(shapedirs.shape[:2]) != (num_vertices, 3):
         raise ValueError(f"mano_skinning: shapedirs must be [V, 3, S'] with V = {num_vertices}, got {list(shapedirs.shape)}")
     if betas.shape[1] > shapedirs.shape[2]:
         raise ValueError(f"mano_skinning: betas has {betas.shape[1]} coefficients but the model has only "
                          f"{shapedirs.shape[2]} shape blend shapes")
-    if tuple(posedirs.shape) != (num_vertices, 3, NUM_POSE):
-        raise ValueError(f"mano_skinning: posedirs must be [V, 3, 135] with V = {num_vertices}, got {list(posedirs.shape)}")
-    if tuple(J_regressor.shape) != (16, num_vertices):
-        raise ValueError(f"mano_skinning: J_regressor must be [16, V] with V = {num_vertices}, got {list(J_regressor.shape)}")
-    if tuple(weights.shape) != (num_vertices, 16):
-        raise ValueError(f"mano_skinning: weights must be [V, 16] with V = {num_vertices}, got {list(weights.shape)}")
-    parents = tuple(int(p) for p in parents)
-    if len(parents) != 16:
-        raise ValueError(f"mano_skinning: parents must list 16 joints, got {len(parents)}")
-    if parents[0] >= 0:
-        raise ValueError(f"mano_skinning: parents[0] must be negative (the root), got {parents[0]}")
-    for k in range(1, 16):
-        # The chain runs in index order and the backward in reverse: a parent comes before its children.
-        if not 0 <= parents[k] < k:
-            raise ValueError(f"mano_skinning: parents[{k}] must be in [0, {k}), got {parents[k]}")
-    return (-1,) + parents[1:]
+    expected = {"posedirs": (num_vertices, 3, NUM_POSE), "weights": (num_vertices, 16), "J_regressor": (16, num_vertices),
+                "J_template": (16, 3)}
+    for name, shape in expected.items():
+        if name in named and tuple(named[name].shape) != shape:
+            raise ValueError(f"mano_skinning: {name} must be {list(shape)} with V = {num_vertices}, got {list(named[name].shape)}")
+    if "J_shapedirs" in named:
+        j_shapedirs = named["J_shapedirs"]
+        if j_shapedirs.dim() != 3 or tuple(j_shapedirs.shape[:2]) != (16, 3) or j_shapedirs.shape[2] < betas.shape[1]:
+            raise ValueError(f"mano_skinning: J_shapedirs must be [16, 3, S'] with S' >= {betas.shape[1]}, "
+                             f"got {list(j_shapedirs.shape)}")
 
 
-def _prepare(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents):
-    parents = _check(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents)
-    betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights = (
-        t.contiguous() for t in (betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights))
+def _joint_basis(J_regressor, v_template, shapedirs):
+    """J_template [16, 3] and J_shapedirs [16, 3, S']: J is linear in the shape, so the regressor is
+    applied to the template and to every blend shape once per call (two matmuls)."""
     num_vertices, _, num_full = shapedirs.shape
-    # J is linear in the shape: regress the template and every blend shape once per call.
-    j_template = (J_regressor @ v_template).contiguous()  # [16, 3]
-    j_shapedirs = (J_regressor @ shapedirs.view(num_vertices, 3 * num_full)).contiguous()  # [16, 3 S']
-    table = _parent_table(parents, betas.device)
-    return betas, rotations, v_template, shapedirs, posedirs, weights, j_template, j_shapedirs, table
+    j_template = J_regressor @ v_template
+    j_shapedirs = (J_regressor @ shapedirs.reshape(num_vertices, 3 * num_full)).view(16, 3, num_full)
+    return j_template, j_shapedirs
 
 
 def _run_chain(betas, rotations, j_template, j_shapedirs, table, sizes):
@@ -546,28 +565,42 @@ def _run_chain(betas, rotations, j_template, j_shapedirs, table, sizes):
     transforms = betas.new_empty(batch, 16, 4, 4)
     _chain_forward_kernel[(triton.cdiv(batch, sizes["CHAIN_BLOCK_B"]),)](
         betas, rotations, j_template, j_shapedirs, table, joints, transforms,
-        batch, num_betas, j_shapedirs.shape[1] // 3,
-        **_pick(_chain_forward_kernel, sizes, betas.dtype),
+        batch, num_betas, j_shapedirs.shape[2],
+        **_pick(_chain_forward_kernel, sizes),
     )
     return joints, transforms
 
 
-def mano_skinning_forward(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents):
-    """(vertices [B, V, 3], joints [B, 16, 3], transforms [B, 16, 4, 4]); see the module docstring."""
-    betas, rotations, v_template, shapedirs, posedirs, weights, j_template, j_shapedirs, table = _prepare(
-        betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents)
+def _no_empty_shape_basis(betas, shapedirs, J_shapedirs):
+    """With S = 0 (no shape coefficients) one zero coefficient and zero blend shape stand in, so that no
+    launch gets an empty tensor (a null pointer); the results are the same."""
+    if betas.shape[1] > 0:
+        return betas, shapedirs, J_shapedirs
+    return (betas.new_zeros(betas.shape[0], 1), shapedirs.new_zeros(shapedirs.shape[0], 3, 1),
+            J_shapedirs.new_zeros(16, 3, 1))
+
+
+def _forward(betas, rotations, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights, parents):
+    """The forward from the joint basis (J_template, J_shapedirs) instead of J_regressor: the same
+    outputs as ``mano_skinning_forward`` when they are ``J_regressor v_template`` and ``J_regressor shapedirs``."""
+    table = _parent_table(_check_parents(parents), betas.device)
+    _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "posedirs": posedirs,
+                              "J_template": J_template, "J_shapedirs": J_shapedirs, "weights": weights})
+    betas, rotations, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights = (
+        t.contiguous() for t in (betas, rotations, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights))
+    if betas.shape[0] == 0:
+        return betas.new_empty(0, v_template.shape[0], 3), betas.new_empty(0, 16, 3), betas.new_empty(0, 16, 4, 4)
+    betas, shapedirs, J_shapedirs = _no_empty_shape_basis(betas, shapedirs, J_shapedirs)
     batch, num_betas = betas.shape
     num_vertices, _, num_full = shapedirs.shape
-    if batch == 0:
-        return betas.new_empty(0, num_vertices, 3), betas.new_empty(0, 16, 3), betas.new_empty(0, 16, 4, 4)
     sizes = _sizes(num_betas)
-    joints, transforms = _run_chain(betas, rotations, j_template, j_shapedirs, table, sizes)
+    joints, transforms = _run_chain(betas, rotations, J_template, J_shapedirs, table, sizes)
     vertices = betas.new_empty(batch, num_vertices, 3)
     grid = (triton.cdiv(num_vertices, sizes["BLOCK_V"]), triton.cdiv(batch, sizes["BLOCK_B"]))
     _skin_kernel[grid](
         betas, rotations, v_template, shapedirs, posedirs, weights, transforms, vertices,
         batch, num_vertices, num_betas, num_full,
-        **_pick(_skin_kernel, sizes, betas.dtype),
+        **_pick(_skin_kernel, sizes),
     )
     return vertices, joints, transforms
 
@@ -584,21 +617,25 @@ def _grad_or_zeros(grad, shape, like, name):
     return grad.to(like.dtype).contiguous()
 
 
-def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs,
-                           posedirs, J_regressor, weights, parents):
-    """(grad_betas [B, S], grad_rotations [B, 16, 3, 3]) of sum(grad_vertices * vertices) +
-    sum(grad_joints * joints) + sum(grad_transforms * transforms); None gradients count as zeros."""
-    betas, rotations, v_template, shapedirs, posedirs, weights, j_template, j_shapedirs, table = _prepare(
-        betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents)
-    batch, num_betas = betas.shape
-    num_vertices, _, num_full = shapedirs.shape
-    grad_vertices = _grad_or_zeros(grad_vertices, (batch, num_vertices, 3), betas, "grad_vertices")
+def _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs, posedirs,
+              J_template, J_shapedirs, weights, parents):
+    """``mano_skinning_backward`` from the joint basis (see ``_forward``)."""
+    table = _parent_table(_check_parents(parents), betas.device)
+    _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "posedirs": posedirs,
+                              "J_template": J_template, "J_shapedirs": J_shapedirs, "weights": weights})
+    betas, rotations, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights = (
+        t.contiguous() for t in (betas, rotations, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights))
+    batch, given_betas = betas.shape
+    grad_vertices = _grad_or_zeros(grad_vertices, (batch, v_template.shape[0], 3), betas, "grad_vertices")
     grad_joints = _grad_or_zeros(grad_joints, (batch, 16, 3), betas, "grad_joints")
     grad_transforms = _grad_or_zeros(grad_transforms, (batch, 16, 4, 4), betas, "grad_transforms")
     if batch == 0:
         return torch.zeros_like(betas), torch.zeros_like(rotations)
+    betas, shapedirs, J_shapedirs = _no_empty_shape_basis(betas, shapedirs, J_shapedirs)
+    num_betas = betas.shape[1]
+    num_vertices, _, num_full = shapedirs.shape
     sizes = _sizes(num_betas)
-    _, transforms = _run_chain(betas, rotations, j_template, j_shapedirs, table, sizes)
+    _, transforms = _run_chain(betas, rotations, J_template, J_shapedirs, table, sizes)
     blocks = triton.cdiv(num_vertices, sizes["BLOCK_V"])
     ga_part = betas.new_empty(blocks, batch, 16, 12)
     gf_part = betas.new_empty(blocks, batch, NUM_POSE)
@@ -606,18 +643,36 @@ def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, r
     _skin_adjoint_kernel[(blocks, triton.cdiv(batch, sizes["BLOCK_B"]))](
         grad_vertices, betas, rotations, v_template, shapedirs, posedirs, weights, transforms, ga_part, gf_part, gb_part,
         batch, num_vertices, num_betas, num_full,
-        **_pick(_skin_adjoint_kernel, sizes, betas.dtype),
+        **_pick(_skin_adjoint_kernel, sizes),
     )
     scratch = betas.new_empty(batch, 16, 16)
     grad_betas = torch.empty_like(betas)
     grad_rotations = torch.empty_like(rotations)
     _chain_backward_kernel[(triton.cdiv(batch, sizes["CHAIN_BLOCK_B"]),)](
-        betas, rotations, j_template, j_shapedirs, table, transforms, grad_joints, grad_transforms,
+        betas, rotations, J_template, J_shapedirs, table, transforms, grad_joints, grad_transforms,
         ga_part, gf_part, gb_part, scratch, grad_betas, grad_rotations,
-        batch, num_betas, num_full, blocks,
-        **_pick(_chain_backward_kernel, sizes, betas.dtype),
+        batch, num_betas, J_shapedirs.shape[2], blocks,
+        **_pick(_chain_backward_kernel, sizes),
     )
-    return grad_betas, grad_rotations
+    return grad_betas[:, :given_betas], grad_rotations
+
+
+def mano_skinning_forward(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents):
+    """(vertices [B, V, 3], joints [B, 16, 3], transforms [B, 16, 4, 4]); see the module docstring.
+    Equal to ``mano_forward_reference`` (``handops::mano_skinning``'s arguments and results)."""
+    _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "J_regressor": J_regressor})
+    return _forward(betas, rotations, v_template, shapedirs, posedirs, *_joint_basis(J_regressor, v_template, shapedirs),
+                    weights, parents)
+
+
+def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs,
+                           posedirs, J_regressor, weights, parents):
+    """(grad_betas [B, S], grad_rotations [B, 16, 3, 3]) of sum(grad_vertices * vertices) +
+    sum(grad_joints * joints) + sum(grad_transforms * transforms); a None gradient counts as zeros.
+    Equal to autograd through ``mano_forward_reference``; the model tensors are constants."""
+    _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "J_regressor": J_regressor})
+    return _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs, posedirs,
+                     *_joint_basis(J_regressor, v_template, shapedirs), weights, parents)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -635,4 +690,4 @@ def compile_specs(dtype: torch.dtype, num_vertices: int, num_betas: int):
     """
     del num_vertices  # a runtime argument: the same binaries serve every V
     sizes = _sizes(num_betas)
-    return [(kernel, kernel_signature(kernel, dtype), _pick(kernel, sizes, dtype)) for kernel in KERNELS]
+    return [(kernel, kernel_signature(kernel, dtype), _pick(kernel, sizes)) for kernel in KERNELS]

@@ -21,7 +21,7 @@ Forward (``mano_skinning_forward``), the maths of ``handops/_reference/mano.py``
 * ``_chain_forward_kernel``: one program per block of BLOCK_B hands (every per-hand scalar is a
   [BLOCK_B] vector), the 16 joints in index order; a joint reads its parent's A_p back from the
   transforms output it wrote (a barrier between joints).
-* ``_skin_kernel``: one program per (block of BLOCK_V vertices, block of BLOCK_B hands). Every
+* ``_skin_kernel``: one program per (block of BLOCK_B hands, block of BLOCK_V vertices). Every
   per-vertex quantity is a [BLOCK_V, BLOCK_B] tile, so each model row is read once per BLOCK_B
   hands: the shape and pose blends are ``tl.dot``s ([BLOCK_V, S] x [S, BLOCK_B], 135 pose features in
   chunks of BLOCK_P), each entry of [M_v | m_v] one [BLOCK_V, 16] x [16, BLOCK_B] ``tl.dot`` with
@@ -46,8 +46,15 @@ the chain first; nothing is saved):
       grad_betas = sum_blk gbeta_part + J_shapedirs[:, :, :S]^T gJ
   The bottom row of grad_transforms is ignored (that row is constant).
 
+Launches: forward two matmuls (the joint basis) + ``_chain_forward_kernel`` + ``_skin_kernel``;
+backward two matmuls + the chain + ``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. ``_forward``
+and ``_backward`` take the joint basis (J_template, J_shapedirs) instead of J_regressor and skip the
+matmuls; the joints then need not come from the vertices given (e.g. a subset of the mesh).
+
 Everything computes in the input dtype (float32 or float64; every tensor must have the dtype of
 betas, the incoming gradients are cast to it). fp32 ``tl.dot`` uses input_precision="ieee" (no TF32).
+At most MAX_BATCH (about 11 million) hands per call. Tested in the Triton interpreter and compiled
+for sm_80/sm_90; never run on a GPU, so the block sizes are untuned.
 """
 
 from __future__ import annotations
@@ -192,10 +199,12 @@ def _blend(weights, tf_ptr, hand, hand_ok, joint, e, PRECISION: tl.constexpr):
 
 @triton.jit
 def _skin_setup(betas_ptr, w_ptr, B, V, S, BLOCK_V: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr):
-    vert = tl.program_id(0) * BLOCK_V + tl.arange(0, BLOCK_V)
+    # Hand blocks on grid axis 0 (CUDA allows 2^31 - 1 there, 65535 on axis 1): programs launched
+    # together then share the vertex block, so its model rows are read from L2 by all of them.
+    hand = tl.program_id(0).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
+    vert = tl.program_id(1) * BLOCK_V + tl.arange(0, BLOCK_V)
     vert_ok = vert < V
     vert = vert.to(tl.int64)
-    hand = tl.program_id(1).to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     hand_ok = hand < B
     s = tl.arange(0, BLOCK_S)
     s_ok = s < S
@@ -245,7 +254,7 @@ def _skin_adjoint_kernel(
     """Per-vertex-block partial sums of dL/dA_k, dL/df and the shape-blend part of dL/dbetas."""
     vert, vert_ok, hand, hand_ok, s, s_ok, betas_t, joint, weights = _skin_setup(
         betas_ptr, w_ptr, B, V, S, BLOCK_V, BLOCK_B, BLOCK_S)
-    block = tl.program_id(0).to(tl.int64)
+    block = tl.program_id(1).to(tl.int64)
     x0 = _posed_coord(vt_ptr, sd_ptr, pd_ptr, rot_ptr, betas_t, vert, vert_ok, hand, hand_ok, s, s_ok, S_full, 0, BLOCK_P, PRECISION)
     x1 = _posed_coord(vt_ptr, sd_ptr, pd_ptr, rot_ptr, betas_t, vert, vert_ok, hand, hand_ok, s, s_ok, S_full, 1, BLOCK_P, PRECISION)
     x2 = _posed_coord(vt_ptr, sd_ptr, pd_ptr, rot_ptr, betas_t, vert, vert_ok, hand, hand_ok, s, s_ok, S_full, 2, BLOCK_P, PRECISION)
@@ -596,7 +605,7 @@ def _forward(betas, rotations, v_template, shapedirs, posedirs, J_template, J_sh
     sizes = _sizes(num_betas)
     joints, transforms = _run_chain(betas, rotations, J_template, J_shapedirs, table, sizes)
     vertices = betas.new_empty(batch, num_vertices, 3)
-    grid = (triton.cdiv(num_vertices, sizes["BLOCK_V"]), triton.cdiv(batch, sizes["BLOCK_B"]))
+    grid = (triton.cdiv(batch, sizes["BLOCK_B"]), triton.cdiv(num_vertices, sizes["BLOCK_V"]))
     _skin_kernel[grid](
         betas, rotations, v_template, shapedirs, posedirs, weights, transforms, vertices,
         batch, num_vertices, num_betas, num_full,
@@ -640,7 +649,7 @@ def _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_t
     ga_part = betas.new_empty(blocks, batch, 16, 12)
     gf_part = betas.new_empty(blocks, batch, NUM_POSE)
     gb_part = betas.new_empty(blocks, batch, num_betas)
-    _skin_adjoint_kernel[(blocks, triton.cdiv(batch, sizes["BLOCK_B"]))](
+    _skin_adjoint_kernel[(triton.cdiv(batch, sizes["BLOCK_B"]), blocks)](
         grad_vertices, betas, rotations, v_template, shapedirs, posedirs, weights, transforms, ga_part, gf_part, gb_part,
         batch, num_vertices, num_betas, num_full,
         **_pick(_skin_adjoint_kernel, sizes),

@@ -123,6 +123,58 @@ def test_fit_weights_ignore_a_corrupted_keypoint():
     assert (result.joints[:, 8] - truth[:, 8]).norm(dim=-1).max() < 0.01
 
 
+def _fit_problem(batch, seed, flat_hand_mean=True, noise=1.0):
+    layer = ManoLayer(MODEL, use_pca=False, flat_hand_mean=flat_hand_mean)
+    betas = 0.5 * torch.randn(batch, 10, generator=GEN(seed), dtype=torch.float64)
+    orient, pose = _palm_to_camera(batch, seed + 1), _hand_pose(batch, seed + 2)
+    transl = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64) + 0.03 * torch.randn(batch, 3, generator=GEN(seed + 3), dtype=torch.float64)
+    truth = layer(betas, orient, pose, transl).joints
+    keypoints = project(truth, _camera(batch)) + noise * torch.randn(batch, 21, 2, generator=GEN(seed + 4), dtype=torch.float64)
+    init = {"global_orient": orient + 0.1 * torch.randn(batch, 3, generator=GEN(seed + 5), dtype=torch.float64),
+            "hand_pose": pose + 0.15 * torch.randn(batch, 45, generator=GEN(seed + 6), dtype=torch.float64)}
+    return layer, betas, keypoints, init, truth, transl
+
+
+@pytest.mark.parametrize("flat_hand_mean", [True, False])
+def test_lm_reaches_a_lower_error_than_the_thesis_schedule(flat_hand_mean):
+    batch = 6
+    layer, betas, keypoints, init, truth, transl = _fit_problem(batch, 30, flat_hand_mean)
+    camera = _camera(batch)
+    adam = fit_keypoints2d(layer, keypoints, camera, betas, init=init)
+    lm = fit_keypoints2d(layer, keypoints, camera, betas, init=init, solver="lm")
+    assert (lm.reprojection_error <= adam.reprojection_error).all(), (lm.reprojection_error, adam.reprojection_error)
+    assert (lm.reprojection_error < 1.5).all(), lm.reprojection_error  # pixels, 1 px keypoint noise
+    # The result is what the layer gives for the returned parameters (hand_pose relative to the layer's mean).
+    again = layer(betas, lm.global_orient, lm.hand_pose, lm.transl).joints
+    torch.testing.assert_close(lm.joints, again)
+    torch.testing.assert_close(lm.reprojection_error, (project(again, camera) - keypoints).norm(dim=-1).mean(-1))
+    # Closer to the true 3-D joints than the network-like start.
+    start = layer(betas, init["global_orient"], init["hand_pose"]).joints
+    rel = lambda j: j - j[:, :1]  # noqa: E731
+    assert (rel(lm.joints) - rel(truth)).norm(dim=-1).mean() < 0.8 * (rel(start) - rel(truth)).norm(dim=-1).mean()
+    assert (lm.transl - transl).norm(dim=-1).max() < 0.05
+
+
+def test_lm_without_noise_converges_to_the_keypoints():
+    batch = 3
+    layer, betas, keypoints, init, _, _ = _fit_problem(batch, 40, noise=0.0)
+    result = fit_keypoints2d(layer, keypoints, _camera(batch), betas, init=init, solver="lm", iterations=(5, 30))
+    assert (result.reprojection_error < 0.05).all(), result.reprojection_error
+
+
+def test_lm_never_increases_the_energy_and_honours_weights():
+    batch = 2
+    layer, betas, keypoints, init, truth, _ = _fit_problem(batch, 50, noise=0.0)
+    keypoints[:, 8] += 80.0  # a wildly wrong index fingertip, weighted out
+    weights = torch.ones(batch, 21, dtype=torch.float64)
+    weights[:, 8] = 0.0
+    camera = _camera(batch)
+    few = fit_keypoints2d(layer, keypoints, camera, betas, init=init, weights=weights, solver="lm", iterations=(2, 2))
+    more = fit_keypoints2d(layer, keypoints, camera, betas, init=init, weights=weights, solver="lm", iterations=(2, 20))
+    assert (more.reprojection_error <= few.reprojection_error + 1e-12).all()
+    assert (more.reprojection_error < 0.1).all(), more.reprojection_error
+
+
 def test_fit_input_errors():
     layer = ManoLayer(MODEL, use_pca=False)
     betas, camera = torch.zeros(1, 10, dtype=torch.float64), _camera(1)
@@ -132,6 +184,10 @@ def test_fit_input_errors():
         fit_keypoints2d(layer, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas, solver="bfgs")
     with pytest.raises(ValueError, match="NaN"):
         fit_keypoints2d(layer, torch.full((1, 21, 2), float("nan"), dtype=torch.float64), camera, betas)
+    with pytest.raises(ValueError, match=r"init\['hand_pose'\] must be \[B, 45\]"):
+        fit_keypoints2d(layer, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas, init={"hand_pose": betas})
+    with pytest.raises(TypeError, match="ManoLayer"):
+        fit_keypoints2d(None, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas)
     with pytest.raises(ValueError, match="init may hold"):
         fit_keypoints2d(layer, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas, init={"betas": betas})
 

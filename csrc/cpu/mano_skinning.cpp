@@ -471,11 +471,13 @@ void backward_impl(const Model& m, const T* gvp, const T* gjp, const T* gtp, con
   });
 }
 
-// Forward-mode Jacobian of the keypoints with respect to the 48 axis-angle parameters, hand by hand.
-// A rotation parameter (j, a) moves the subtree of j: dR'_j = R'_p dR_j/da, dt_j = 0, and for a
-// descendant k: dR'_k = dR'_p R_k, dt_k = dR'_p (J_k - J_p) + dt_p. A skinned vertex
-// sum_k w_k (R'_k (x - J_k) + t_k) with x = v_posed also moves through the pose correctives of j:
-// dx = posedirs[v][:, 9 (j - 1) : 9 j] . vec(dR_j/da).
+// Jacobian of the keypoints with respect to the 48 axis-angle parameters, hand by hand, in closed form.
+// Parameter a of joint j (p its parent) turns everything below j about the posed joint t_j with the world
+// angular velocity w = R'_p vee(dR_j/da R_j^T) (dR R^T is skew for a rotation R), so a point y rigidly
+// attached at or below j moves by w x (y - t_j): a joint keypoint k of the subtree by w x (t_k - t_j), and a
+// skinned vertex sum_k w_vk y_k (y_k = R'_k (x - J_k) + t_k) by w x (sum_{k in subtree} w_vk (y_k - t_j)).
+// For j >= 1 the vertex also moves through its pose correctives: x changes by posedirs[v][:, 9 (j-1) + e]
+// dR_j[e], which the blended rotation M_v = sum_k w_vk R'_k carries to the posed vertex.
 template <typename T>
 void jacobian_impl(const Model& m, const at::Tensor& betas, const at::Tensor& pose, const T* shift, at::Tensor& keypoints,
                    at::Tensor& jacobian) {
@@ -486,8 +488,8 @@ void jacobian_impl(const Model& m, const at::Tensor& betas, const at::Tensor& po
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     Hand<T> h;
     std::vector<double> dL(kJoints * 27);
-    std::vector<T> xs(3 * n_kp), Ms(12 * n_kp);  // v_posed and blended transform of each vertex keypoint
-    T dR[kJoints * 9], dt[kJoints * 3];
+    // Per vertex keypoint: y_k for the 16 joints, M_v (9), and per joint j: sum over the subtree of w_vk (y_k - t_j).
+    std::vector<T> ys(n_kp * kJoints * 3), Ms(n_kp * 9), lever(n_kp * 3);
     for (int64_t b = b0; b < b1; ++b) {
       const T* beta = bp + b * S;
       hand_forward(m, beta, pp + b * kPoseParams, h, dL.data());
@@ -500,7 +502,7 @@ void jacobian_impl(const Model& m, const at::Tensor& betas, const at::Tensor& po
           continue;
         }
         const int64_t v = id - kJoints;
-        T* x = xs.data() + 3 * q;
+        T x[3];
         for (int c = 0; c < 3; ++c) {
           const int64_t vc = 3 * v + c;
           T acc = vt[vc];
@@ -508,9 +510,19 @@ void jacobian_impl(const Model& m, const at::Tensor& betas, const at::Tensor& po
           for (int64_t e = 0; e < kPoseFeatures; ++e) acc += pd[vc * kPoseFeatures + e] * h.f[e];
           x[c] = acc;
         }
-        T* M = Ms.data() + 12 * q;
-        blend(w + v * kJoints, h, M);
-        for (int r = 0; r < 3; ++r) out[r] = M[3 * r] * x[0] + M[3 * r + 1] * x[1] + M[3 * r + 2] * x[2] + M[9 + r] + d[r];
+        const T* wv = w + v * kJoints;
+        T* M = Ms.data() + 9 * q;
+        std::fill(M, M + 9, T(0));
+        for (int r = 0; r < 3; ++r) out[r] = d[r];
+        for (int64_t k = 0; k < kJoints; ++k) {
+          T* y = ys.data() + (q * kJoints + k) * 3;
+          const T* Rk = h.R + 9 * k;
+          for (int r = 0; r < 3; ++r)
+            y[r] = Rk[3 * r] * (x[0] - h.J[3 * k]) + Rk[3 * r + 1] * (x[1] - h.J[3 * k + 1]) + Rk[3 * r + 2] * (x[2] - h.J[3 * k + 2]) +
+                   h.t[3 * k + r];
+          for (int e = 0; e < 9; ++e) M[e] += wv[k] * Rk[e];
+          for (int r = 0; r < 3; ++r) out[r] += wv[k] * y[r];
+        }
       }
       T* jb = jac + b * n_kp * 3 * kPoseParams;
       for (int64_t j = 0; j < kJoints; ++j) {
@@ -518,52 +530,55 @@ void jacobian_impl(const Model& m, const at::Tensor& betas, const at::Tensor& po
         bool moves[kJoints] = {};
         moves[j] = true;
         for (int64_t k = j + 1; k < kJoints; ++k) moves[k] = moves[m.parents[k]];
+        const T* tj = h.t + 3 * j;
+        for (int64_t q = 0; q < n_kp; ++q) {
+          const int64_t id = m.keypoints[q];
+          if (id < kJoints) continue;
+          const T* wv = w + (id - kJoints) * kJoints;
+          T* l = lever.data() + 3 * q;
+          l[0] = l[1] = l[2] = T(0);
+          for (int64_t k = j; k < kJoints; ++k) {
+            if (!moves[k] || wv[k] == T(0)) continue;
+            const T* y = ys.data() + (q * kJoints + k) * 3;
+            for (int r = 0; r < 3; ++r) l[r] += wv[k] * (y[r] - tj[r]);
+          }
+        }
+        const T* Rj = h.L + 9 * j;
+        const int64_t p = m.parents[j];
         for (int a = 0; a < 3; ++a) {
           const int64_t col = 3 * j + a;
-          T dLj[9];
-          for (int e = 0; e < 9; ++e) dLj[e] = T(dL[27 * j + 9 * a + e]);
-          for (int64_t k = j; k < kJoints; ++k) {
-            if (!moves[k]) continue;
-            const int64_t p = m.parents[k];
-            if (k == j) {
-              if (p < 0) std::copy(dLj, dLj + 9, dR);
-              else matmul3(h.R + 9 * p, dLj, dR + 9 * k);
-              std::fill(dt + 3 * k, dt + 3 * k + 3, T(0));
-            } else {
-              matmul3(dR + 9 * p, h.L + 9 * k, dR + 9 * k);
-              for (int r = 0; r < 3; ++r) {
-                T acc = dt[3 * p + r];
-                for (int c = 0; c < 3; ++c) acc += dR[9 * p + 3 * r + c] * (h.J[3 * k + c] - h.J[3 * p + c]);
-                dt[3 * k + r] = acc;
-              }
-            }
-          }
+          const double* D = dL.data() + 27 * j + 9 * a;
+          // vee(D R_j^T): entries (2,1), (0,2), (1,0) of the skew matrix.
+          auto entry = [&](int r, int c) { return D[3 * r] * double(Rj[3 * c]) + D[3 * r + 1] * double(Rj[3 * c + 1]) + D[3 * r + 2] * double(Rj[3 * c + 2]); };
+          const double local[3] = {entry(2, 1), entry(0, 2), entry(1, 0)};
+          T omega[3];
+          for (int r = 0; r < 3; ++r)
+            omega[r] = p < 0 ? T(local[r])
+                             : T(h.R[9 * p + 3 * r] * local[0] + h.R[9 * p + 3 * r + 1] * local[1] + h.R[9 * p + 3 * r + 2] * local[2]);
+          auto cross = [&](const T* u, T* out) {
+            out[0] = omega[1] * u[2] - omega[2] * u[1];
+            out[1] = omega[2] * u[0] - omega[0] * u[2];
+            out[2] = omega[0] * u[1] - omega[1] * u[0];
+          };
           for (int64_t q = 0; q < n_kp; ++q) {
             const int64_t id = m.keypoints[q];
             T g[3] = {};
             if (id < kJoints) {
-              if (moves[id])
-                for (int r = 0; r < 3; ++r) g[r] = dt[3 * id + r];
-            } else {
-              const int64_t v = id - kJoints;
-              const T* wv = w + v * kJoints;
-              const T* x = xs.data() + 3 * q;
-              for (int64_t k = j; k < kJoints; ++k) {
-                if (!moves[k] || wv[k] == T(0)) continue;
-                T rel[3];
-                for (int c = 0; c < 3; ++c) rel[c] = x[c] - h.J[3 * k + c];
-                for (int r = 0; r < 3; ++r)
-                  g[r] += wv[k] * (dR[9 * k + 3 * r] * rel[0] + dR[9 * k + 3 * r + 1] * rel[1] + dR[9 * k + 3 * r + 2] * rel[2] +
-                                   dt[3 * k + r]);
+              if (moves[id]) {
+                const T u[3] = {h.t[3 * id] - tj[0], h.t[3 * id + 1] - tj[1], h.t[3 * id + 2] - tj[2]};
+                cross(u, g);
               }
-              if (j >= 1) {  // pose correctives: dx = posedirs[v][:, 9 (j - 1) + e] dR_j[e]
-                const T* M = Ms.data() + 12 * q;
+            } else {
+              cross(lever.data() + 3 * q, g);
+              if (j >= 1) {  // pose correctives
+                const int64_t v = id - kJoints;
+                const T* M = Ms.data() + 9 * q;
                 T dx[3];
                 for (int c = 0; c < 3; ++c) {
                   const T* row = pd + (3 * v + c) * kPoseFeatures + 9 * (j - 1);
-                  T acc = 0;
-                  for (int e = 0; e < 9; ++e) acc += row[e] * dLj[e];
-                  dx[c] = acc;
+                  double acc = 0;
+                  for (int e = 0; e < 9; ++e) acc += double(row[e]) * D[e];
+                  dx[c] = T(acc);
                 }
                 for (int r = 0; r < 3; ++r) g[r] += M[3 * r] * dx[0] + M[3 * r + 1] * dx[1] + M[3 * r + 2] * dx[2];
               }

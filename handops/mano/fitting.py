@@ -15,6 +15,10 @@ from handops.mano.layer import ManoLayer
 
 __all__ = ["FitResult", "fit_keypoints2d", "calibrate_shape", "project"]
 
+# LM: the first damping, relative to diag(H), and the distance (pixels) below which IRLS stops growing a weight.
+LM_INITIAL_DAMPING = 0.1
+LM_DISTANCE_FLOOR = 1e-3
+
 
 @dataclass
 class FitResult:
@@ -59,21 +63,11 @@ def _initial_translation(layer, betas, global_orient, hand_pose, keypoints2d, ca
         return torch.stack([x, y, depth], -1) - centre3
 
 
-def fit_keypoints2d(layer: ManoLayer, keypoints2d: torch.Tensor, camera_K: torch.Tensor, betas: torch.Tensor,
-                    init: dict | None = None, weights: torch.Tensor | None = None, solver: str = "adam",
-                    iterations: tuple[int, int] = (200, 60), learning_rates: tuple[float, float] = (1e-2, 1e-3),
-                    progress: bool = False) -> FitResult:
-    """Thesis Eq. 6.4 for a batch of images: stage 1 moves the root translation only, stage 2 pose
-    and translation together (Adam; the thesis schedule is 200 steps at 1e-2 then 60 at 1e-3).
-
-    Args:
-        layer: a :class:`ManoLayer`; keypoints2d [B, 21, 2] pixels (x, y) in OpenPose order;
-        camera_K [B, 3, 3]; betas [B, S] (fixed); init: dict with any of global_orient [B, 3],
-        hand_pose [B, 45] (a network's prediction; default the layer's mean pose) and transl [B, 3]
-        (default from the keypoints' spread); weights [B, 21] per-keypoint confidence or visibility.
-    """
-    if solver != "adam":
-        raise ValueError(f"solver must be 'adam' (the thesis schedule), got {solver!r}")
+def _check_fit_inputs(layer, keypoints2d, camera_K, betas, init, weights, solver):
+    if not isinstance(layer, ManoLayer):
+        raise TypeError(f"layer must be a handops.ManoLayer, got {type(layer).__name__}")
+    if solver not in ("adam", "lm"):
+        raise ValueError(f"solver must be 'adam' (the thesis schedule) or 'lm' (Levenberg-Marquardt), got {solver!r}")
     if keypoints2d.dim() != 3 or keypoints2d.shape[1:] != (21, 2):
         raise ValueError(f"keypoints2d must be [B, 21, 2] pixels, got {list(keypoints2d.shape)}")
     batch = keypoints2d.shape[0]
@@ -85,14 +79,41 @@ def fit_keypoints2d(layer: ManoLayer, keypoints2d: torch.Tensor, camera_K: torch
     unknown = set(init) - {"global_orient", "hand_pose", "transl"}
     if unknown:
         raise ValueError(f"init may hold global_orient, hand_pose and transl, got {sorted(unknown)}")
+    for name, size in (("global_orient", 3), ("hand_pose", 45), ("transl", 3)):
+        if name in init and init[name].shape != (batch, size):
+            raise ValueError(f"init[{name!r}] must be [B, {size}] = [{batch}, {size}], got {list(init[name].shape)}")
     weights = keypoints2d.new_ones(batch, 21) if weights is None else weights.to(keypoints2d)
     if weights.shape != (batch, 21) or bool((weights < 0).any()):
         raise ValueError(f"weights must be [B, 21] non-negative, got {list(weights.shape)}")
-    for name, t in (("keypoints2d", keypoints2d), ("camera_K", camera_K), ("betas", betas), ("weights", weights)):
+    for name, t in (("keypoints2d", keypoints2d), ("camera_K", camera_K), ("betas", betas), ("weights", weights),
+                    *((f"init[{k!r}]", v) for k, v in init.items())):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} holds NaN or Inf entries")
+    return init, weights
 
-    dtype = keypoints2d.dtype
+
+def fit_keypoints2d(layer: ManoLayer, keypoints2d: torch.Tensor, camera_K: torch.Tensor, betas: torch.Tensor,
+                    init: dict | None = None, weights: torch.Tensor | None = None, solver: str = "adam",
+                    iterations: tuple[int, int] | None = None, learning_rates: tuple[float, float] = (1e-2, 1e-3),
+                    progress: bool = False) -> FitResult:
+    """Thesis Eq. 6.4 for a batch of images: minimise ``sum_k w_k |x_k - P(J_k(theta, beta) + r)|_2`` over the pose
+    theta and the root translation r, in two stages: the translation alone, then pose and translation.
+
+    Args:
+        layer: a :class:`ManoLayer`; keypoints2d [B, 21, 2] pixels (x, y) in OpenPose order;
+        camera_K [B, 3, 3]; betas [B, S] (fixed); init: dict with any of global_orient [B, 3],
+        hand_pose [B, 45] (a network's prediction; default the layer's mean pose) and transl [B, 3]
+        (default from the keypoints' spread); weights [B, 21] per-keypoint confidence or visibility.
+        solver: ``"adam"``: the thesis schedule, ``iterations`` Adam steps per stage (default (200, 60))
+        at ``learning_rates``. The translation stage leaves the joints fixed, so they are computed once
+        and only the projection is iterated (the same iterates, at a fraction of the cost).
+        ``"lm"``: Levenberg-Marquardt with the analytic Jacobian of ``handops::mano_keypoints_jacobian``
+        (``iterations`` per stage, default (2, 6)); the norms of Eq. 6.4 are handled by iteratively
+        reweighted least squares (weights w_k / |e_k|, a majoriser of the sum of norms), a step is kept only
+        when it lowers Eq. 6.4 itself, and the damping adapts per image.
+    """
+    init, weights = _check_fit_inputs(layer, keypoints2d, camera_K, betas, init, weights, solver)
+    batch, dtype = keypoints2d.shape[0], keypoints2d.dtype
     global_orient = init.get("global_orient", keypoints2d.new_zeros(batch, 3)).to(dtype).clone()
     hand_pose = init.get("hand_pose", keypoints2d.new_zeros(batch, 45)).to(dtype).clone()
     betas = betas.to(dtype)
@@ -100,26 +121,117 @@ def fit_keypoints2d(layer: ManoLayer, keypoints2d: torch.Tensor, camera_K: torch
     if transl is None:
         transl = _initial_translation(layer, betas, global_orient, hand_pose, keypoints2d, camera_K, weights)
     transl = transl.to(dtype).clone()
+    if solver == "lm":
+        global_orient, hand_pose, transl = _fit_lm(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_pose, transl,
+                                                   iterations or (2, 6), progress)
+    else:
+        _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_pose, transl, iterations or (200, 60),
+                  learning_rates, progress)
+    with torch.no_grad():
+        joints = layer(betas, global_orient, hand_pose.view(batch, 15, 3), transl, with_vertices=False).joints
+        _, mean_error = _reprojection(joints, torch.zeros_like(transl), keypoints2d, camera_K, weights)
+    return FitResult(global_orient, hand_pose, transl, joints, mean_error)
 
-    def energy():
-        joints = layer(betas, global_orient, hand_pose.view(batch, 15, 3), with_vertices=False).joints
-        return joints, _reprojection(joints, transl, keypoints2d, camera_K, weights)
 
-    stages = [([transl], iterations[0], learning_rates[0]), ([global_orient, hand_pose, transl], iterations[1], learning_rates[1])]
-    for params, steps, lr in stages:
+def _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_pose, transl, iterations, learning_rates, progress):
+    """The thesis schedule, updating the three tensors in place."""
+    batch = keypoints2d.shape[0]
+
+    def joints_of():
+        return layer(betas, global_orient, hand_pose.view(batch, 15, 3), with_vertices=False).joints
+
+    with torch.no_grad():
+        fixed_joints = joints_of()  # stage 1 moves the translation only
+    stages = [([transl], iterations[0], learning_rates[0], lambda: fixed_joints),
+              ([global_orient, hand_pose, transl], iterations[1], learning_rates[1], joints_of)]
+    for params, steps, lr, joints in stages:
         for p in params:
             p.requires_grad_(True)
         optimiser = torch.optim.Adam(params, lr=lr)
-        for _ in tqdm(range(steps), desc="fit_keypoints2d", disable=not progress, leave=False):
+        for _ in tqdm(range(steps), desc="fit_keypoints2d (adam)", disable=not progress, leave=False):
             optimiser.zero_grad(set_to_none=True)
-            _, (total, _) = energy()
+            total, _ = _reprojection(joints(), transl, keypoints2d, camera_K, weights)
             total.sum().backward()  # images are independent: the sum's gradient is each image's own
             optimiser.step()
         for p in params:
             p.requires_grad_(False)
+
+
+def _projection_jacobian(points, camera_K):
+    """Pixels [B, N, 2] of points [B, N, 3] and d pixel / d point [B, N, 2, 3]: with q = K X,
+    u_i = q_i / q_2, so du_i/dX = (K_i - u_i K_2) / q_2. Points at or behind the camera give z <= 0."""
+    q = points @ camera_K.transpose(1, 2)
+    z = q[..., 2:]
+    pixels = q[..., :2] / z.clamp_min(1e-6)
+    rows = camera_K[:, None, :2, :] - pixels[..., None] * camera_K[:, None, 2:, :]  # [B, N, 2, 3]
+    return pixels, rows / z[..., None].clamp_min(1e-6), z[..., 0]
+
+
+def _fit_lm(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_pose, transl, iterations, progress):
+    """Levenberg-Marquardt on Eq. 6.4 (see ``fit_keypoints2d``); returns (global_orient, hand_pose, transl).
+
+    Per image and iteration, with residuals e_k = P(X_k) - x_k, Jacobian rows G_k = dP/dX dX/dp and IRLS
+    weights c_k = w_k / max(|e_k|, 1e-3 px): solve (H + lam D) d = -g with H = sum_k c_k G_k^T G_k,
+    g = sum_k c_k G_k^T e_k and D = diag(H) (floored); keep p + d if Eq. 6.4 decreases (lam / 3), else
+    keep p (lam * 4). The parameters are the translation alone (stage 1), then the 48 pose values of the
+    op (root first, the layer's mean pose included) and the translation (stage 2).
+    """
+    from handops.ops.mano_skinning import mano_keypoints_jacobian, mano_skinning
+
+    batch, dtype = keypoints2d.shape[0], keypoints2d.dtype
+    model, ids = layer.fingertips, layer.fingertip_keypoint_ids
     with torch.no_grad():
-        joints, (_, mean_error) = energy()
-    return FitResult(global_orient, hand_pose, transl, joints + transl[:, None], mean_error)
+        mean = layer.pose_mean.to(hand_pose).view(1, 15, 3) if not layer.flat_hand_mean else 0
+        pose = torch.cat([global_orient[:, None], hand_pose.view(batch, 15, 3) + mean], 1)
+        lam = keypoints2d.new_full((batch,), LM_INITIAL_DAMPING)
+        nu = keypoints2d.new_full((batch,), 2.0)
+
+        def energy_of(points):  # Eq. 6.4 per image, inf for a keypoint at or behind the camera
+            pixels = project(points, camera_K)
+            energy = (weights * (pixels - keypoints2d).norm(dim=-1)).sum(-1)
+            return torch.where(((points @ camera_K[:, 2:].transpose(1, 2))[..., 0] > 1e-4).all(-1), energy,
+                               torch.full_like(energy, float("inf")))
+
+        def linearise(pose_, transl_, full):
+            """Energy, residuals [B, 42], IRLS weights [B, 42] and Jacobian rows [B, 42, 3 or 51] at (pose, transl)."""
+            if full:
+                points, jacobian = mano_keypoints_jacobian(model, betas, pose_, transl_, ids)
+            else:  # the translation's Jacobian is the identity
+                points = mano_skinning(model, betas, pose_, transl_, ids)[1]
+            pixels, dpix, _ = _projection_jacobian(points, camera_K)
+            residual = pixels - keypoints2d
+            distance = residual.norm(dim=-1)
+            rows = torch.cat([dpix @ jacobian, dpix], -1) if full else dpix  # [B, 21, 2, 51 or 3]
+            c = (weights / distance.clamp_min(LM_DISTANCE_FLOOR)).repeat_interleave(2, dim=1)
+            return energy_of(points), residual.reshape(batch, 42), c, rows.reshape(batch, 42, -1)
+
+        for stage, steps in enumerate(iterations):
+            for _ in tqdm(range(steps), desc=f"fit_keypoints2d (lm, stage {stage + 1})", disable=not progress, leave=False):
+                energy, residual, c, rows = linearise(pose, transl, full=stage == 1)
+                weighted = c[..., None] * rows
+                hessian = rows.transpose(1, 2) @ weighted
+                gradient = (weighted * residual[..., None]).sum(1)
+                diagonal = hessian.diagonal(dim1=1, dim2=2)
+                damping = diagonal.clamp_min(1e-6 * diagonal.amax(-1, keepdim=True).clamp_min(1e-30))
+                factor, info = torch.linalg.cholesky_ex(hessian + torch.diag_embed(lam[:, None] * damping))
+                step = -torch.cholesky_solve(gradient[..., None], factor)[..., 0]
+                step = torch.where((info == 0)[:, None], step, torch.zeros_like(step))
+                # Decrease of the IRLS quadratic model (its value at 0 is Eq. 6.4 itself): -(g.d + d.H.d / 2).
+                predicted = -(gradient * step).sum(-1) - 0.5 * ((rows @ step[..., None])[..., 0].square() * c).sum(-1)
+                if stage == 0:
+                    candidate_pose, candidate_transl = pose, transl + step
+                else:
+                    candidate_pose, candidate_transl = pose + step[:, :48].view(batch, 16, 3), transl + step[:, 48:]
+                points = mano_skinning(model, betas, candidate_pose, candidate_transl, ids)[1]
+                gain = (energy - energy_of(points)) / predicted.clamp_min(1e-30)
+                better = gain > 0
+                # Nielsen's damping update: shrink by up to 3 on a good step, grow by 2, 4, 8, ... on failures.
+                lam = torch.where(better, lam * torch.clamp(1 - (2 * gain - 1) ** 3, min=1 / 3), lam * nu).clamp(1e-9, 1e9)
+                nu = torch.where(better, torch.full_like(nu, 2.0), 2 * nu)
+                pose = torch.where(better[:, None, None], candidate_pose, pose)
+                transl = torch.where(better[:, None], candidate_transl, transl)
+        hand = pose[:, 1:] - mean
+    return pose[:, 0].clone(), hand.reshape(batch, 45).to(dtype), transl
 
 
 def calibrate_shape(layer: ManoLayer, betas: torch.Tensor, poses: torch.Tensor, confidences: torch.Tensor | None = None,

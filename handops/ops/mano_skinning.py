@@ -9,8 +9,7 @@ comes from autograd through that reference).
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +36,7 @@ class SkinningModel:
     J_shapedirs: torch.Tensor
     weights: torch.Tensor
     parents: tuple[int, ...]
+    _casts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_mano(cls, model: ManoModel, vertex_ids: torch.Tensor | None = None) -> SkinningModel:
@@ -54,10 +54,14 @@ class SkinningModel:
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.v_template, self.shapedirs, self.posedirs, self.J_template, self.J_shapedirs, self.weights)
 
-    @functools.lru_cache(maxsize=8)  # noqa: B019 - the model is immutable and small in number
     def to(self, dtype: torch.dtype, device: torch.device | str) -> SkinningModel:
-        """A cached copy in ``dtype`` on ``device``: layers call this every forward."""
-        return SkinningModel(*(t.to(dtype=dtype, device=device) for t in self.tensors()), self.parents)
+        """A copy in ``dtype`` on ``device``, cached: layers call this every forward."""
+        if self.v_template.dtype == dtype and self.v_template.device == torch.device(device):
+            return self
+        key = (dtype, str(device))
+        if key not in self._casts:
+            self._casts[key] = SkinningModel(*(t.to(dtype=dtype, device=device) for t in self.tensors()), self.parents)
+        return self._casts[key]
 
 
 def _check_pose(betas, pose, transl, model, name):

@@ -104,11 +104,12 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
     flat = faces.reshape(-1)
     tri_z = z.index_select(1, flat).view(batch, n_faces, 3)
     keep = (tri_z > near).all(-1)
-    if cull_backfaces:
-        tri = v.index_select(1, flat).view(batch, n_faces, 3, 3)
-        normal = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-        keep &= (normal * tri[:, :, 0]).sum(-1) < 0
     tri_uv = uv.index_select(1, flat).view(batch, n_faces, 3, 2)
+    if cull_backfaces:
+        # with every vertex in front of the camera, a face is front-facing (outward normal towards the
+        # camera) exactly when its projected winding is clockwise on the screen (y pointing down)
+        d1, d2 = tri_uv[:, :, 1] - tri_uv[:, :, 0], tri_uv[:, :, 2] - tri_uv[:, :, 0]
+        keep &= d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0] < 0
     lo = torch.ceil(tri_uv.amin(2))
     hi = torch.floor(tri_uv.amax(2))
     keep &= (hi[..., 0] >= 0) & (hi[..., 1] >= 0) & (lo[..., 0] <= width - 1) & (lo[..., 1] <= height - 1)
@@ -150,15 +151,15 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
     face_buf = torch.full((n_pix,), -1, dtype=torch.long, device=dev)
     bary_buf = torch.zeros(n_pix, 3, device=dev)
     if len(fg):
-        k = key[fg]
+        k = key.index_select(0, fg)
         g = k & 0xFFFFFFFF
         depth[fg] = (k >> 32).to(torch.int32).view(torch.float32)
-        face_buf[fg] = f_idx[g]
+        face_buf[fg] = f_idx.index_select(0, g)
         px = (fg % width).float()
         py = torch.div(fg, width, rounding_mode="floor").remainder(height).float()
-        pl = planes[g]  # [m, 4, 3]
+        pl = planes.index_select(0, g)[:, :3]  # [m, 3, 3]
         vals = pl[..., 0] * px[:, None] + pl[..., 1] * py[:, None] + pl[..., 2]
-        persp = vals[:, :3] * (1.0 / tz[g])  # lambda_k / z_k
+        persp = vals * (1.0 / tz.index_select(0, g))  # lambda_k / z_k
         bary_buf[fg] = persp / persp.sum(-1, keepdim=True)
     return Fragments(depth.view(batch, height, width), face_buf.view(batch, height, width),
                      bary_buf.view(batch, height, width, 3))
@@ -187,20 +188,20 @@ def _raster_group(ids, wx, wy, pl, lo, b, height, width, key) -> None:
     """Rasterises faces (global ids ``ids`` [n], planes ``pl`` [n, 4, 3], window corners ``lo`` [n, 2],
     images ``b`` [n]) on windows of ``wx`` x ``wy`` pixels, reducing their keys into ``key``."""
     dev = pl.device
-    x = lo[:, 0, None] + torch.arange(wx, device=dev)  # [n, wx]
-    y = lo[:, 1, None] + torch.arange(wy, device=dev)  # [n, wy]
-    xf, yf = x.float(), y.float()
+    # windows are shifted inside the image (the extra pixels fail the inside test), so no bounds test
+    x0 = lo[:, 0].clamp(max=max(width - wx, 0))
+    y0 = lo[:, 1].clamp(max=max(height - wy, 0))
+    x = x0[:, None] + torch.arange(min(wx, width), device=dev)  # [n, wx]
+    y = y0[:, None] + torch.arange(min(wy, height), device=dev)  # [n, wy]
     # plane values on the window: [n, 4, wy, wx]
-    row = pl[:, :, 0, None] * xf[:, None, :] + pl[:, :, 2, None]  # [n, 4, wx]
-    col = pl[:, :, 1, None] * yf[:, None, :]  # [n, 4, wy]
+    row = pl[:, :, 0, None] * x.float()[:, None, :] + pl[:, :, 2, None]  # [n, 4, wx]
+    col = pl[:, :, 1, None] * y.float()[:, None, :]  # [n, 4, wy]
     vals = row[:, :, None, :] + col[:, :, :, None]
-    inside = (vals[:, :3] >= 0).all(1)
-    inside &= (x < width)[:, None, :] & (y < height)[:, :, None]
-    zc = 1.0 / vals[:, 3]
-    inside &= zc > 0
+    inside = vals[:, :3].amin(1) >= 0
+    zc = 1.0 / vals[:, 3]  # positive inside the triangle (every vertex is in front of the camera)
     k = (zc.view(torch.int32).to(torch.int64) << 32) | ids[:, None, None]
     k = torch.where(inside, k, torch.iinfo(torch.int64).max)
-    pix = (b[:, None, None] * height + y.clamp(max=height - 1)[:, :, None]) * width + x.clamp(max=width - 1)[:, None, :]
+    pix = ((b * height)[:, None] + y)[:, :, None] * width + x[:, None, :]
     key.scatter_reduce_(0, pix.reshape(-1), k.reshape(-1), "amin")
 
 
@@ -229,12 +230,13 @@ def interpolate_at(attributes: torch.Tensor, faces: torch.Tensor, frags: Fragmen
     """``attributes`` [B, V, C] interpolated at the flat pixel indices ``pixels`` [m] (into B*H*W,
     all covered by a face): [m, C]."""
     batch, height, width = frags.face.shape
+    n_vert, channels = attributes.shape[1], attributes.shape[2]
     faces = faces.to(attributes.device, torch.long)
-    fid = frags.face.reshape(-1)[pixels]
+    fid = frags.face.reshape(-1).index_select(0, pixels)
     bidx = torch.div(pixels, height * width, rounding_mode="floor")
-    corner = faces[fid]  # [m, 3]
-    values = attributes[bidx[:, None], corner]  # [m, 3, C]
-    return (values * frags.bary.reshape(-1, 3)[pixels, :, None]).sum(1)
+    corner = faces.index_select(0, fid) + (bidx * n_vert)[:, None]  # [m, 3] rows of the flat attributes
+    values = attributes.reshape(-1, channels).index_select(0, corner.reshape(-1)).view(-1, 3, channels)
+    return (values * frags.bary.reshape(-1, 3).index_select(0, pixels)[:, :, None]).sum(1)
 
 
 def shade(normals: torch.Tensor, albedo: torch.Tensor, light_dir: torch.Tensor, ambient: torch.Tensor,

@@ -497,38 +497,41 @@ class SyntheticHands(torch.utils.data.Dataset):
         fg = frags.face.reshape(-1).ge(0).nonzero()[:, 0]
         hand_rgb = self._shade_hands(vt, frags, fg, is_left, skin, palm_skin, light, ambient, diffuse, specular, tint)
 
-        # ---- background and occluders (per sample, Pillow), compositing
+        # ---- per sample (Pillow): background, the hand pasted through its mask, occluders, lens blur
+        from PIL import Image, ImageFilter
+
+        hand_u8 = np.zeros((batch * S * S, 3), dtype=np.uint8)
+        hand_u8[fg.numpy()] = (hand_rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        hand_u8 = hand_u8.reshape(batch, S, S, 3)
+        hand_mask = (frags.mask.numpy().astype(np.uint8) * 255)
         occluded = U.take() < self.occlusion
         second = U.take() < 0.35
         bg_u = U.take(_BG_NUMBERS)
         occ_u = U.take(_OCC_NUMBERS * _OCCLUDERS)
+        blur = _lerp(U.take(), 0.0, 0.22)
         image = np.empty((batch, S, S, 3), dtype=np.uint8)
         occ_alpha = np.zeros((batch, S, S), dtype=np.uint8)
-        occ_rgb = {}
         for n in range(batch):
-            image[n] = self._background(_Row(bg_u[n]), skin[n])
+            canvas = self._background(_Row(bg_u[n]), skin[n])
+            canvas.paste(Image.fromarray(hand_u8[n]), (0, 0), Image.fromarray(hand_mask[n]))
             count = int(occluded[n]) * (1 + int(second[n]))
             if count:
-                occ_rgb[n], occ_alpha[n] = self._occluders(_Row(occ_u[n]), count, kp2d[n], bbox[n])
-        img = torch.from_numpy(image).float().div_(255.0)
-        img.view(-1, 3)[fg] = hand_rgb
-        if occ_rgb:
-            ids = sorted(occ_rgb)
-            a = torch.from_numpy(occ_alpha[ids]).float().div_(255.0)[..., None]
-            rgb = torch.from_numpy(np.stack([occ_rgb[n] for n in ids])).float().div_(255.0)
-            img[ids] = img[ids] * (1 - a) + rgb * a
+                rgb, occ_alpha[n] = self._occluders(_Row(occ_u[n]), count, kp2d[n], bbox[n])
+                canvas.paste(Image.fromarray(rgb), (0, 0), Image.fromarray(occ_alpha[n]))
+            w = float(blur[n])
+            taps = (w, 1 - 2 * w, w)
+            canvas = canvas.filter(ImageFilter.Kernel((3, 3), [a * b for a in taps for b in taps], scale=1))
+            image[n] = np.asarray(canvas)
 
-        # ---- camera effects
+        # ---- exposure and sensor noise (batched)
         exposure = torch.from_numpy(_lerp(U.take(), 0.8, 1.15)).float()
-        blur = torch.from_numpy(_lerp(U.take(), 0.0, 0.22)).float()
-        noise_sigma = torch.from_numpy(_lerp(U.take(), 0.0, 0.03)).float()
+        noise_sigma = torch.from_numpy(_lerp(U.take(), 0.0, 0.03) * 255).float()
         bank = np.minimum((U.take() * len(self._noise_bank)).astype(int), len(self._noise_bank) - 1)
         offs = (U.take(2) * (_NOISE_PAD + 1)).astype(int).clip(0, _NOISE_PAD)
-        img = render.blur3(img, blur) * exposure.view(-1, 1, 1, 1)
         noise = torch.stack([self._noise_bank[bank[n], offs[n, 1]:offs[n, 1] + S, offs[n, 0]:offs[n, 0] + S]
                              for n in range(batch)])
-        img = img + noise_sigma.view(-1, 1, 1, 1) * noise
-        image_u8 = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 3, 1, 2).contiguous().numpy()
+        img = torch.from_numpy(image).float() * exposure.view(-1, 1, 1, 1) + noise_sigma.view(-1, 1, 1, 1) * noise
+        image_u8 = (img.clamp_(0, 255) + 0.5).to(torch.uint8).permute(0, 3, 1, 2).contiguous().numpy()
 
         # ---- visibility
         px = np.floor(kp2d + 0.5).astype(np.int64)
@@ -554,13 +557,12 @@ class SyntheticHands(torch.utils.data.Dataset):
         faces = _hand(self.model_seed, True).faces
         normals = render.vertex_normals(verts, faces)
         palmar = torch.stack([torch.from_numpy(_hand(self.model_seed, not left).palmar) for left in is_left])
-        s, p = torch.from_numpy(skin).float(), torch.from_numpy(palm_skin).float()
-        albedo = s[:, None] + palmar[..., None] * (p - s)[:, None]  # [B, V, 3]
-        n_pix = render.interpolate_at(normals, faces, frags, fg)
-        a_pix = render.interpolate_at(albedo, faces, frags, fg)
+        values = render.interpolate_at(torch.cat([normals, palmar[..., None]], -1), faces, frags, fg)  # [m, 4]
         b = torch.div(fg, self.image_size ** 2, rounding_mode="floor")
-        f = lambda a: torch.from_numpy(np.asarray(a)).float()[b]  # noqa: E731
-        rgb = render.shade(n_pix, a_pix, f(light), f(ambient), f(diffuse), f(specular))
+        f = lambda a: torch.from_numpy(np.asarray(a)).float().index_select(0, b)  # noqa: E731
+        s, p = f(skin), f(palm_skin)
+        albedo = s + values[:, 3:] * (p - s)
+        rgb = render.shade(values[:, :3], albedo, f(light), f(ambient), f(diffuse), f(specular))
         return rgb * f(tint)
 
     def _textures(self) -> list:
@@ -615,8 +617,8 @@ class SyntheticHands(torch.utils.data.Dataset):
         jitter = list(0.35 * (2 * r.take(9) - 1))
         return render.polygon(kind, centre, half, np.pi * r.take(), jitter)
 
-    def _background(self, r: "_Row", skin: np.ndarray) -> np.ndarray:
-        """[S, S, 3] uint8 clutter: gradient, colour noise, sometimes a texture, 3..10 shapes, sometimes
+    def _background(self, r: "_Row", skin: np.ndarray):
+        """An S x S RGB Pillow image of clutter: gradient, colour noise, sometimes a texture, 3..10 shapes, sometimes
         out of focus."""
         from PIL import Image, ImageDraw, ImageFilter
 
@@ -661,7 +663,7 @@ class SyntheticHands(torch.utils.data.Dataset):
             canvas = canvas.filter(ImageFilter.GaussianBlur(_lerp(r.take(), 0.6, 2.0)))
         else:
             r.take()
-        return np.asarray(canvas)
+        return canvas
 
     def _occluders(self, r: "_Row", count: int, kp2d: np.ndarray, bbox: np.ndarray):
         """(rgb [S, S, 3] uint8, alpha [S, S] uint8) of ``count`` objects in front of the hand, each

@@ -14,7 +14,8 @@ random) and, for handops only, ``joints_only`` (with_vertices=False, the same gr
 
 Fitting (mode ``fit``): N synthetic images (keypoints of known poses, 1 px noise), the thesis
 schedule (200 Adam steps at 1e-2 on the translation, then 60 at 1e-3 on pose and translation):
-``handops.mano.fit_keypoints2d`` against the same two-stage loop written with smplx.
+``handops.mano.fit_keypoints2d`` against the same two-stage loop written with smplx, and
+``fit_keypoints2d(..., solver="lm")`` (provider ``handops_lm``: Levenberg-Marquardt, 2 + 6 iterations).
 
     python -m benchmarks.bench_mano [--batch-sizes 1 64 256 1024] [--quick] [--fit-images 1024] [--skip-fit]
 """
@@ -174,21 +175,27 @@ def _fit_measurements(args, models, model, shape: dict) -> tuple[list[harness.Me
                                                     iterations=steps).reprojection_error,
         "smplx": lambda n, steps: fit_smplx(theirs, model.fingertip_ids, keypoints[:n], K[:n], betas[:n],
                                             {k: v[:n] for k, v in init.items()}, steps)[3],
+        # Levenberg-Marquardt with the analytic Jacobian, its default iterations (None) or --lm-iterations.
+        "handops_lm": lambda n, steps: fit_keypoints2d(ours, keypoints[:n], K[:n], betas[:n], init={k: v[:n] for k, v in init.items()},
+                                                       solver="lm", iterations=steps).reprojection_error,
     }
+    schedules = {"handops": iterations, "smplx": iterations, "handops_lm": tuple(args.lm_iterations)}
     measurements, rows = [], []
-    for provider in tqdm([p for p in args.providers if p in fits], desc=f"{OP} fit", unit="fit"):
+    providers = [p for p in args.providers if p in fits] + (["handops_lm"] if "handops" in args.providers else [])
+    for provider in tqdm(providers, desc=f"{OP} fit", unit="fit"):
         fits[provider](2, (1, 1))  # warm-up: the fit is timed once, so keep first-call costs out of it
         began = time.perf_counter()
-        error_px = float(fits[provider](args.fit_images, iterations).mean())
+        error_px = float(fits[provider](args.fit_images, schedules[provider]).mean())
         seconds = time.perf_counter() - began
         rate = args.fit_images / seconds
-        steps = f"{iterations[0]}+{iterations[1]}"
-        fit_shape = {**shape, "fit_steps": steps, "images_per_s": f"{rate:.1f}", "reprojection_px": f"{error_px:.3f}"}
+        steps = "+".join(str(n) for n in schedules[provider])
+        method = "LM" if provider == "handops_lm" else "Adam"
+        fit_shape = {**shape, "fit_steps": f"{method} {steps}", "images_per_s": f"{rate:.1f}", "reprojection_px": f"{error_px:.3f}"}
         measurements.append(harness.Measurement(provider, "fit", args.fit_images, 1e3 * seconds, 1, fit_shape))
-        rows.append(f"| {provider} | {seconds:.2f} | {rate:.0f} | {error_px:.3f} |")
+        rows.append(f"| {provider} | {method} {steps} | {seconds:.2f} | {rate:.0f} | {error_px:.3f} |")
     header = (f"Fitting {args.fit_images} images, Adam {iterations[0]} steps (translation) + {iterations[1]} "
               f"(pose + translation); mean reprojection error at the start {start_px:.2f} px, keypoint noise 1 px\n\n"
-              "| provider | time (s) | images / s | mean reprojection error (px) |\n|---|---:|---:|---:|")
+              "| provider | solver, iterations per stage | time (s) | images / s | mean reprojection error (px) |\n|---|---|---:|---:|---:|")
     return measurements, header + "\n" + "\n".join(rows)
 
 
@@ -198,6 +205,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fit-images", type=int, default=1024, help="images fitted at once (default 1024)")
     parser.add_argument("--fit-iterations", type=int, nargs=2, default=[200, 60], metavar=("TRANSL", "POSE"),
                         help="Adam steps of the two stages (default 200 60, the thesis schedule)")
+    parser.add_argument("--lm-iterations", type=int, nargs=2, default=[2, 6], metavar=("TRANSL", "POSE"),
+                        help="Levenberg-Marquardt iterations of the two stages (default 2 6, the solver's default)")
     parser.add_argument("--skip-fit", action="store_true", help="time the layers only")
     return parser.parse_args(argv)
 

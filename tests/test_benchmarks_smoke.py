@@ -73,7 +73,7 @@ def test_edge_conv_providers_agree(heads):
 def test_mano_benchmark_smoke(tmp_path):
     pytest.importorskip("smplx")
     csv_path, png_path = tmp_path / "mano.csv", tmp_path / "mano.png"
-    tiny = ["--batch-sizes", "1", "3", "--quick", "--fit-images", "4", "--fit-iterations", "5", "2"]
+    tiny = ["--batch-sizes", "1", "3", "--quick", "--fit-images", "4", "--fit-iterations", "5", "2", "--lm-iterations", "2", "3"]
     table = bench_mano.run(tiny + ["--csv", str(csv_path), "--plot", str(png_path)])
 
     assert "handops (ms)" in table and "smplx (ms)" in table and "smplx / handops" in table
@@ -87,8 +87,11 @@ def test_mano_benchmark_smoke(tmp_path):
     }
     assert len(timed) == 2 * 5 and {r["B"] for r in timed} == {"1", "3"}
     fits = {r["provider"]: r for r in rows if r["mode"] == "fit"}
-    assert set(fits) == {"handops", "smplx"}
-    assert all(r["B"] == "4" and r["fit_steps"] == "5+2" and float(r["images_per_s"]) > 0 for r in fits.values())
+    assert set(fits) == {"handops", "smplx", "handops_lm"}
+    assert all(r["B"] == "4" and float(r["images_per_s"]) > 0 for r in fits.values())
+    assert fits["handops"]["fit_steps"] == fits["smplx"]["fit_steps"] == "Adam 5+2" and fits["handops_lm"]["fit_steps"] == "LM 2+3"
+    # Five Adam steps barely move the translation; Levenberg-Marquardt gets much closer in fewer iterations.
+    assert float(fits["handops_lm"]["reprojection_px"]) < float(fits["handops"]["reprojection_px"])
     # Same energy, same start, same schedule: both fits reach the same error.
     assert float(fits["handops"]["reprojection_px"]) == pytest.approx(float(fits["smplx"]["reprojection_px"]), rel=1e-2)
     assert all(float(r["median_ms"]) > 0 and int(r["repeats"]) >= 1 for r in rows)

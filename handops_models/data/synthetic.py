@@ -39,9 +39,11 @@ What a sample holds (the dictionary of :mod:`handops_models.data.sample`):
   covered by an occluder (coverage > 0.5) and not hidden by the hand itself: keypoint depth <=
   z-buffer depth at that pixel + ``margin``, where ``margin = self_occlusion_scale * r +
   self_occlusion_tolerance`` and ``r`` is the keypoint's local tube radius (the mean distance of its
-  joint ring of vertices to the joint, at the subject's shape; 0 for the fingertips, which are surface
-  vertices). Joints lie inside the fingers, about ``r`` behind the surface seen over them; a finger or
-  palm in front of the joint puts the surface much further ahead. Defaults 1.25 and 4 mm.
+  joint ring of vertices to the joint, at the subject's shape; for a fingertip, a vertex on the rounded
+  cap that a slanted view ray enters a little earlier, half the radius of the distal ring). Joints lie
+  inside the fingers, about ``r`` behind the surface seen over them; a finger or palm in front of the
+  joint puts the surface much further ahead. Defaults 1.25 and 4 mm. The depth is the z-buffer's at the
+  keypoint's pixel centre, so near a silhouette or a depth edge the answer is the one of that pixel.
 * **Left hands** — ``left_prob`` (default 0: every sample is a right hand, ``is_left`` False) draws
   the mirrored model (``synthetic_model(model_seed, is_right=False)``) for that share of samples.
 
@@ -81,6 +83,7 @@ _POSE_MODES = ("anatomical", "pca")
 _N_UNIFORM, _N_NORMAL = 768, 64
 _ARRAY_KEYS = ("image", "keypoints2d", "visibility", "keypoints3d", "vertices", "pose", "betas", "K", "subject",
                "bbox", "is_left")
+_DISTAL_OF_TIP = (15, 3, 6, 12, 9)  # MANO distal joint of each fingertip_ids entry (thumb, index, middle, ring, little)
 _NOISE_PAD = 32  # the noise bank is this much larger than the image; a sample picks a random window
 _BG_SHAPES = 10  # background shape slots
 _BG_NUMBERS = 420  # uniforms per sample for the background
@@ -154,7 +157,9 @@ class _Hand:
         self.palmar = np.clip(-vn[:, 1] * 1.4, 0.0, 1.0).astype(np.float32)
 
     def radii(self, betas: np.ndarray) -> np.ndarray:
-        """[N, 21] local tube radius per OpenPose keypoint (0 for the fingertips) for betas [N, 10]."""
+        """[N, 21] local tube radius per OpenPose keypoint for betas [N, 10]: the mean distance of a
+        joint's ring of vertices to the joint; for a fingertip (a vertex on the rounded cap) half the
+        radius of its finger's distal ring."""
         from handops._reference.mano import OPENPOSE_FROM_MANO
 
         v = self.v_template[None] + np.einsum("vcs,ns->nvc", self.shapedirs[:, :, : betas.shape[1]], betas)
@@ -162,6 +167,7 @@ class _Hand:
         r = np.zeros((len(betas), 21))
         for k in range(16):
             r[:, k] = np.linalg.norm(v[:, self.ring[k]] - j[:, k, None], axis=-1).mean(-1)
+        r = np.concatenate([r[:, :16], 0.5 * r[:, list(_DISTAL_OF_TIP)]], 1)
         return r[:, list(OPENPOSE_FROM_MANO)]
 
 

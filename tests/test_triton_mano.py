@@ -21,7 +21,7 @@ from mano_helpers import random_mano_model  # noqa: E402
 from triton_aot import compile_for_sm80_and_sm90  # noqa: E402
 
 import handops  # noqa: E402
-from handops._reference.mano import mano_forward_reference  # noqa: E402
+from handops._reference.mano import mano_forward_reference, mano_skinning_reference  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -149,6 +149,38 @@ def test_joint_basis_of_the_full_model_with_a_subset_of_vertices():
         _assert_close(g, e, 1e-12)
 
 
+@pytest.mark.parametrize("axis_angle, with_transl", [(True, True), (False, False)])
+def test_op_schema_glue(axis_angle, with_transl):
+    # handops::mano_skinning's registered schema: the joint basis of the full model with a subset of the
+    # vertices, axis-angle or matrix pose, transl, keypoints (joints, vertices, a repeated id).
+    model, betas, rotations = _sample(batch=3, num_vertices=40, num_betas=8, seed=20)
+    gen = torch.Generator().manual_seed(21)
+    pose = torch.randn(3, 16, 3, generator=gen, dtype=torch.float64) if axis_angle else rotations
+    if axis_angle:
+        pose[0, 2] = 0.0  # Rodrigues' series branch
+    transl = torch.randn(3, 3, generator=gen, dtype=torch.float64) if with_transl else None
+    keep = torch.tensor([5, 0, 33, 12, 39, 20, 7])
+    j_template = model.J_regressor @ model.v_template
+    j_shapedirs = torch.einsum("jv,vks->jks", model.J_regressor, model.shapedirs)
+    tensors = (model.v_template[keep], model.shapedirs[keep], model.posedirs[keep], j_template, j_shapedirs, model.weights[keep])
+    parents, ids = model.parents.tolist(), [0, 15, 16 + 3, 7, 16 + 6, 16 + 3]
+    got = tm.op_forward(betas, pose, transl, *tensors, parents, ids)
+    inputs = [betas.clone().requires_grad_(), pose.clone().requires_grad_(), (transl if with_transl else torch.zeros(3, 3,
+              dtype=torch.float64)).clone().requires_grad_()]
+    want = mano_skinning_reference(*inputs, *tensors, parents, ids)
+    assert [tuple(g.shape) for g in got] == [(3, 7, 3), (3, 6, 3), (3, 16, 3), (3, 16, 4, 4)]
+    for g, w in zip(got, want):
+        _assert_close(g, w.detach(), 1e-12)
+    grads = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in want]
+    grads[2] = None  # any output gradient may be missing
+    want_grads = torch.autograd.grad([w for w, g in zip(want, grads) if g is not None], inputs,
+                                     [g for g in grads if g is not None])
+    got_grads = tm.op_backward(*grads, betas, pose, *tensors, parents, ids)
+    for g, w in zip(got_grads, want_grads):
+        assert g.shape == w.shape
+        _assert_close(g, w, 1e-12)
+
+
 def test_identity_rotations_give_the_shaped_template():
     model, betas, _ = _sample(batch=2, num_vertices=30, num_betas=6, seed=7)
     eye = torch.eye(3, dtype=torch.float64).expand(2, 16, 3, 3).contiguous()
@@ -179,6 +211,12 @@ def test_empty_batch():
     assert vertices.shape == (0, 30, 3) and joints.shape == (0, 16, 3) and transforms.shape == (0, 16, 4, 4)
     grad_betas, grad_rotations = tm.mano_skinning_backward(vertices, joints, transforms, *args)
     assert grad_betas.shape == (0, 10) and grad_rotations.shape == (0, 16, 3, 3)
+    tensors = (*args[2:5], *tm._joint_basis(args[5], args[2], args[3]), args[6])
+    pose = torch.zeros(0, 16, 3, dtype=torch.float64)
+    outputs = tm.op_forward(betas, pose, torch.zeros(0, 3, dtype=torch.float64), *tensors, args[7], [0, 20])
+    assert [tuple(o.shape) for o in outputs] == [(0, 30, 3), (0, 2, 3), (0, 16, 3), (0, 16, 4, 4)]
+    grads = tm.op_backward(*outputs, betas, pose, *tensors, args[7], [0, 20])
+    assert [tuple(g.shape) for g in grads] == [(0, 10), (0, 16, 3), (0, 3)]
 
 
 def test_non_contiguous_inputs():
@@ -264,6 +302,13 @@ def test_bad_inputs_raise_clear_errors():
     grads = _output_grads(2, 20, torch.float64, 0)
     with pytest.raises(ValueError, match="grad_vertices"):
         tm.mano_skinning_backward(grads[0][:, :19], *grads[1:], *args)
+    tensors = (*args[2:5], *tm._joint_basis(args[5], args[2], args[3]), args[6])
+    with pytest.raises(ValueError, match="keypoint_ids"):
+        tm.op_forward(betas, rotations, None, *tensors, args[7], [0, 36])
+    with pytest.raises(ValueError, match="pose must be"):
+        tm.op_forward(betas, rotations[..., 0, :2], None, *tensors, args[7], [0])
+    with pytest.raises(ValueError, match="J_shapedirs"):
+        tm._forward(betas, rotations, *tensors[:4], tensors[4][..., :3], tensors[5], args[7])
 
 
 # ---------------------------------------------------------------------------------------------

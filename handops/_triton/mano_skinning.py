@@ -46,6 +46,11 @@ the chain first; nothing is saved):
       grad_betas = sum_blk gbeta_part + J_shapedirs[:, :, :S]^T gJ
   The bottom row of grad_transforms is ignored (that row is constant).
 
+``op_forward`` / ``op_backward`` have the registered op's current schema (handops::mano_skinning with
+pose as axis-angle [B, 16, 3] or matrices, transl, keypoint_ids, and the joint basis as inputs): torch
+glue around ``_forward`` / ``_backward`` for Rodrigues (and autograd through it for the axis-angle
+gradient), transl, and the keypoint gather (its gradient an ``index_add``).
+
 Launches: forward two matmuls (the joint basis) + ``_chain_forward_kernel`` + ``_skin_kernel``;
 backward two matmuls + the chain + ``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. ``_forward``
 and ``_backward`` take the joint basis (J_template, J_shapedirs) instead of J_regressor and skip the
@@ -67,7 +72,7 @@ import triton.language as tl
 
 from handops._triton.tree_marginals import _constexpr_names, kernel_signature
 
-__all__ = ["mano_skinning_forward", "mano_skinning_backward", "compile_specs", "KERNELS"]
+__all__ = ["mano_skinning_forward", "mano_skinning_backward", "op_forward", "op_backward", "compile_specs", "KERNELS"]
 
 NUM_JOINTS = 16
 NUM_POSE = 135  # (16 - 1) * 9 pose features
@@ -310,17 +315,6 @@ def _skin_adjoint_kernel(
 
 
 @triton.jit
-def _sum_blocks(ptr, block_stride, NB, ok):
-    """sum over blk < NB of ptr[blk * block_stride] ([BLOCK_B] pointers). Stepping the pointers keeps
-    the offsets 64-bit without widening the loop counter."""
-    acc = tl.load(ptr, mask=ok, other=0.0)
-    for _ in range(1, NB):
-        ptr += block_stride
-        acc += tl.load(ptr, mask=ok, other=0.0)
-    return acc
-
-
-@triton.jit
 def _chain_backward_kernel(
     betas_ptr, rot_ptr, jt_ptr, js_ptr, parent_tab, tf_ptr, gj_ptr, gt_ptr, ga_part_ptr, gf_part_ptr, gb_part_ptr,
     acc_ptr, gbeta_ptr, grot_ptr,
@@ -350,6 +344,15 @@ def _chain_backward_kernel(
             g += tl.load(part, mask=upper, other=0.0)
             part += B * 192
         tl.store(acc_ptr + hand[:, None] * 256 + k * 16 + e[None, :], g, mask=ok2)
+        if k > 0:
+            # dL/df of joint k (features 9 (k - 1) .. 9 k - 1), summed over the vertex blocks.
+            feature = ok2 & (e < 9)[None, :]
+            part = gf_part_ptr + hand[:, None] * 135 + (k - 1) * 9 + e[None, :]
+            gf = tl.load(part, mask=feature, other=0.0)
+            for _ in range(1, NB):
+                part += B * 135
+                gf += tl.load(part, mask=feature, other=0.0)
+            tl.store(grot_ptr + hand[:, None] * 144 + k * 9 + e[None, :], gf, mask=feature)
     tl.debug_barrier()
     # dL/dbetas: the vertex blocks' shape-blend part, then J_shapedirs^T dL/dJ joint by joint.
     gb = tl.zeros([BLOCK_B, BLOCK_S], dtype=betas.dtype)
@@ -408,54 +411,61 @@ def _chain_backward_kernel(
             rk = rot + k * 9
             tp = tf + p * 16
             ap = acc + p * 16
-            gf = gf_part_ptr + hand * 135 + (k - 1) * 9
+            q00 = tl.load(rk + 0, mask=ok, other=0.0)
+            q01 = tl.load(rk + 1, mask=ok, other=0.0)
+            q02 = tl.load(rk + 2, mask=ok, other=0.0)
+            q10 = tl.load(rk + 3, mask=ok, other=0.0)
+            q11 = tl.load(rk + 4, mask=ok, other=0.0)
+            q12 = tl.load(rk + 5, mask=ok, other=0.0)
+            q20 = tl.load(rk + 6, mask=ok, other=0.0)
+            q21 = tl.load(rk + 7, mask=ok, other=0.0)
+            q22 = tl.load(rk + 8, mask=ok, other=0.0)
+            p00 = tl.load(tp + 0, mask=ok, other=0.0)
+            p01 = tl.load(tp + 1, mask=ok, other=0.0)
+            p02 = tl.load(tp + 2, mask=ok, other=0.0)
+            p10 = tl.load(tp + 4, mask=ok, other=0.0)
+            p11 = tl.load(tp + 5, mask=ok, other=0.0)
+            p12 = tl.load(tp + 6, mask=ok, other=0.0)
+            p20 = tl.load(tp + 8, mask=ok, other=0.0)
+            p21 = tl.load(tp + 9, mask=ok, other=0.0)
+            p22 = tl.load(tp + 10, mask=ok, other=0.0)
+            # t_k = R'_p J_k + a_p: dJ_k += R'_p^T gt_k (and below dR'_p += gt_k J_k^T, da_p += gt_k).
+            gj0 += p00 * gt0 + p10 * gt1 + p20 * gt2
+            gj1 += p01 * gt0 + p11 * gt1 + p21 * gt2
+            gj2 += p02 * gt0 + p12 * gt1 + p22 * gt2
+            # The parent: dR'_p[r, j] += gt_k[r] J_k[j] + sum_l dR'_k[r, l] R_k[j, l]  (R'_k = R'_p R_k).
             for r in tl.static_range(3):
-                # Row r of R'_p.
-                p0 = tl.load(tp + 4 * r + 0, mask=ok, other=0.0)
-                p1 = tl.load(tp + 4 * r + 1, mask=ok, other=0.0)
-                p2 = tl.load(tp + 4 * r + 2, mask=ok, other=0.0)
                 if r == 0:
                     gtr = gt0
-                elif r == 1:
-                    gtr = gt1
-                else:
-                    gtr = gt2
-                # t_k = R'_p J_k + a_p: dJ_k += R'_p^T gt_k, dR'_p[r, :] += gt_k[r] J_k^T, da_p[r] += gt_k[r].
-                gj0 += p0 * gtr
-                gj1 += p1 * gtr
-                gj2 += p2 * gtr
-                # R'_k = R'_p R_k: dR'_p[r, :] += dR'_k[r, :] R_k^T; grad R_k[:, j] = R'_p^T dR'_k[:, j]
-                # (this row r of R'_p contributes p_r[i] dR'_k[r, j] to grad R_k[i, j]).
-                if r == 0:
                     h0 = g00
                     h1 = g01
                     h2 = g02
                 elif r == 1:
+                    gtr = gt1
                     h0 = g10
                     h1 = g11
                     h2 = g12
                 else:
+                    gtr = gt2
                     h0 = g20
                     h1 = g21
                     h2 = g22
-                tl.store(ap + 4 * r + 3, tl.load(ap + 4 * r + 3, mask=ok, other=0.0) + gtr, mask=ok)
-                tl.store(ap + 4 * r + 0, tl.load(ap + 4 * r + 0, mask=ok, other=0.0) + gtr * j0
-                         + h0 * tl.load(rk + 0, mask=ok, other=0.0) + h1 * tl.load(rk + 1, mask=ok, other=0.0)
-                         + h2 * tl.load(rk + 2, mask=ok, other=0.0), mask=ok)
-                tl.store(ap + 4 * r + 1, tl.load(ap + 4 * r + 1, mask=ok, other=0.0) + gtr * j1
-                         + h0 * tl.load(rk + 3, mask=ok, other=0.0) + h1 * tl.load(rk + 4, mask=ok, other=0.0)
-                         + h2 * tl.load(rk + 5, mask=ok, other=0.0), mask=ok)
-                tl.store(ap + 4 * r + 2, tl.load(ap + 4 * r + 2, mask=ok, other=0.0) + gtr * j2
-                         + h0 * tl.load(rk + 6, mask=ok, other=0.0) + h1 * tl.load(rk + 7, mask=ok, other=0.0)
-                         + h2 * tl.load(rk + 8, mask=ok, other=0.0), mask=ok)
-                # grad R_k[r, j] = sum_i R'_p[i, r] dR'_k[i, j]: column r of R'_p.
-                c0 = tl.load(tp + 0 + r, mask=ok, other=0.0)
-                c1 = tl.load(tp + 4 + r, mask=ok, other=0.0)
-                c2 = tl.load(tp + 8 + r, mask=ok, other=0.0)
-                out = grot + k * 9 + 3 * r
-                tl.store(out + 0, c0 * g00 + c1 * g10 + c2 * g20 + _sum_blocks(gf + 3 * r + 0, B * 135, NB, ok), mask=ok)
-                tl.store(out + 1, c0 * g01 + c1 * g11 + c2 * g21 + _sum_blocks(gf + 3 * r + 1, B * 135, NB, ok), mask=ok)
-                tl.store(out + 2, c0 * g02 + c1 * g12 + c2 * g22 + _sum_blocks(gf + 3 * r + 2, B * 135, NB, ok), mask=ok)
+                row = ap + 4 * r
+                tl.store(row + 0, tl.load(row + 0, mask=ok, other=0.0) + gtr * j0 + h0 * q00 + h1 * q01 + h2 * q02, mask=ok)
+                tl.store(row + 1, tl.load(row + 1, mask=ok, other=0.0) + gtr * j1 + h0 * q10 + h1 * q11 + h2 * q12, mask=ok)
+                tl.store(row + 2, tl.load(row + 2, mask=ok, other=0.0) + gtr * j2 + h0 * q20 + h1 * q21 + h2 * q22, mask=ok)
+                tl.store(row + 3, tl.load(row + 3, mask=ok, other=0.0) + gtr, mask=ok)
+            # grad R_k = R'_p^T dR'_k, added to the pose-feature gradient phase 1 left in grad_rotations.
+            out = grot + k * 9
+            tl.store(out + 0, tl.load(out + 0, mask=ok, other=0.0) + p00 * g00 + p10 * g10 + p20 * g20, mask=ok)
+            tl.store(out + 1, tl.load(out + 1, mask=ok, other=0.0) + p00 * g01 + p10 * g11 + p20 * g21, mask=ok)
+            tl.store(out + 2, tl.load(out + 2, mask=ok, other=0.0) + p00 * g02 + p10 * g12 + p20 * g22, mask=ok)
+            tl.store(out + 3, tl.load(out + 3, mask=ok, other=0.0) + p01 * g00 + p11 * g10 + p21 * g20, mask=ok)
+            tl.store(out + 4, tl.load(out + 4, mask=ok, other=0.0) + p01 * g01 + p11 * g11 + p21 * g21, mask=ok)
+            tl.store(out + 5, tl.load(out + 5, mask=ok, other=0.0) + p01 * g02 + p11 * g12 + p21 * g22, mask=ok)
+            tl.store(out + 6, tl.load(out + 6, mask=ok, other=0.0) + p02 * g00 + p12 * g10 + p22 * g20, mask=ok)
+            tl.store(out + 7, tl.load(out + 7, mask=ok, other=0.0) + p02 * g01 + p12 * g11 + p22 * g21, mask=ok)
+            tl.store(out + 8, tl.load(out + 8, mask=ok, other=0.0) + p02 * g02 + p12 * g12 + p22 * g22, mask=ok)
         # J_k = J_template[k] + J_shapedirs[k] betas.
         js0 = tl.load(js_ptr + (3 * k + 0) * JS_full + s, mask=s_ok, other=0.0)
         js1 = tl.load(js_ptr + (3 * k + 1) * JS_full + s, mask=s_ok, other=0.0)
@@ -682,6 +692,86 @@ def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, r
     _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "J_regressor": J_regressor})
     return _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs, posedirs,
                      *_joint_basis(J_regressor, v_template, shapedirs), weights, parents)
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered op's schema (pose as axis-angle or matrices, transl, keypoints)
+# ---------------------------------------------------------------------------------------------
+
+
+def _rotations(pose: torch.Tensor) -> torch.Tensor:
+    # Rodrigues with the reference's series near zero (torch ops on [B, 16, 3]: tiny next to the skinning).
+    from handops._reference.mano import axis_angle_to_matrix
+
+    return axis_angle_to_matrix(pose) if pose.dim() == 3 else pose
+
+
+def _keypoint_index(keypoint_ids, num_vertices: int, device) -> torch.Tensor:
+    ids = [int(i) for i in keypoint_ids]
+    for i in ids:
+        if not 0 <= i < 16 + num_vertices:
+            raise ValueError(f"mano_skinning: keypoint_ids must be joints (0-15) or 16 + a vertex id < {16 + num_vertices}, got {i}")
+    return torch.tensor(ids, dtype=torch.int64, device=device)
+
+
+def _check_pose(betas, pose, transl):
+    if not isinstance(pose, torch.Tensor) or pose.dim() not in (3, 4):
+        raise ValueError("mano_skinning: pose must be [B, 16, 3] axis-angle or [B, 16, 3, 3] matrices")
+    batch = betas.shape[0] if betas.dim() == 2 else -1
+    if tuple(pose.shape) not in ((batch, 16, 3), (batch, 16, 3, 3)):
+        raise ValueError(f"mano_skinning: pose must be [B, 16, 3] axis-angle or [B, 16, 3, 3] matrices with B = {batch}, "
+                         f"got {list(pose.shape)}")
+    if transl is not None and (not isinstance(transl, torch.Tensor) or tuple(transl.shape) != (batch, 3)):
+        raise ValueError(f"mano_skinning: transl must be [B, 3] with B = {batch}, got {list(getattr(transl, 'shape', []))}")
+    for name, t in (("pose", pose), ("transl", transl)):
+        if t is not None and t.dtype != betas.dtype:
+            raise TypeError(f"mano_skinning: every tensor must have the dtype of betas ({betas.dtype}), {name} is {t.dtype}")
+
+
+def op_forward(betas, pose, transl, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights, parents, keypoint_ids):
+    """``handops::mano_skinning`` as registered: (vertices [B, V, 3], keypoints [B, n, 3], joints [B, 16, 3],
+    transforms [B, 16, 4, 4]), transl added to all four (the translation column of A_k), equal to
+    ``mano_skinning_reference``. pose [B, 16, 3] axis-angle or [B, 16, 3, 3]; keypoint id < 16 a joint,
+    else 16 + a vertex. Rodrigues, transl and the keypoint gather are torch ops around ``_forward``."""
+    _check_pose(betas, pose, transl)
+    index = _keypoint_index(keypoint_ids, v_template.shape[0], betas.device)
+    vertices, joints, transforms = _forward(betas, _rotations(pose), v_template, shapedirs, posedirs, J_template,
+                                            J_shapedirs, weights, parents)
+    if transl is not None:
+        vertices += transl[:, None]
+        joints += transl[:, None]
+        transforms[:, :, :3, 3] += transl[:, None]
+    keypoints = torch.cat([joints, vertices], 1).index_select(1, index) if len(index) else betas.new_empty(betas.shape[0], 0, 3)
+    return vertices, keypoints, joints, transforms
+
+
+def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, betas, pose, v_template, shapedirs, posedirs,
+                J_template, J_shapedirs, weights, parents, keypoint_ids):
+    """``handops::mano_skinning_backward`` as registered: (grad_betas [B, S], grad_pose (pose's shape),
+    grad_transl [B, 3]); any output gradient may be None. The keypoint gradients are added to the joints'
+    and vertices' (``index_add``), the axis-angle gradient is autograd through Rodrigues (torch, tiny)."""
+    _check_pose(betas, pose, None)
+    batch, num_vertices = betas.shape[0], v_template.shape[0]
+    index = _keypoint_index(keypoint_ids, num_vertices, betas.device)
+    grad_vertices = _grad_or_zeros(grad_vertices, (batch, num_vertices, 3), betas, "grad_vertices")
+    grad_joints = _grad_or_zeros(grad_joints, (batch, 16, 3), betas, "grad_joints")
+    grad_transforms = _grad_or_zeros(grad_transforms, (batch, 16, 4, 4), betas, "grad_transforms")
+    grad_transl = grad_vertices.sum(1) + grad_joints.sum(1) + grad_transforms[:, :, :3, 3].sum(1)
+    if grad_keypoints is not None and len(index):
+        grad_keypoints = _grad_or_zeros(grad_keypoints, (batch, len(index), 3), betas, "grad_keypoints")
+        grad_transl = grad_transl + grad_keypoints.sum(1)
+        points = torch.cat([grad_joints, grad_vertices], 1).index_add_(1, index, grad_keypoints)
+        grad_joints, grad_vertices = points[:, :16], points[:, 16:]
+    with torch.enable_grad():
+        pose_ = pose.detach().requires_grad_(pose.dim() == 3)
+        rotations = _rotations(pose_)
+        grad_betas, grad_rotations = _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations.detach(),
+                                               v_template, shapedirs, posedirs, J_template, J_shapedirs, weights, parents)
+        if pose.dim() == 3:
+            (grad_pose,) = torch.autograd.grad(rotations, pose_, grad_rotations) if batch else (torch.zeros_like(pose),)
+        else:
+            grad_pose = grad_rotations
+    return grad_betas, grad_pose, grad_transl
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ read back memory-mapped.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -191,6 +192,51 @@ def _source_hash() -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _torch_threads(threads: int | None):
+    """torch.set_num_threads(threads) inside the block (None: unchanged), restored afterwards."""
+    before = torch.get_num_threads()
+    if threads is not None and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@functools.lru_cache(maxsize=4)
+def _texture_bank(seed: int, image_size: int) -> tuple:
+    """RGB Pillow images of 2S x 2S pixels (48 at S = 128, fewer for large S): stripes, checkers, rings
+    and blotches in random colour pairs; background shapes and occluders fill themselves with random
+    crops of them. A function of (seed, S) only."""
+    from PIL import Image
+
+    S2 = 2 * image_size
+    count = int(np.clip(48 * (128 / image_size) ** 2, 8, 48))
+    rng = np.random.default_rng([seed, 23])
+    grid = render.pixel_grid(S2, S2)
+    bank = []
+    for k in range(count):
+        kind = k % 4
+        if kind in (0, 1):  # stripes / checker
+            t = render.stripes(grid, torch.tensor([rng.uniform(3, 16)]), torch.tensor([rng.uniform(0, np.pi)]),
+                               torch.tensor([rng.uniform(0, 6.3)]), torch.tensor([kind == 1]),
+                               torch.tensor([rng.uniform(1, 8)]))[0]
+        elif kind == 2:  # rings (wood, targets)
+            x, y = grid
+            r = torch.sqrt((x[0] - rng.uniform(0, S2)) ** 2 + (y[0] - rng.uniform(0, S2)) ** 2)
+            t = 0.5 + 0.5 * torch.sin(r * 2 * np.pi / rng.uniform(4, 14) + torch.sin(x[0] / 9.0))
+        else:  # blotches
+            cells = torch.from_numpy(rng.random((1, 1, 10, 10))).float()
+            t = torch.nn.functional.interpolate(cells, size=(S2, S2), mode="bicubic", align_corners=False)[0, 0]
+            t = ((t - 0.5) * rng.uniform(1.5, 4) + 0.5).clamp(0, 1)
+        c0, c1 = _colour(rng.random((1, 3)), rng.random(1))[0], _colour(rng.random((1, 3)), rng.random(1))[0]
+        rgb = torch.from_numpy(c0).float() + t[..., None] * torch.from_numpy(c1 - c0).float()
+        bank.append(Image.fromarray((rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()))
+    return tuple(bank)
+
+
 class _Cursor:
     """Named consumption of a per-sample random matrix [B, n]: ``take(k)`` returns the next k columns."""
 
@@ -234,6 +280,9 @@ class SyntheticHands(torch.utils.data.Dataset):
         self_occlusion_scale, self_occlusion_tolerance: the visibility margin (see module docstring).
         shard_size: samples per cache shard.
         progress: show a tqdm bar while filling the cache.
+        threads: torch intra-op threads while generating (None: leave torch's setting). Generation
+            runs many small tensor ops, which one thread does best (a second thread mostly waits, and on
+            a busy machine badly); use DataLoader workers to generate on several cores.
 
     ``dataset[i]`` is a sample dict; ``dataset.__getitems__(indices)`` (used by DataLoader) generates
     a whole batch at once; ``dataset.generate(indices)`` returns the batch as numpy arrays.
@@ -243,7 +292,8 @@ class SyntheticHands(torch.utils.data.Dataset):
                  split: str = "train", occlusion: float = 0.3, cache_dir: str | os.PathLike | None = None,
                  split_fractions=(0.8, 0.1, 0.1), pose_mode: str = "anatomical", truncation: float = 0.1,
                  fill=(0.4, 0.8), left_prob: float = 0.0, model_seed: int = 0, self_occlusion_scale: float = 1.25,
-                 self_occlusion_tolerance: float = 0.004, shard_size: int = 1000, progress: bool = True):
+                 self_occlusion_tolerance: float = 0.004, shard_size: int = 1000, progress: bool = True,
+                 threads: int | None = 1):
         def check_int(name, value, low):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -285,6 +335,9 @@ class SyntheticHands(torch.utils.data.Dataset):
         self.split_fractions = tuple(float(f) for f in split_fractions)
         self.subjects = split_subjects(self.num_subjects, self.seed, self.split_fractions)[split]
         self.progress = bool(progress)
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+            raise ValueError(f"threads must be None or an int >= 1, got {threads!r}")
+        self.threads = threads
 
         # per-subject betas (a function of (seed, subject) only) and keypoint radii
         self.subject_betas = np.stack([
@@ -294,6 +347,8 @@ class SyntheticHands(torch.utils.data.Dataset):
         gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
         pad = self.image_size + _NOISE_PAD
         self._noise_bank = torch.randn(4, pad, pad, 3, generator=gen)
+        with _torch_threads(self.threads):  # built here, so that DataLoader workers inherit it
+            self._textures = _texture_bank(self.seed, self.image_size)
 
         self.cache_dir = None
         self._shards: dict[int, dict[str, np.ndarray]] = {}
@@ -415,6 +470,10 @@ class SyntheticHands(torch.utils.data.Dataset):
     def generate(self, indices) -> dict[str, np.ndarray]:
         """The samples ``indices`` as a batch of numpy arrays: image uint8 [B, 3, S, S], the other keys
         as in the sample convention (float32 / bool, subject int64)."""
+        with _torch_threads(self.threads):
+            return self._generate(indices)
+
+    def _generate(self, indices) -> dict[str, np.ndarray]:
         idx = [self._check_index(i) for i in indices]
         batch = len(idx)
         if batch == 0:
@@ -571,42 +630,10 @@ class SyntheticHands(torch.utils.data.Dataset):
         rgb = render.shade(values[:, :3], albedo, f(light), f(ambient), f(diffuse), f(specular))
         return rgb * f(tint)
 
-    def _textures(self) -> list:
-        """The texture bank (built on first use): RGB Pillow images of 2S x 2S pixels (48 at S = 128,
-        fewer for large S), stripes, checkers, rings and blotches in random colour pairs; shapes fill
-        themselves with random crops of them."""
-        if getattr(self, "_texture_bank", None) is None:
-            from PIL import Image
-
-            S2 = 2 * self.image_size
-            count = int(np.clip(48 * (128 / self.image_size) ** 2, 8, 48))
-            rng = np.random.default_rng([self.seed, 23])
-            grid = render.pixel_grid(S2, S2)
-            bank = []
-            for k in range(count):
-                kind = k % 4
-                if kind in (0, 1):  # stripes / checker
-                    t = render.stripes(grid, torch.tensor([rng.uniform(3, 16)]), torch.tensor([rng.uniform(0, np.pi)]),
-                                       torch.tensor([rng.uniform(0, 6.3)]), torch.tensor([kind == 1]),
-                                       torch.tensor([rng.uniform(1, 8)]))[0]
-                elif kind == 2:  # rings (wood, targets)
-                    x, y = grid
-                    r = torch.sqrt((x[0] - rng.uniform(0, S2)) ** 2 + (y[0] - rng.uniform(0, S2)) ** 2)
-                    t = 0.5 + 0.5 * torch.sin(r * 2 * np.pi / rng.uniform(4, 14) + torch.sin(x[0] / 9.0))
-                else:  # blotches
-                    cells = torch.from_numpy(rng.random((1, 1, 10, 10))).float()
-                    t = torch.nn.functional.interpolate(cells, size=(S2, S2), mode="bicubic", align_corners=False)[0, 0]
-                    t = ((t - 0.5) * rng.uniform(1.5, 4) + 0.5).clamp(0, 1)
-                c0, c1 = _colour(rng.random((1, 3)), rng.random(1))[0], _colour(rng.random((1, 3)), rng.random(1))[0]
-                rgb = torch.from_numpy(c0).float() + t[..., None] * torch.from_numpy(c1 - c0).float()
-                bank.append(Image.fromarray((rgb.clamp(0, 1) * 255).round().to(torch.uint8).numpy()))
-            self._texture_bank = bank
-        return self._texture_bank
-
     def _texture_crop(self, u: np.ndarray):
         """An S x S crop of a bank texture chosen by the three uniforms ``u`` (texture, x, y)."""
         S = self.image_size
-        bank = self._textures()
+        bank = self._textures
         tex = bank[min(int(u[0] * len(bank)), len(bank) - 1)]
         x0, y0 = int(u[1] * S), int(u[2] * S)
         return tex.crop((x0, y0, x0 + S, y0 + S))
@@ -775,7 +802,8 @@ def _to_sample(batch: dict[str, np.ndarray], n: int) -> dict:
     """Sample ``n`` of a numpy batch as the sample dict of ``handops_models.data.sample``."""
     t = lambda a: torch.from_numpy(np.array(a[n]))  # noqa: E731
     return {
-        "image": t(batch["image"]).float().div_(255.0),
+        # numpy (one thread): a torch op on a [3, S, S] tensor may go parallel, which only costs here
+        "image": torch.from_numpy(np.asarray(batch["image"][n], dtype=np.float32) / np.float32(255.0)),
         "keypoints2d": t(batch["keypoints2d"]),
         "visibility": t(batch["visibility"]),
         "keypoints3d": t(batch["keypoints3d"]),

@@ -108,8 +108,8 @@ def draw_keypoints(image, keypoints2d, visibility=None, scale: int = 1, radius: 
     tree = handops.hand_tree() if tree is None else tree
     colours = keypoint_colours() if k == 21 else [(255, 255, 0)] * k
     side = max(arr.shape[:2])
-    radius = max(1.5, side / 110) if radius is None else float(radius)
-    width = max(1, int(round(side / 180))) if width is None else int(width)
+    radius = max(1.5, side / 100) if radius is None else float(radius)
+    width = max(1, int(round(side / 120))) if width is None else int(width)
     canvas = Image.fromarray(arr)
     draw = ImageDraw.Draw(canvas)
     finite = np.isfinite(pts).all(1)

@@ -22,9 +22,11 @@ What a sample holds (the dictionary of :mod:`handops_models.data.sample`):
   angle moves a finger towards the thumb. ``pose_mode="pca"``: the mean pose plus N(0, 1)
   coefficients on the first eight (designed) pose components. The stored ``pose`` is the flat
   axis-angle (global orientation first), i.e. ``ManoLayer(..., use_pca=False, flat_hand_mean=True)``.
-* **Orientation and camera** — a uniformly random rotation (every view and every in-plane angle); a
+* **Orientation and camera** — with probability ``uniform_view`` (0.3) a uniformly random rotation,
+  otherwise the palm or the back of the hand faces the camera, tilted by |N(0, 35 deg)| (at most 80)
+  in a random direction; always followed by a uniformly random in-plane rotation. Then a
   pinhole camera with a random field of view (30..60 deg), principal point jittered by up to 2 % of
-  the image, and a distance chosen so that the hand's box spans ``fill`` (default 0.4..0.8) of the
+  the image, and a distance chosen so that the hand's box spans ``fill`` (default 0.45..0.85) of the
   image side (measured orthographically on the mesh; the perspective makes it a little larger), never nearer than 12 cm to the closest vertex; the hand centre lands near the image
   centre, or (probability ``truncation``) pushed towards a border so that part of it leaves the image.
 * **Appearance** — skin tones from very light to dark (palm side lighter), one directional light
@@ -276,6 +278,7 @@ class SyntheticHands(torch.utils.data.Dataset):
         truncation: probability in [0, 1] that the hand is pushed towards a border, partly outside.
         fill: (lo, hi) range of the hand's (mesh) box side as a fraction of S.
         left_prob: probability in [0, 1] of a left hand (default 0: right hands only).
+        uniform_view: probability in [0, 1] of a uniformly random orientation (else a framed view).
         model_seed: seed of ``handops.mano.synthetic_model``.
         self_occlusion_scale, self_occlusion_tolerance: the visibility margin (see module docstring).
         shard_size: samples per cache shard.
@@ -291,9 +294,9 @@ class SyntheticHands(torch.utils.data.Dataset):
     def __init__(self, num_samples: int, image_size: int = 128, num_subjects: int = 50, seed: int = 0,
                  split: str = "train", occlusion: float = 0.3, cache_dir: str | os.PathLike | None = None,
                  split_fractions=(0.8, 0.1, 0.1), pose_mode: str = "anatomical", truncation: float = 0.1,
-                 fill=(0.4, 0.8), left_prob: float = 0.0, model_seed: int = 0, self_occlusion_scale: float = 1.25,
+                 fill=(0.45, 0.85), left_prob: float = 0.0, model_seed: int = 0, self_occlusion_scale: float = 1.25,
                  self_occlusion_tolerance: float = 0.004, shard_size: int = 1000, progress: bool = True,
-                 threads: int | None = 1):
+                 threads: int | None = 1, uniform_view: float = 0.3):
         def check_int(name, value, low):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -314,6 +317,7 @@ class SyntheticHands(torch.utils.data.Dataset):
         self.occlusion = check_prob("occlusion", occlusion)
         self.truncation = check_prob("truncation", truncation)
         self.left_prob = check_prob("left_prob", left_prob)
+        self.uniform_view = check_prob("uniform_view", uniform_view)
         if pose_mode not in _POSE_MODES:
             raise ValueError(f"pose_mode must be one of {_POSE_MODES}, got {pose_mode!r}")
         self.pose_mode = pose_mode
@@ -364,7 +368,7 @@ class SyntheticHands(torch.utils.data.Dataset):
         return {
             "num_samples": self.num_samples, "image_size": self.image_size, "num_subjects": self.num_subjects,
             "seed": self.seed, "split": self.split, "occlusion": self.occlusion, "truncation": self.truncation,
-            "left_prob": self.left_prob, "pose_mode": self.pose_mode, "fill": list(self.fill),
+            "left_prob": self.left_prob, "uniform_view": self.uniform_view, "pose_mode": self.pose_mode, "fill": list(self.fill),
             "model_seed": self.model_seed, "self_occlusion_scale": self.self_occlusion_scale,
             "self_occlusion_tolerance": self.self_occlusion_tolerance, "shard_size": self.shard_size,
             "split_fractions": list(self.split_fractions),
@@ -495,8 +499,17 @@ class SyntheticHands(torch.utils.data.Dataset):
             hp = sampler(_hand(self.model_seed, not left), U, Z)
             sel = is_left == left
             hand_pose[sel] = hp[sel]
-        quat = Z.take(4)
-        quat = quat / np.linalg.norm(quat, axis=1, keepdims=True)
+        # orientation: uniform (share uniform_view), else the palm or the back of the hand towards the
+        # camera, tilted by |N(0, 35 deg)|; then any in-plane angle
+        uniform = Z.take(4)
+        uniform = uniform / np.linalg.norm(uniform, axis=1, keepdims=True)
+        facing = np.where((U.take() < 0.5)[:, None], _Q_PALM_TO_CAMERA, _Q_BACK_TO_CAMERA)
+        tilt_dir = 2 * np.pi * U.take()
+        tilt = np.minimum(np.abs(Z.take()) * np.radians(35.0), np.radians(80.0))
+        q_tilt = _quat_axis_angle(np.stack([np.cos(tilt_dir), np.sin(tilt_dir), np.zeros(batch)], 1), tilt)
+        q_roll = _quat_axis_angle(np.tile([0.0, 0.0, 1.0], (batch, 1)), 2 * np.pi * U.take())
+        framed = _quat_mul(q_roll, _quat_mul(q_tilt, facing))
+        quat = np.where((U.take() < self.uniform_view)[:, None], uniform, framed)
         quat = quat * np.where(quat[:, :1] < 0, -1.0, 1.0)
         vec = quat[:, 1:]
         sin_half = np.linalg.norm(vec, axis=1, keepdims=True)
@@ -744,6 +757,46 @@ class _Row:
         out = self.values[self.pos:self.pos + n]
         self.pos += n
         return float(out[0]) if k is None else out
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton products of quaternions (w, x, y, z) [B, 4] (or [4]): the rotation b, then a."""
+    a, b = np.broadcast_arrays(np.atleast_2d(a), np.atleast_2d(b))
+    aw, ax, ay, az = a.T
+    bw, bx, by, bz = b.T
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], 1)
+
+
+def _quat_axis_angle(axis: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Quaternions [B, 4] of rotations by ``angle`` [B] about unit ``axis`` [B, 3]."""
+    return np.concatenate([np.cos(angle / 2)[:, None], np.sin(angle / 2)[:, None] * axis], 1)
+
+
+# MANO frame (fingers +x, palm normal -y) to camera frame (x right, y down, z forward) with the fingers
+# up in the image (-y) and the palm (normal -z, towards the camera) or the back of the hand facing it.
+# Columns R x, R y, R z: palm: (0, -1, 0), (0, 0, 1), (-1, 0, 0); back: (0, -1, 0), (0, 0, -1), (1, 0, 0).
+def _quat_from_matrix(m: np.ndarray) -> np.ndarray:
+    """The unit quaternion (w >= 0) of a rotation matrix [3, 3] (Shepperd's method)."""
+    t = np.trace(m)
+    k = int(np.argmax([t, m[0, 0], m[1, 1], m[2, 2]]))
+    if k == 0:
+        r = np.sqrt(1 + t)
+        q = [r / 2, (m[2, 1] - m[1, 2]) / (2 * r), (m[0, 2] - m[2, 0]) / (2 * r), (m[1, 0] - m[0, 1]) / (2 * r)]
+    else:
+        i, j, l = k - 1, k % 3, (k + 1) % 3
+        r = np.sqrt(1 + m[i, i] - m[j, j] - m[l, l])
+        q = [0.0] * 4
+        q[0] = (m[l, j] - m[j, l]) / (2 * r)
+        q[1 + i] = r / 2
+        q[1 + j] = (m[j, i] + m[i, j]) / (2 * r)
+        q[1 + l] = (m[l, i] + m[i, l]) / (2 * r)
+    q = np.array(q)
+    return q if q[0] >= 0 else -q
+
+
+_Q_PALM_TO_CAMERA = _quat_from_matrix(np.array([[0.0, 0, -1], [-1, 0, 0], [0, 1, 0]]))
+_Q_BACK_TO_CAMERA = _quat_from_matrix(np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]]))
 
 
 def _colour(u3: np.ndarray, sat: np.ndarray) -> np.ndarray:

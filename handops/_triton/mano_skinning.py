@@ -49,7 +49,7 @@ the chain first; nothing is saved):
 ``op_forward`` / ``op_backward`` have the registered op's current schema (handops::mano_skinning with
 pose as axis-angle [B, 16, 3] or matrices, transl, keypoint_ids, and the joint basis as inputs): torch
 glue around ``_forward`` / ``_backward`` for Rodrigues (and autograd through it for the axis-angle
-gradient), transl, and the keypoint gather (its gradient an ``index_add``).
+gradient), transl, and the keypoint gather (its gradient a one-hot product, deterministic).
 
 Launches: forward two matmuls (the joint basis) + ``_chain_forward_kernel`` + ``_skin_kernel``;
 backward two matmuls + the chain + ``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. ``_forward``
@@ -70,6 +70,7 @@ import torch
 import triton
 import triton.language as tl
 
+from handops._reference.mano import axis_angle_to_matrix
 from handops._triton.tree_marginals import _constexpr_names, kernel_signature
 
 __all__ = ["mano_skinning_forward", "mano_skinning_backward", "op_forward", "op_backward", "compile_specs", "KERNELS"]
@@ -701,13 +702,15 @@ def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, r
 
 def _rotations(pose: torch.Tensor) -> torch.Tensor:
     # Rodrigues with the reference's series near zero (torch ops on [B, 16, 3]: tiny next to the skinning).
-    from handops._reference.mano import axis_angle_to_matrix
-
     return axis_angle_to_matrix(pose) if pose.dim() == 3 else pose
 
 
 def _keypoint_index(keypoint_ids, num_vertices: int, device) -> torch.Tensor:
-    ids = [int(i) for i in keypoint_ids]
+    return _keypoint_table(tuple(int(i) for i in keypoint_ids), num_vertices, device)
+
+
+@functools.lru_cache(maxsize=32)
+def _keypoint_table(ids: tuple[int, ...], num_vertices: int, device) -> torch.Tensor:
     for i in ids:
         if not 0 <= i < 16 + num_vertices:
             raise ValueError(f"mano_skinning: keypoint_ids must be joints (0-15) or 16 + a vertex id < {16 + num_vertices}, got {i}")
@@ -749,7 +752,7 @@ def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, bet
                 J_template, J_shapedirs, weights, parents, keypoint_ids):
     """``handops::mano_skinning_backward`` as registered: (grad_betas [B, S], grad_pose (pose's shape),
     grad_transl [B, 3]); any output gradient may be None. The keypoint gradients are added to the joints'
-    and vertices' (``index_add``), the axis-angle gradient is autograd through Rodrigues (torch, tiny)."""
+    and vertices' (a one-hot product), the axis-angle gradient is autograd through Rodrigues (torch, tiny)."""
     _check_pose(betas, pose, None)
     batch, num_vertices = betas.shape[0], v_template.shape[0]
     index = _keypoint_index(keypoint_ids, num_vertices, betas.device)
@@ -760,7 +763,9 @@ def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, bet
     if grad_keypoints is not None and len(index):
         grad_keypoints = _grad_or_zeros(grad_keypoints, (batch, len(index), 3), betas, "grad_keypoints")
         grad_transl = grad_transl + grad_keypoints.sum(1)
-        points = torch.cat([grad_joints, grad_vertices], 1).index_add_(1, index, grad_keypoints)
+        # A one-hot [16 + V, n] product rather than index_add (CUDA atomics): repeated ids sum deterministically.
+        select = torch.nn.functional.one_hot(index, 16 + num_vertices).to(betas.dtype).t()
+        points = torch.cat([grad_joints, grad_vertices], 1) + select @ grad_keypoints
         grad_joints, grad_vertices = points[:, :16], points[:, 16:]
     with torch.enable_grad():
         pose_ = pose.detach().requires_grad_(pose.dim() == 3)

@@ -217,11 +217,24 @@ def test_cache_round_trip_equals_fresh(tmp_path):
 
 
 def test_left_hands_and_pca_poses():
-    left = SyntheticHands(4, image_size=48, seed=1, left_prob=1.0, progress=False)
+    left = SyntheticHands(12, image_size=64, seed=1, left_prob=1.0, occlusion=0.0, progress=False)
     s = check_sample(left[0], required=ALL_KEYS)
     assert s["is_left"] is True
     h = s["K"].double() @ s["keypoints3d"].double().T
     torch.testing.assert_close((h[:2] / h[2]).T.float(), s["keypoints2d"], atol=1e-3, rtol=0)
+    # the mirrored model (its own, re-wound faces) is rendered front side out: visibility as for right hands
+    model = handops.mano.synthetic_model(0, is_right=False)
+    b = left.generate(range(12))
+    expected = np.zeros_like(b["visibility"])
+    for n in range(12):
+        px = np.floor(b["keypoints2d"][n] + 0.5)
+        rays = np.concatenate([px, np.ones((21, 1))], 1) @ np.linalg.inv(b["K"][n].astype(np.float64)).T
+        inside = ((px >= 0) & (px <= 63)).all(1)
+        surface = _ray_depth(b["vertices"][n], model.faces.numpy(), rays)
+        expected[n] = inside & (b["keypoints3d"][n, :, 2] <= surface + _margins(model, b["betas"][n]))
+    assert (b["visibility"] == expected).mean() > 0.99 and (~expected).sum() > 10
+    mixed = SyntheticHands(16, image_size=48, seed=2, left_prob=0.5, progress=False).generate(range(16))
+    assert 0 < mixed["is_left"].sum() < 16
     pca = SyntheticHands(4, image_size=48, seed=1, pose_mode="pca", progress=False)
     check_sample(pca[1], required=ALL_KEYS)
     assert not torch.equal(pca[1]["pose"], SyntheticHands(4, image_size=48, seed=1, progress=False)[1]["pose"])

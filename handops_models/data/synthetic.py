@@ -27,8 +27,10 @@ What a sample holds (the dictionary of :mod:`handops_models.data.sample`):
   in a random direction; always followed by a uniformly random in-plane rotation. Then a
   pinhole camera with a random field of view (30..60 deg), principal point jittered by up to 2 % of
   the image, and a distance chosen so that the hand's box spans ``fill`` (default 0.45..0.85) of the
-  image side (measured orthographically on the mesh; the perspective makes it a little larger), never nearer than 12 cm to the closest vertex; the hand centre lands near the image
-  centre, or (probability ``truncation``) pushed towards a border so that part of it leaves the image.
+  image side (measured orthographically on the mesh; the perspective makes it a little larger), far
+  enough that the hand's 3-D size spans at most 1.4 image sides (foreshortened views) and never
+  nearer than 12 cm to the closest vertex; the hand centre lands near the image centre, or
+  (probability ``truncation``) pushed towards a border so that part of it leaves the image.
 * **Appearance** — skin tones from very light to dark (palm side lighter), one directional light
   (wrapped Lambert, ambient, a little Blinn-Phong specular, tinted), exposure, a slight blur and
   sensor noise.
@@ -543,6 +545,10 @@ class SyntheticHands(torch.utils.data.Dataset):
         centre = np.concatenate([(lo_xy + hi_xy) / 2, verts[:, :, 2:].mean(1)], 1)
         extent = (hi_xy - lo_xy).max(1)
         depth = focal * extent / (frac * S)
+        # foreshortened views (fingers towards the camera) would bring the camera very close: keep the
+        # hand's 3-D size within 1.4 image sides
+        size3 = (verts.max(1) - verts.min(1)).max(1)
+        depth = np.maximum(depth, focal * size3 / (1.4 * S))
         depth = np.maximum(depth, 0.12 + (centre[:, 2] - verts[:, :, 2].min(1)))
         target = pp + jitter + trunc[:, None] * t_amount[:, None] * np.stack([np.cos(t_dir), np.sin(t_dir)], 1)
         transl = np.concatenate([(target - pp) * depth[:, None] / focal[:, None], depth[:, None]], 1) - centre
@@ -568,20 +574,29 @@ class SyntheticHands(torch.utils.data.Dataset):
         specular = _lerp(U.take(), 0.0, 0.12)
         tint = 1 + 0.08 * (2 * U.take(3) - 1)
 
-        # ---- render the hands (batched), shade the covered pixels only
-        faces = _hand(self.model_seed, True).faces
-        vt = torch.from_numpy(verts32)
-        frags = render.rasterize(vt, faces, torch.from_numpy(K), S)
-        fg = frags.face.reshape(-1).ge(0).nonzero()[:, 0]
-        hand_rgb = self._shade_hands(vt, frags, fg, is_left, skin, palm_skin, light, ambient, diffuse, specular, tint)
+        # ---- render the hands (batched per handedness: the mirrored model has re-wound faces), shade
+        # the covered pixels only
+        hand_u8 = np.zeros((batch, S, S, 3), dtype=np.uint8)
+        depth_buf = np.full((batch, S, S), np.inf, dtype=np.float32)
+        for left in (False, True):
+            sel = np.nonzero(is_left == left)[0]
+            if len(sel) == 0:
+                continue
+            hand = _hand(self.model_seed, not left)
+            vt = torch.from_numpy(verts32[sel])
+            frags = render.rasterize(vt, hand.faces, torch.from_numpy(K[sel]), S)
+            fg = frags.face.reshape(-1).ge(0).nonzero()[:, 0]
+            rgb = self._shade_hands(hand, vt, frags, fg, *(a[sel] for a in (skin, palm_skin, light, ambient, diffuse,
+                                                                               specular, tint)))
+            group = np.zeros((len(sel) * S * S, 3), dtype=np.uint8)
+            group[fg.numpy()] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+            hand_u8[sel] = group.reshape(len(sel), S, S, 3)
+            depth_buf[sel] = frags.depth.numpy()
 
         # ---- per sample (Pillow): background, the hand pasted through its mask, occluders, lens blur
         from PIL import Image, ImageFilter
 
-        hand_u8 = np.zeros((batch * S * S, 3), dtype=np.uint8)
-        hand_u8[fg.numpy()] = (hand_rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-        hand_u8 = hand_u8.reshape(batch, S, S, 3)
-        hand_mask = (frags.mask.numpy().astype(np.uint8) * 255)
+        hand_mask = np.isfinite(depth_buf).astype(np.uint8) * 255
         occluded = U.take() < self.occlusion
         second = U.take() < 0.35
         bg_u = U.take(_BG_NUMBERS)
@@ -616,7 +631,7 @@ class SyntheticHands(torch.utils.data.Dataset):
         inside = (px >= 0).all(-1) & (px < S).all(-1) & (kp3d[..., 2] > 0)
         cx, cy = px[..., 0].clip(0, S - 1), px[..., 1].clip(0, S - 1)
         b_ix = np.arange(batch)[:, None]
-        zbuf = frags.depth.numpy()[b_ix, cy, cx]
+        zbuf = depth_buf[b_ix, cy, cx]
         radius = np.where(is_left[:, None], self._radii[False][subjects], self._radii[True][subjects])
         margin = self.self_occlusion_scale * radius + self.self_occlusion_tolerance
         not_self = kp3d[..., 2] <= zbuf + margin
@@ -630,11 +645,11 @@ class SyntheticHands(torch.utils.data.Dataset):
             "subject": subjects.astype(np.int64), "bbox": bbox, "is_left": is_left,
         }
 
-    def _shade_hands(self, verts, frags, fg, is_left, skin, palm_skin, light, ambient, diffuse, specular, tint):
-        """Colours [m, 3] of the covered pixels ``fg`` (flat indices into B*S*S)."""
-        faces = _hand(self.model_seed, True).faces
+    def _shade_hands(self, hand: _Hand, verts, frags, fg, skin, palm_skin, light, ambient, diffuse, specular, tint):
+        """Colours [m, 3] of the covered pixels ``fg`` (flat indices into B*S*S) of hands of one model."""
+        faces = hand.faces
         normals = render.vertex_normals(verts, faces)
-        palmar = torch.stack([torch.from_numpy(_hand(self.model_seed, not left).palmar) for left in is_left])
+        palmar = torch.from_numpy(hand.palmar)[None].expand(len(verts), -1)
         values = render.interpolate_at(torch.cat([normals, palmar[..., None]], -1), faces, frags, fg)  # [m, 4]
         b = torch.div(fg, self.image_size ** 2, rounding_mode="floor")
         f = lambda a: torch.from_numpy(np.asarray(a)).float().index_select(0, b)  # noqa: E731

@@ -31,14 +31,16 @@ What a sample holds (the dictionary of :mod:`handops_models.data.sample`):
   enough that the hand's 3-D size spans at most 1.4 image sides (foreshortened views) and never
   nearer than 12 cm to the closest vertex; the hand centre lands near the image centre, or
   (probability ``truncation``) pushed towards a border so that part of it leaves the image.
-* **Appearance** — skin tones from very light to dark (palm side lighter), one directional light
-  (wrapped Lambert, ambient, a little Blinn-Phong specular, tinted), exposure, a slight blur and
-  sensor noise.
-* **Background** — a gradient, low-frequency colour noise, sometimes a global stripe / checker texture
-  and 3..10 random ellipses, rectangles, bars and triangles (plain, striped or checkered, some
-  skin-coloured as distractors), drawn at half resolution and upsampled (out of focus).
-* **Occluders** — with probability ``occlusion`` one or two objects (ellipse, box, triangle or a long
-  bar, textured and shaded) in front of the hand, centred near a random keypoint.
+* **Appearance** — skin tones from very light to dark (palm side lighter), smooth shading with one
+  directional light (wrapped Lambert, ambient, a little Blinn-Phong specular, tinted), then over the
+  whole picture a slight 3-tap lens blur, exposure and sensor noise.
+* **Background** (Pillow) — a gradient plus low-frequency colour noise, sometimes a global texture,
+  and 3..10 random ellipses, rectangles, triangles, blobs and thin bars, plain, translucent or filled
+  with crops of a seeded texture bank (stripes, checkers, rings, blotches); some are skin-coloured
+  distractors; with probability 0.4 the background is out of focus (Gaussian blur).
+* **Occluders** — with probability ``occlusion`` one or (35 %) two objects (ellipse, box, triangle,
+  blob or a long bar, plain or textured, shaded by a gradient, anti-aliased) in front of the hand,
+  centred near a random keypoint and sized from the keypoint box.
 * **Visibility** — a keypoint is visible when its pixel (rounded position) is inside the image, not
   covered by an occluder (coverage > 0.5) and not hidden by the hand itself: keypoint depth <=
   z-buffer depth at that pixel + ``margin``, where ``margin = self_occlusion_scale * r +
@@ -55,6 +57,11 @@ Images are quantised to multiples of 1/255 (the cache stores uint8), so a cached
 one exactly. MANO runs in float64 over a batch and is rounded to float32; rendering uses only the
 float32 values, so the per-sample output does not depend on the batch it was generated in (up to a
 float64-rounding tie, which in practice never happens).
+
+Speed: generation is batched (``generate`` / ``__getitems__``, which DataLoader uses): one float64 MANO
+call, one rasterisation of the whole batch, per-sample Pillow drawing. It runs its small torch ops on
+one thread (``threads``); DataLoader workers use the other cores. About 5 ms a sample at 128 x 128 on
+one core of this project's machine (``python -m benchmarks.bench_synthetic_data``).
 
 Caching: with ``cache_dir`` the dataset writes its samples once, as shards of ``shard_size`` samples
 (one ``.npy`` per array: uint8 images, float32 annotations), into a folder named by a hash of every

@@ -6,8 +6,9 @@ Two halves:
   batch of meshes at once: every (front-facing) face enumerates the pixel centres of its own bounding
   box (a small window per face, no fixed tile), tests them with edge functions, interpolates 1/z
   (perspective-correct depth and barycentrics) and the nearest surface per pixel wins through
-  ``scatter_reduce(..., "amin")`` (ties: the lowest face id). :func:`vertex_normals`,
-  :func:`interpolate` and :func:`shade` turn the fragments into a smooth-shaded picture (wrapped
+  ``scatter_reduce(..., "amin")`` (ties: the lowest face id); :func:`rasterize_pixels` returns the
+  covered pixels only. :func:`vertex_normals`, :func:`interpolate` (:func:`interpolate_pixels`) and
+  :func:`shade` turn the fragments into a smooth-shaded picture (wrapped
   Lambert diffuse, ambient, Blinn-Phong specular, one directional light).
 * **2-D helpers** — :func:`polygon` (ellipses, rectangles, bars, triangles and blobs as polygons, drawn
   by Pillow's ``ImageDraw``), :func:`stripes` (a batch of stripe / checker textures) and
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
-    "Fragments", "project", "rasterize", "vertex_normals", "interpolate", "interpolate_at", "shade",
+    "Fragments", "PixelFragments", "project", "rasterize", "rasterize_pixels", "vertex_normals", "interpolate",
+    "interpolate_at", "interpolate_pixels", "shade",
     "pixel_grid", "polygon", "stripes", "blur3", "SHAPES",
 ]
 
@@ -48,6 +50,28 @@ class Fragments:
     @property
     def mask(self) -> torch.Tensor:
         return self.face >= 0
+
+
+@dataclass
+class PixelFragments:
+    """The covered pixels only: ``pixels`` [m] ascending flat indices into B * H * W, and per pixel the
+    visible ``face`` [m] (int64), perspective-correct ``bary`` [m, 3] and camera ``depth`` [m];
+    ``shape`` = (B, H, W)."""
+
+    pixels: torch.Tensor
+    face: torch.Tensor
+    bary: torch.Tensor
+    depth: torch.Tensor
+    shape: tuple
+
+    def dense(self) -> Fragments:
+        n = self.shape[0] * self.shape[1] * self.shape[2]
+        dev = self.pixels.device
+        depth = torch.full((n,), math.inf, device=dev)
+        face = torch.full((n,), -1, dtype=torch.long, device=dev)
+        bary = torch.zeros(n, 3, device=dev)
+        depth[self.pixels], face[self.pixels], bary[self.pixels] = self.depth, self.face, self.bary
+        return Fragments(depth.view(self.shape), face.view(self.shape), bary.view(*self.shape, 3))
 
 
 def project(points: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +95,14 @@ def _size(size) -> tuple[int, int]:
 
 def rasterize(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size, cull_backfaces: bool = True,
               near: float = 1e-3) -> Fragments:
-    """Z-buffered rasterisation of a batch of meshes sharing ``faces``.
+    """Z-buffered rasterisation of a batch of meshes sharing ``faces``: dense :class:`Fragments`
+    (see :func:`rasterize_pixels` for the arguments and the method)."""
+    return rasterize_pixels(vertices, faces, K, size, cull_backfaces, near).dense()
+
+
+def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size, cull_backfaces: bool = True,
+                     near: float = 1e-3) -> PixelFragments:
+    """Z-buffered rasterisation of a batch of meshes sharing ``faces``: the covered pixels only.
 
     Args:
         vertices: [B, V, 3] camera coordinates (metres, z forward).
@@ -147,22 +178,16 @@ def rasterize(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, size
                           height, width, key)
         pos += n
     fg = (key != none).nonzero()[:, 0]
-    depth = torch.full((n_pix,), math.inf, device=dev)
-    face_buf = torch.full((n_pix,), -1, dtype=torch.long, device=dev)
-    bary_buf = torch.zeros(n_pix, 3, device=dev)
-    if len(fg):
-        k = key.index_select(0, fg)
-        g = k & 0xFFFFFFFF
-        depth[fg] = (k >> 32).to(torch.int32).view(torch.float32)
-        face_buf[fg] = f_idx.index_select(0, g)
-        px = (fg % width).float()
-        py = torch.div(fg, width, rounding_mode="floor").remainder(height).float()
-        pl = planes.index_select(0, g)[:, :3]  # [m, 3, 3]
-        vals = pl[..., 0] * px[:, None] + pl[..., 1] * py[:, None] + pl[..., 2]
-        persp = vals * (1.0 / tz.index_select(0, g))  # lambda_k / z_k
-        bary_buf[fg] = persp / persp.sum(-1, keepdim=True)
-    return Fragments(depth.view(batch, height, width), face_buf.view(batch, height, width),
-                     bary_buf.view(batch, height, width, 3))
+    k = key.index_select(0, fg)
+    g = k & 0xFFFFFFFF
+    depth = (k >> 32).to(torch.int32).view(torch.float32)
+    px = (fg % width).float()
+    py = torch.div(fg, width, rounding_mode="floor").remainder(height).float()
+    pl = planes.index_select(0, g)[:, :3]  # [m, 3, 3]
+    vals = pl[..., 0] * px[:, None] + pl[..., 1] * py[:, None] + pl[..., 2]
+    persp = vals * (1.0 / tz.index_select(0, g))  # lambda_k / z_k
+    return PixelFragments(fg, f_idx.index_select(0, g), persp / persp.sum(-1, keepdim=True), depth,
+                          (batch, height, width))
 
 
 def _face_planes(tuv: torch.Tensor, tz: torch.Tensor) -> torch.Tensor:
@@ -237,6 +262,17 @@ def interpolate_at(attributes: torch.Tensor, faces: torch.Tensor, frags: Fragmen
     corner = faces.index_select(0, fid) + (bidx * n_vert)[:, None]  # [m, 3] rows of the flat attributes
     values = attributes.reshape(-1, channels).index_select(0, corner.reshape(-1)).view(-1, 3, channels)
     return (values * frags.bary.reshape(-1, 3).index_select(0, pixels)[:, :, None]).sum(1)
+
+
+def interpolate_pixels(attributes: torch.Tensor, faces: torch.Tensor, frags: PixelFragments) -> torch.Tensor:
+    """Per-vertex ``attributes`` [B, V, C] interpolated at the covered pixels of ``frags``: [m, C]."""
+    batch, height, width = frags.shape
+    n_vert, channels = attributes.shape[1], attributes.shape[2]
+    faces = faces.to(attributes.device, torch.long)
+    bidx = torch.div(frags.pixels, height * width, rounding_mode="floor")
+    corner = faces.index_select(0, frags.face) + (bidx * n_vert)[:, None]
+    values = attributes.reshape(-1, channels).index_select(0, corner.reshape(-1)).view(-1, 3, channels)
+    return (values * frags.bary[:, :, None]).sum(1)
 
 
 def shade(normals: torch.Tensor, albedo: torch.Tensor, light_dir: torch.Tensor, ambient: torch.Tensor,

@@ -591,14 +591,16 @@ class SyntheticHands(torch.utils.data.Dataset):
                 continue
             hand = _hand(self.model_seed, not left)
             vt = torch.from_numpy(verts32[sel])
-            frags = render.rasterize(vt, hand.faces, torch.from_numpy(K[sel]), S)
-            fg = frags.face.reshape(-1).ge(0).nonzero()[:, 0]
-            rgb = self._shade_hands(hand, vt, frags, fg, *(a[sel] for a in (skin, palm_skin, light, ambient, diffuse,
-                                                                               specular, tint)))
+            frags = render.rasterize_pixels(vt, hand.faces, torch.from_numpy(K[sel]), S)
+            rgb = self._shade_hands(hand, vt, frags, *(a[sel] for a in (skin, palm_skin, light, ambient, diffuse,
+                                                                          specular, tint)))
+            fg = frags.pixels.numpy()
             group = np.zeros((len(sel) * S * S, 3), dtype=np.uint8)
-            group[fg.numpy()] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+            group[fg] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
             hand_u8[sel] = group.reshape(len(sel), S, S, 3)
-            depth_buf[sel] = frags.depth.numpy()
+            group_depth = np.full(len(sel) * S * S, np.inf, dtype=np.float32)
+            group_depth[fg] = frags.depth.numpy()
+            depth_buf[sel] = group_depth.reshape(len(sel), S, S)
 
         # ---- per sample (Pillow): background, the hand pasted through its mask, occluders, lens blur
         from PIL import Image, ImageFilter
@@ -652,13 +654,12 @@ class SyntheticHands(torch.utils.data.Dataset):
             "subject": subjects.astype(np.int64), "bbox": bbox, "is_left": is_left,
         }
 
-    def _shade_hands(self, hand: _Hand, verts, frags, fg, skin, palm_skin, light, ambient, diffuse, specular, tint):
-        """Colours [m, 3] of the covered pixels ``fg`` (flat indices into B*S*S) of hands of one model."""
-        faces = hand.faces
-        normals = render.vertex_normals(verts, faces)
+    def _shade_hands(self, hand: _Hand, verts, frags, skin, palm_skin, light, ambient, diffuse, specular, tint):
+        """Colours [m, 3] of the covered pixels of ``frags`` (PixelFragments) of hands of one model."""
+        normals = render.vertex_normals(verts, hand.faces)
         palmar = torch.from_numpy(hand.palmar)[None].expand(len(verts), -1)
-        values = render.interpolate_at(torch.cat([normals, palmar[..., None]], -1), faces, frags, fg)  # [m, 4]
-        b = torch.div(fg, self.image_size ** 2, rounding_mode="floor")
+        values = render.interpolate_pixels(torch.cat([normals, palmar[..., None]], -1), hand.faces, frags)  # [m, 4]
+        b = torch.div(frags.pixels, self.image_size ** 2, rounding_mode="floor")
         f = lambda a: torch.from_numpy(np.asarray(a)).float().index_select(0, b)  # noqa: E731
         s, p = f(skin), f(palm_skin)
         albedo = s + values[:, 3:] * (p - s)

@@ -319,3 +319,19 @@ def test_preview_cli_writes_a_png(tmp_path):
     assert out2.exists() and "wrote" in done.stdout
     with pytest.raises(SystemExit):
         preview.main(["--dataset", "nonexistent", "--out", str(tmp_path / "x.png")])
+
+
+def test_benchmark_smoke(tmp_path):
+    from benchmarks import bench_synthetic_data
+
+    csv_path = tmp_path / "synthetic.csv"
+    table = bench_synthetic_data.run(["--num", "12", "--image-size", "32", "--batch", "5", "--workers", "0",
+                                      "--csv", str(csv_path)])
+    for mode in ("fresh", "cache_write", "cache_read"):
+        assert f"| {mode} | 12 |" in table
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["mode"] for r in rows] == ["fresh", "cache_write", "cache_read"]
+    assert all(float(r["samples_per_s"]) > 0 and r["image_size"] == "32" for r in rows)

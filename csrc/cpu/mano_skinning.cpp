@@ -211,9 +211,9 @@ void hand_forward(const Model& m, const T* beta, const T* pose, Hand<T>& h, doub
   }
 }
 
-// Hands are processed in blocks of up to kBlock: posedirs (V x 3 x 135, 1.3 MB in float32) does not
-// stay in cache, so its product with the pose features is one small GEMM per block ([n, 135] x
-// [135, 3V], at::mm) instead of one pass over posedirs per hand; the rest stays fused per vertex.
+// Hands are processed in blocks of up to kBlock, and the vertex sweep of a block is built from GEMMs
+// (at::mm): posedirs (V x 3 x 135, 1.3 MB in float32) and the skinning weights are read once per block,
+// and what is left per vertex and hand is a 3x4 transform applied to a point, in contiguous loops.
 constexpr int64_t kBlock = 16;
 
 // Splits [0, B) into at most kBlock hands per block, with at least one block per thread when B allows.
@@ -222,42 +222,33 @@ inline int64_t block_size(int64_t B) {
   return std::max<int64_t>(1, std::min<int64_t>(kBlock, (B + threads - 1) / threads));
 }
 
-// posedirs . f for the n hands of a block: [n, 3V] (the pose features are read in place from the Hands).
+// v_posed of the n hands of a block, [n, 3V]: v_template + betas shapedirs^T + f posedirs^T (the pose
+// features are read in place from the Hands; betas points at the block's first hand).
 template <typename T>
-at::Tensor pose_offsets(const Model& m, const Hand<T>* hands, int64_t n) {
-  const int64_t stride = int64_t(sizeof(Hand<T>) / sizeof(T));
+at::Tensor posed_vertices(const Model& m, const Hand<T>* hands, const T* betas, int64_t n) {
+  const int64_t stride = int64_t(sizeof(Hand<T>) / sizeof(T)), V3 = 3 * m.V;
   const at::Tensor f = at::from_blob(const_cast<T*>(hands[0].f), {n, kPoseFeatures}, {stride, 1}, m.posedirs.options());
-  return at::mm(f, m.posedirs.view({m.V * 3, kPoseFeatures}).t());
+  at::Tensor x = at::mm(f, m.posedirs.view({V3, kPoseFeatures}).t());
+  if (m.S > 0) {
+    const at::Tensor b = at::from_blob(const_cast<T*>(betas), {n, m.S}, m.posedirs.options());
+    x.addmm_(b, m.shapedirs.view({V3, m.S_full}).narrow(1, 0, m.S).t());
+  }
+  return x.add_(m.v_template.view({1, V3}));
 }
 
-// v_posed of vertex v for the n hands of a block: template + shape blend + pose correctives (from
-// pose_offsets, [n, 3V]). out[3 * i + c] for hand i.
+// The blended transforms of every vertex and hand of a block, [V, 12n]: weights [V, 16] x A [16, 12n], where
+// row k of A holds (R'_k row-major, a_k) of hand i at columns 12 i .. 12 i + 11.
 template <typename T>
-inline void posed_vertex(const Model& m, const T* offsets, const T* betas, int64_t n, int64_t v, T* out) {
-  const T *vt = m.v_template.data_ptr<T>(), *sd = m.shapedirs.data_ptr<T>();
-  const int64_t S = m.S, Sf = m.S_full, V3 = 3 * m.V;
-  for (int c = 0; c < 3; ++c) {
-    const int64_t vc = 3 * v + c;
-    const T* srow = sd + vc * Sf;
+at::Tensor blended_transforms(const Model& m, const Hand<T>* hands, int64_t n) {
+  at::Tensor A = at::empty({kJoints, 12 * n}, m.weights.options());
+  T* ap = A.data_ptr<T>();
+  for (int64_t k = 0; k < kJoints; ++k)
     for (int64_t i = 0; i < n; ++i) {
-      const T* beta = betas + i * S;
-      T acc = vt[vc] + offsets[i * V3 + vc];
-      for (int64_t s = 0; s < S; ++s) acc += srow[s] * beta[s];
-      out[3 * i + c] = acc;
+      T* row = ap + k * 12 * n + 12 * i;
+      std::copy(hands[i].R + 9 * k, hands[i].R + 9 * k + 9, row);
+      std::copy(hands[i].a + 3 * k, hands[i].a + 3 * k + 3, row + 9);
     }
-  }
-}
-
-// M = sum_k w_k R'_k (9 values) and m = sum_k w_k a_k (3 values) of one vertex, skipping zero weights.
-template <typename T>
-inline void blend(const T* wv, const Hand<T>& h, T* M) {
-  std::fill(M, M + 12, T(0));
-  for (int64_t k = 0; k < kJoints; ++k) {
-    const T wk = wv[k];
-    if (wk == T(0)) continue;
-    for (int r = 0; r < 9; ++r) M[r] += wk * h.R[9 * k + r];
-    for (int r = 0; r < 3; ++r) M[9 + r] += wk * h.a[3 * k + r];
-  }
+  return at::mm(m.weights, A);
 }
 
 template <typename T>
@@ -265,12 +256,11 @@ void forward_impl(const Model& m, const at::Tensor& betas, const at::Tensor& pos
                   at::Tensor& keypoints, at::Tensor& joints, at::Tensor& transforms) {
   const int64_t B = betas.size(0), V = m.V, S = m.S, P = pose.numel() / std::max<int64_t>(1, B);
   const int64_t n_kp = int64_t(m.keypoints.size());
-  const T *bp = betas.data_ptr<T>(), *pp = pose.data_ptr<T>(), *w = m.weights.data_ptr<T>();
+  const T *bp = betas.data_ptr<T>(), *pp = pose.data_ptr<T>();
   T *vp = vertices.data_ptr<T>(), *kp = keypoints.data_ptr<T>(), *jp = joints.data_ptr<T>(), *tp = transforms.data_ptr<T>();
   const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     std::vector<Hand<T>> hands(bs);
-    std::vector<T> x(3 * bs);
     for (int64_t blk = k0; blk < k1; ++blk) {
       const int64_t first = blk * bs, n = std::min(bs, B - first);
       for (int64_t i = 0; i < n; ++i) {
@@ -288,18 +278,16 @@ void forward_impl(const Model& m, const at::Tensor& betas, const at::Tensor& pos
           A[12] = A[13] = A[14] = T(0), A[15] = T(1);
         }
       }
-      const at::Tensor offsets = pose_offsets(m, hands.data(), n);
-      const T* op = offsets.data_ptr<T>();
-      for (int64_t v = 0; v < V; ++v) {
-        posed_vertex(m, op, bp + first * S, n, v, x.data());
-        const T* wv = w + v * kJoints;
-        for (int64_t i = 0; i < n; ++i) {
-          T M[12];
-          blend(wv, hands[i], M);  // blend the 16 transforms with this vertex's weights, then apply once
-          const T* xi = x.data() + 3 * i;
-          const T* d = shift + 3 * (first + i);
-          T* out = vp + ((first + i) * V + v) * 3;
-          for (int r = 0; r < 3; ++r) out[r] = M[3 * r] * xi[0] + M[3 * r + 1] * xi[1] + M[3 * r + 2] * xi[2] + M[9 + r] + d[r];
+      const at::Tensor X = posed_vertices(m, hands.data(), bp + first * S, n), Tb = blended_transforms(m, hands.data(), n);
+      const T *xp = X.data_ptr<T>(), *tb = Tb.data_ptr<T>();
+      for (int64_t i = 0; i < n; ++i) {
+        const T* xi = xp + i * 3 * V;
+        const T* d = shift + 3 * (first + i);
+        T* out = vp + (first + i) * V * 3;
+        for (int64_t v = 0; v < V; ++v) {
+          const T* M = tb + v * 12 * n + 12 * i;
+          const T* x = xi + 3 * v;
+          for (int r = 0; r < 3; ++r) out[3 * v + r] = M[3 * r] * x[0] + M[3 * r + 1] * x[1] + M[3 * r + 2] * x[2] + M[9 + r] + d[r];
         }
       }
       for (int64_t b = first; b < first + n; ++b)
@@ -328,68 +316,67 @@ void backward_impl(const Model& m, const T* gvp, const T* gjp, const T* gtp, con
                    at::Tensor& g_betas, at::Tensor& g_pose, at::Tensor& g_transl) {
   const int64_t B = betas.size(0), V = m.V, S = m.S, Sf = m.S_full, P = pose.numel() / std::max<int64_t>(1, B);
   const T *bp = betas.data_ptr<T>(), *pp = pose.data_ptr<T>();
-  const T *sd = m.shapedirs.data_ptr<T>(), *w = m.weights.data_ptr<T>(), *Js = m.J_shapedirs.data_ptr<T>();
+  const T *Js = m.J_shapedirs.data_ptr<T>();
   T *gbp = g_betas.data_ptr<T>(), *gpp = g_pose.data_ptr<T>(), *gdp = g_transl.data_ptr<T>();
   const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     std::vector<Hand<T>> hands(bs);
     std::vector<HandGrad<T>> grads(bs);
     std::vector<double> dL(bs * kJoints * 27);
-    std::vector<T> x(3 * bs), g_beta(bs * S), g_shift(3 * bs);
+    std::vector<T> g_shift(3 * bs);
     for (int64_t blk = k0; blk < k1; ++blk) {
       const int64_t first = blk * bs, n = std::min(bs, B - first);
       for (int64_t i = 0; i < n; ++i) {
         hand_forward(m, bp + (first + i) * S, pp + (first + i) * P, hands[i], m.axis_angle ? dL.data() + i * kJoints * 27 : nullptr);
         grads[i] = HandGrad<T>{};
       }
-      std::fill(g_beta.begin(), g_beta.end(), T(0));
       std::fill(g_shift.begin(), g_shift.end(), T(0));
-      at::Tensor g_f;  // dL/df [n, 135], from the vertex gradient only
+      at::Tensor g_f, g_b, g_A;  // dL/df [n, 135], dL/dbetas [n, S] and dL/d(R'_k, a_k) [16, 12n] of the vertex sweep
       if (gvp != nullptr) {
-        const at::Tensor offsets = pose_offsets(m, hands.data(), n);
-        const T* op = offsets.data_ptr<T>();
-        at::Tensor g_x = at::empty({n, V * 3}, m.posedirs.options());  // dL/dv_posed of the block
-        T* gxp = g_x.data_ptr<T>();
-        // Sweep over vertices: out_v = M_v x_v + m_v with M_v = sum_k w_vk R'_k, m_v = sum_k w_vk a_k.
-        for (int64_t v = 0; v < V; ++v) {
-          posed_vertex(m, op, bp + first * S, n, v, x.data());
-          const T* wv = w + v * kJoints;
-          for (int64_t i = 0; i < n; ++i) {
-            const Hand<T>& h = hands[i];
-            HandGrad<T>& g = grads[i];
-            const T* gv = gvp + ((first + i) * V + v) * 3;
-            const T* xi = x.data() + 3 * i;
-            for (int r = 0; r < 3; ++r) g_shift[3 * i + r] += gv[r];
-            T M[9] = {};
-            for (int64_t k = 0; k < kJoints; ++k) {
-              const T wk = wv[k];
-              if (wk == T(0)) continue;
-              for (int r = 0; r < 9; ++r) M[r] += wk * h.R[9 * k + r];
-              // dL/dR'_k += w gv x^T, dL/da_k += w gv.
-              for (int r = 0; r < 3; ++r) {
-                const T wg = wk * gv[r];
-                for (int j = 0; j < 3; ++j) g.gR[9 * k + 3 * r + j] += wg * xi[j];
-                g.ga[3 * k + r] += wg;
-              }
+        const at::Tensor X = posed_vertices(m, hands.data(), bp + first * S, n), Tb = blended_transforms(m, hands.data(), n);
+        const T *xp = X.data_ptr<T>(), *tb = Tb.data_ptr<T>();
+        at::Tensor g_x = at::empty({n, V * 3}, m.posedirs.options());  // dL/dv_posed
+        at::Tensor Z = at::empty({V, 12 * n}, m.posedirs.options());   // dL/d(blended transform) per vertex
+        T *gxp = g_x.data_ptr<T>(), *zp = Z.data_ptr<T>();
+        // out_v = M_v x_v + m_v: dL/dx_v = M_v^T g_v, dL/dM_v = g_v x_v^T, dL/dm_v = g_v.
+        for (int64_t i = 0; i < n; ++i) {
+          const T* xi = xp + i * 3 * V;
+          const T* gvi = gvp + (first + i) * V * 3;
+          T* gxi = gxp + i * 3 * V;
+          T sx = 0, sy = 0, sz = 0;
+          for (int64_t v = 0; v < V; ++v) {
+            const T* M = tb + v * 12 * n + 12 * i;
+            const T* x = xi + 3 * v;
+            const T* gv = gvi + 3 * v;
+            T* z = zp + v * 12 * n + 12 * i;
+            for (int c = 0; c < 3; ++c) gxi[3 * v + c] = M[c] * gv[0] + M[3 + c] * gv[1] + M[6 + c] * gv[2];
+            for (int r = 0; r < 3; ++r) {
+              for (int c = 0; c < 3; ++c) z[3 * r + c] = gv[r] * x[c];
+              z[9 + r] = gv[r];
             }
-            // dL/dx = M^T gv, then the shape blend (S values) here; the pose correctives after the sweep.
-            for (int c = 0; c < 3; ++c) {
-              const T gxc = M[c] * gv[0] + M[3 + c] * gv[1] + M[6 + c] * gv[2];
-              gxp[i * V * 3 + 3 * v + c] = gxc;
-              const T* srow = sd + (3 * v + c) * Sf;
-              for (int64_t s = 0; s < S; ++s) g_beta[i * S + s] += srow[s] * gxc;
-            }
+            sx += gv[0], sy += gv[1], sz += gv[2];
           }
+          g_shift[3 * i] += sx, g_shift[3 * i + 1] += sy, g_shift[3 * i + 2] += sz;
         }
-        // dL/df = dL/dv_posed . posedirs for the whole block: [n, 3V] x [3V, 135].
+        // The weights, posedirs and shapedirs carry the sweep's gradient back, one GEMM each.
+        g_A = at::mm(m.weights.t(), Z);
         g_f = at::mm(g_x, m.posedirs.view({V * 3, kPoseFeatures}));
+        if (S > 0) g_b = at::mm(g_x, m.shapedirs.view({V * 3, Sf}).narrow(1, 0, S));
       }
       const T* gfp = g_f.defined() ? g_f.data_ptr<T>() : nullptr;
+      const T* gsp = g_b.defined() ? g_b.data_ptr<T>() : nullptr;
+      const T* gap = g_A.defined() ? g_A.data_ptr<T>() : nullptr;
       for (int64_t i = 0; i < n; ++i) {
         const int64_t b = first + i;
         const Hand<T>& h = hands[i];
         HandGrad<T>& g = grads[i];
         T *gR = g.gR, *ga = g.ga, *gt = g.gt, *gJ = g.gJ;
+        if (gap != nullptr)  // the vertex sweep's share of dL/dR'_k and dL/da_k
+          for (int64_t k = 0; k < kJoints; ++k) {
+            const T* row = gap + k * 12 * n + 12 * i;
+            for (int e = 0; e < 9; ++e) gR[9 * k + e] += row[e];
+            for (int r = 0; r < 3; ++r) ga[3 * k + r] += row[9 + r];
+          }
         // The outputs joints (= t_k + transl) and transforms (R'_k and a_k + transl; the bottom row is constant).
         for (int64_t k = 0; k < kJoints; ++k)
           for (int r = 0; r < 3; ++r) {
@@ -459,11 +446,11 @@ void backward_impl(const Model& m, const T* gvp, const T* gjp, const T* gtp, con
           std::copy(g_local, g_local + kJoints * 9, g_p);
         }
         // J = J_template + J_shapedirs beta.
-        T* g_b = gbp + b * S;
+        T* g_beta = gbp + b * S;
         for (int64_t s = 0; s < S; ++s) {
-          T acc = g_beta[i * S + s];
+          T acc = gsp != nullptr ? gsp[i * S + s] : T(0);
           for (int64_t r = 0; r < kJoints * 3; ++r) acc += Js[r * Sf + s] * gJ[r];
-          g_b[s] = acc;
+          g_beta[s] = acc;
         }
         for (int r = 0; r < 3; ++r) gdp[3 * b + r] = g_shift[3 * i + r];
       }

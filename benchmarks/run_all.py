@@ -1,6 +1,6 @@
 """The main benchmark job: runs every benchmark module and prints all their tables.
 
-    python -m benchmarks.run_all [--quick] [--threads N] [--only tree_marginals edge_conv mano]
+    python -m benchmarks.run_all [--quick] [--threads N] [--only tree_marginals edge_conv mano synthetic_data]
     python benchmarks/run_all.py
 
 A benchmark module plugs in with one entry in ``BENCHMARKS``: its name and its ``run(argv) -> str``
@@ -23,6 +23,7 @@ BENCHMARKS = {
     "tree_marginals": "benchmarks.bench_tree_marginals",
     "edge_conv": "benchmarks.bench_edge_conv",
     "mano": "benchmarks.bench_mano",
+    "synthetic_data": "benchmarks.bench_synthetic_data",
 }
 
 

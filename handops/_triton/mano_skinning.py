@@ -84,6 +84,14 @@ NUM_POSE = 135  # (16 - 1) * 9 pose features
 
 
 @triton.jit
+def _load_matrix3(ptr, ok):
+    """The nine entries of a row-major 3x3 matrix at ``ptr`` (per hand lane; zero where ``ok`` is off)."""
+    return (tl.load(ptr + 0, mask=ok, other=0.0), tl.load(ptr + 1, mask=ok, other=0.0), tl.load(ptr + 2, mask=ok, other=0.0),
+            tl.load(ptr + 3, mask=ok, other=0.0), tl.load(ptr + 4, mask=ok, other=0.0), tl.load(ptr + 5, mask=ok, other=0.0),
+            tl.load(ptr + 6, mask=ok, other=0.0), tl.load(ptr + 7, mask=ok, other=0.0), tl.load(ptr + 8, mask=ok, other=0.0))
+
+
+@triton.jit
 def _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, row):
     """J[:, row] (row = 3 k + c) for the hands of ``betas`` [BLOCK_B, BLOCK_S]: [BLOCK_B]."""
     js = tl.load(js_ptr + row * JS_full + s, mask=s_ok, other=0.0)
@@ -144,15 +152,7 @@ def _chain_forward_kernel(
         j0 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 0)
         j1 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 1)
         j2 = _rest_joint(jt_ptr, js_ptr, betas, s, s_ok, JS_full, 3 * k + 2)
-        q00 = tl.load(rk + 0, mask=ok, other=0.0)
-        q01 = tl.load(rk + 1, mask=ok, other=0.0)
-        q02 = tl.load(rk + 2, mask=ok, other=0.0)
-        q10 = tl.load(rk + 3, mask=ok, other=0.0)
-        q11 = tl.load(rk + 4, mask=ok, other=0.0)
-        q12 = tl.load(rk + 5, mask=ok, other=0.0)
-        q20 = tl.load(rk + 6, mask=ok, other=0.0)
-        q21 = tl.load(rk + 7, mask=ok, other=0.0)
-        q22 = tl.load(rk + 8, mask=ok, other=0.0)
+        q00, q01, q02, q10, q11, q12, q20, q21, q22 = _load_matrix3(rk, ok)
         for r in tl.static_range(3):
             # Row r of R'_p and a_p[r].
             p0 = tl.load(tp + 4 * r + 0, mask=ok, other=0.0)
@@ -412,15 +412,7 @@ def _chain_backward_kernel(
             rk = rot + k * 9
             tp = tf + p * 16
             ap = acc + p * 16
-            q00 = tl.load(rk + 0, mask=ok, other=0.0)
-            q01 = tl.load(rk + 1, mask=ok, other=0.0)
-            q02 = tl.load(rk + 2, mask=ok, other=0.0)
-            q10 = tl.load(rk + 3, mask=ok, other=0.0)
-            q11 = tl.load(rk + 4, mask=ok, other=0.0)
-            q12 = tl.load(rk + 5, mask=ok, other=0.0)
-            q20 = tl.load(rk + 6, mask=ok, other=0.0)
-            q21 = tl.load(rk + 7, mask=ok, other=0.0)
-            q22 = tl.load(rk + 8, mask=ok, other=0.0)
+            q00, q01, q02, q10, q11, q12, q20, q21, q22 = _load_matrix3(rk, ok)
             p00 = tl.load(tp + 0, mask=ok, other=0.0)
             p01 = tl.load(tp + 1, mask=ok, other=0.0)
             p02 = tl.load(tp + 2, mask=ok, other=0.0)

@@ -94,6 +94,8 @@ def pck(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS, visible=None) -> torc
     correct = dist[None] <= t[:, None, None] * size[None, :, None]  # [T, N, K]
     if vis is None:
         return correct.double().mean(dim=(1, 2))
+    if not bool(vis.any()):
+        raise ValueError("visible marks no keypoint: PCK over no keypoints is undefined")
     return (correct & vis).double().sum(dim=(1, 2)) / vis.sum()
 
 

@@ -203,3 +203,9 @@ def test_plot_pck_curves_writes_png(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
     with pytest.raises(ValueError, match="thresholds"):
         M.plot_pck_curves({"CPM": [0.1, 0.2]}, tmp_path / "x.png")
+
+
+def test_pck_without_any_visible_keypoint_is_an_error():
+    pred = torch.zeros(2, 21, 2)
+    with pytest.raises(ValueError, match="no keypoint"):
+        M.pck(pred, pred, torch.ones(2), visible=torch.zeros(2, 21, dtype=torch.bool))

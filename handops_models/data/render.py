@@ -115,119 +115,124 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
 
     How: each kept face becomes four planes over the image, its three screen-space barycentrics
     lambda_k(x, y) and 1/z(x, y) (both affine in screen space). Faces are grouped by the sides of their
-    pixel bounding box (window sides 1, 2, 3, 4, 6, 8, 12, ... pixels) and every face of a group evaluates its planes
-    on its own window by broadcasting (no per-pixel gathers). A pixel centre is inside when all three
+    pixel bounding box (window sides 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, ... pixels) and every face of a
+    group evaluates its planes on its own window by broadcasting (arrays [window y, window x, faces], the
+    faces the contiguous inner dimension; no per-pixel gathers). A pixel centre is inside when all three
     lambda >= 0 (pixels on a shared edge are claimed by both faces and settled by the depth test). The
-    depth test is one ``scatter_reduce(..., "amin")`` over int64 keys ``float32 bits of z << 32 | face``
-    (positive floats order like their bit patterns), so the nearest face wins and ties go to the
-    lowest face index; the winners' perspective-correct barycentrics are evaluated once per pixel.
+    depth test is one ``scatter_reduce(..., "amax")`` over int64 keys ``float32 bits of 1/z << 32 |
+    (2^32 - 1 - face)`` (positive floats order like their bit patterns), so the nearest face wins and ties
+    go to the lowest face index; the winners' perspective-correct barycentrics are evaluated once per
+    pixel.
     """
     if vertices.dim() != 3 or vertices.shape[-1] != 3:
         raise ValueError(f"vertices must be [B, V, 3], got {list(vertices.shape)}")
     if faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be [F, 3], got {list(faces.shape)}")
     height, width = _size(size)
-    batch, dev = vertices.shape[0], vertices.device
-    v = vertices.float()
-    uv, z = project(v, K.float())
+    batch, n_vert, dev = vertices.shape[0], vertices.shape[1], vertices.device
+    uv, z = project(vertices.float(), K.float())
     faces = faces.to(dev, torch.long)
     n_faces = faces.shape[0]
-    flat = faces.reshape(-1)
-    tri_z = z.index_select(1, flat).view(batch, n_faces, 3)
-    keep = (tri_z > near).all(-1)
-    tri_uv = uv.index_select(1, flat).view(batch, n_faces, 3, 2)
+    # corner coordinates as contiguous rows over the batch's faces (b * F + f): rows[c][k], c in (x, y, z)
+    pts = torch.cat([uv, z[..., None]], -1).view(-1, 3)  # [B * V, 3]
+    corner_idx = faces.t()[:, None, :] + (torch.arange(batch, device=dev) * n_vert)[None, :, None]  # [3, B, F]
+    corners = pts.index_select(0, corner_idx.reshape(-1)).view(3, batch * n_faces, 3).permute(2, 0, 1).contiguous()
+    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (c.unbind(0) for c in corners.unbind(0))
+    keep = (z0 > near) & (z1 > near) & (z2 > near)
     if cull_backfaces:
         # with every vertex in front of the camera, a face is front-facing (outward normal towards the
         # camera) exactly when its projected winding is clockwise on the screen (y pointing down)
-        d1, d2 = tri_uv[:, :, 1] - tri_uv[:, :, 0], tri_uv[:, :, 2] - tri_uv[:, :, 0]
-        keep &= d1[..., 0] * d2[..., 1] - d1[..., 1] * d2[..., 0] < 0
-    lo = torch.ceil(tri_uv.amin(2))
-    hi = torch.floor(tri_uv.amax(2))
-    keep &= (hi[..., 0] >= 0) & (hi[..., 1] >= 0) & (lo[..., 0] <= width - 1) & (lo[..., 1] <= height - 1)
-    keep &= (hi >= lo).all(-1)
-    sel = keep.view(-1).nonzero()[:, 0]
-    b_idx = torch.div(sel, n_faces, rounding_mode="floor")
-    f_idx = sel - b_idx * n_faces
-    tuv = tri_uv.view(-1, 3, 2).index_select(0, sel)
-    tz = tri_z.view(-1, 3).index_select(0, sel)
-    lo = lo.view(-1, 2).index_select(0, sel)
-    hi = hi.view(-1, 2).index_select(0, sel)
-    planes = _face_planes(tuv, tz)  # [n, 4, 3]: (a, b, c) of lambda_0..2 and 1/z
-    good = torch.isfinite(planes).all(-1).all(-1)
-    n_pix = batch * height * width
-    none = torch.iinfo(torch.int64).max
-    key = torch.full((n_pix,), none, dtype=torch.int64, device=dev)
-    lo = lo.clamp(min=0).long()
-    ext = (hi.long() - lo + 1).clamp(min=1)  # [n, 2] window (w, h) that covers the clipped box
-    # window sides 1, 2, 3, 4, 6, 8, 12, 16, 24, ...: at most 1.5 x the box per axis
-    sizes = [1, 2, 3]
+        keep &= (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0) < 0
+    lo_x = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2))
+    lo_y = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2))
+    hi_x = torch.floor(torch.maximum(torch.maximum(x0, x1), x2))
+    hi_y = torch.floor(torch.maximum(torch.maximum(y0, y1), y2))
+    keep &= (hi_x >= 0) & (hi_y >= 0) & (lo_x <= width - 1) & (lo_y <= height - 1) & (hi_x >= lo_x) & (hi_y >= lo_y)
+    sel = keep.nonzero()[:, 0]
+    lo_x, lo_y = lo_x.index_select(0, sel).clamp(min=0), lo_y.index_select(0, sel).clamp(min=0)
+    # window (w, h) that covers the box clipped to the image
+    ext_x = (hi_x.index_select(0, sel).clamp(max=width - 1) - lo_x + 1).to(torch.int32)
+    ext_y = (hi_y.index_select(0, sel).clamp(max=height - 1) - lo_y + 1).to(torch.int32)
+    sizes = [1, 2, 3, 4, 6, 8]  # then doubling: at most 1.5 x the box per axis
     while sizes[-1] < max(height, width):
-        sizes += [2 * sizes[-2], 2 * sizes[-1]]
-    table = torch.tensor(sizes, device=dev)
-    cls = torch.searchsorted(table, ext)  # [n, 2] index of the smallest size >= the box side
-    code = torch.where(good, cls[:, 0] * len(sizes) + cls[:, 1], -1)
-    order = torch.argsort(code, stable=True)
-    codes, counts = torch.unique_consecutive(code[order], return_counts=True)
-    # sorted copies, so that each group is a contiguous slice
-    planes_s, lo_s, b_s = planes[order], lo[order], b_idx[order]
+        sizes += [2 * s for s in sizes[-2:]]
+    table = torch.tensor(sizes, dtype=torch.int32, device=dev)
+    cls_x, cls_y = torch.searchsorted(table, ext_x), torch.searchsorted(table, ext_y)
+    order = torch.argsort(cls_x * len(sizes) + cls_y, stable=True)
+    counts = torch.bincount(cls_x * len(sizes) + cls_y, minlength=len(sizes) ** 2).tolist()
+    # every per-face quantity in group order (contiguous [n] rows; a group is a slice)
+    fs = sel.index_select(0, order)  # b * F + f
+    lo_x, lo_y = lo_x.index_select(0, order), lo_y.index_select(0, order)
+    wx, wy = table.index_select(0, cls_x.index_select(0, order)), table.index_select(0, cls_y.index_select(0, order))
+    x0, x1, x2, y0, y1, y2, z0, z1, z2 = (c.index_select(0, fs) for c in (x0, x1, x2, y0, y1, y2, z0, z1, z2))
+    planes = _face_planes(x0, x1, x2, y0, y1, y2, z0, z1, z2)  # [12, n]: (a, b, c) of lambda_0..2 and 1/z
+    good = torch.isfinite(planes.sum(0))
+    # windows are shifted inside the image (their extra pixels fail the inside test), so no bounds test
+    wx0 = torch.minimum(lo_x, (width - wx).float())
+    wy0 = torch.minimum(lo_y, (height - wy).float())
+    image = torch.div(fs, n_faces, rounding_mode="floor")
+    face = fs - image * n_faces
+    base = (image * height + wy0.long()) * width + wx0.long()
+    low = torch.where(good, 0xFFFFFFFF - face, 0)  # low key word (0 and no depth bits: never drawn)
+    key = torch.zeros(batch * height * width, dtype=torch.int64, device=dev)  # 0: no face (a real key is > 0)
+    arange = torch.arange(max(height, width), device=dev)
     pos = 0
-    for c, n in zip(codes.tolist(), counts.tolist()):
-        if c >= 0:
+    for c, n in enumerate(counts):
+        if n:
             sl = slice(pos, pos + n)
-            _raster_group(order[sl], sizes[c // len(sizes)], sizes[c % len(sizes)], planes_s[sl], lo_s[sl], b_s[sl],
-                          height, width, key)
+            _raster_group(sizes[c // len(sizes)], sizes[c % len(sizes)], planes[:, sl], wx0[sl], wy0[sl], low[sl],
+                          base[sl], width, key, arange, good[sl])
         pos += n
-    fg = (key != none).nonzero()[:, 0]
+    fg = key.nonzero()[:, 0]
     k = key.index_select(0, fg)
-    g = k & 0xFFFFFFFF
-    depth = (k >> 32).to(torch.int32).view(torch.float32)
+    win_face = 0xFFFFFFFF - (k & 0xFFFFFFFF)
+    depth = 1.0 / (k >> 32).to(torch.int32).view(torch.float32)
+    b_idx = torch.div(fg, height * width, rounding_mode="floor")
+    row_of = torch.empty(batch * n_faces, dtype=torch.long, device=dev)
+    row_of[fs] = torch.arange(len(fs), device=dev)
+    row = row_of.index_select(0, b_idx * n_faces + win_face)
+    # perspective-correct barycentrics: lambda_k / z_k, normalised (planes of lambda_k / z_k, [n, 9])
+    iz = (1.0 / z0, 1.0 / z1, 1.0 / z2)
+    q = torch.stack([planes[3 * kk + j] * iz[kk] for j in range(3) for kk in range(3)], 1).index_select(0, row)
     px = (fg % width).float()
     py = torch.div(fg, width, rounding_mode="floor").remainder(height).float()
-    pl = planes.index_select(0, g)[:, :3]  # [m, 3, 3]
-    vals = pl[..., 0] * px[:, None] + pl[..., 1] * py[:, None] + pl[..., 2]
-    persp = vals * (1.0 / tz.index_select(0, g))  # lambda_k / z_k
-    return PixelFragments(fg, f_idx.index_select(0, g), persp / persp.sum(-1, keepdim=True), depth,
-                          (batch, height, width))
+    persp = q[:, 0:3] * px[:, None] + q[:, 3:6] * py[:, None] + q[:, 6:9]
+    total = persp[:, 0] + persp[:, 1] + persp[:, 2]
+    return PixelFragments(fg, win_face, persp / total[:, None], depth, (batch, height, width))
 
 
-def _face_planes(tuv: torch.Tensor, tz: torch.Tensor) -> torch.Tensor:
-    """[n, 4, 3] coefficients (a, b, c) with value = a x + b y + c of each face's barycentrics
-    lambda_0, lambda_1, lambda_2 (screen space) and of 1/z; infinite for degenerate faces."""
-    x, y = tuv[..., 0], tuv[..., 1]  # [n, 3]
-    x0, x1, x2 = x.unbind(-1)
-    y0, y1, y2 = y.unbind(-1)
+def _face_planes(x0, x1, x2, y0, y1, y2, z0, z1, z2) -> torch.Tensor:
+    """[12, n] coefficients (a, b, c) (rows 3 k + 0, 1, 2) with value = a x + b y + c of each face's
+    barycentrics lambda_0, lambda_1, lambda_2 (screen space, k = 0, 1, 2) and of 1/z (k = 3), from the
+    corners' screen coordinates and depths [n]; infinite for degenerate faces."""
     area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
     inv = 1.0 / area
     # lambda_0 is the edge function of (v1, v2), normalised: ((x2 - x1)(y - y1) - (y2 - y1)(x - x1)) / area
-    a = torch.stack([-(y2 - y1), -(y0 - y2), -(y1 - y0)], -1) * inv[:, None]
-    b = torch.stack([x2 - x1, x0 - x2, x1 - x0], -1) * inv[:, None]
-    c = torch.stack([(y2 - y1) * x1 - (x2 - x1) * y1, (y0 - y2) * x2 - (x0 - x2) * y2,
-                     (y1 - y0) * x0 - (x1 - x0) * y0], -1) * inv[:, None]
-    iz = 1.0 / tz
-    lam = torch.stack([a, b, c], -1)  # [n, 3 (lambda_k), 3 (a, b, c)]
-    inv_z = (lam * iz[:, :, None]).sum(1, keepdim=True)  # 1/z is sum_k lambda_k / z_k
-    return torch.cat([lam, inv_z], 1)
+    lam = [[-(y2 - y1) * inv, (x2 - x1) * inv, ((y2 - y1) * x1 - (x2 - x1) * y1) * inv],
+           [-(y0 - y2) * inv, (x0 - x2) * inv, ((y0 - y2) * x2 - (x0 - x2) * y2) * inv],
+           [-(y1 - y0) * inv, (x1 - x0) * inv, ((y1 - y0) * x0 - (x1 - x0) * y0) * inv]]
+    iz = (1.0 / z0, 1.0 / z1, 1.0 / z2)
+    inv_z = [lam[0][j] * iz[0] + lam[1][j] * iz[1] + lam[2][j] * iz[2] for j in range(3)]  # 1/z = sum_k lambda_k / z_k
+    return torch.stack(lam[0] + lam[1] + lam[2] + inv_z)
 
 
-def _raster_group(ids, wx, wy, pl, lo, b, height, width, key) -> None:
-    """Rasterises faces (global ids ``ids`` [n], planes ``pl`` [n, 4, 3], window corners ``lo`` [n, 2],
-    images ``b`` [n]) on windows of ``wx`` x ``wy`` pixels, reducing their keys into ``key``."""
-    dev = pl.device
-    # windows are shifted inside the image (the extra pixels fail the inside test), so no bounds test
-    x0 = lo[:, 0].clamp(max=max(width - wx, 0))
-    y0 = lo[:, 1].clamp(max=max(height - wy, 0))
-    x = x0[:, None] + torch.arange(min(wx, width), device=dev)  # [n, wx]
-    y = y0[:, None] + torch.arange(min(wy, height), device=dev)  # [n, wy]
-    # plane values on the window: [n, 4, wy, wx]
-    row = pl[:, :, 0, None] * x.float()[:, None, :] + pl[:, :, 2, None]  # [n, 4, wx]
-    col = pl[:, :, 1, None] * y.float()[:, None, :]  # [n, 4, wy]
-    vals = row[:, :, None, :] + col[:, :, :, None]
-    inside = vals[:, :3].amin(1) >= 0
-    zc = 1.0 / vals[:, 3]  # positive inside the triangle (every vertex is in front of the camera)
-    k = (zc.view(torch.int32).to(torch.int64) << 32) | ids[:, None, None]
-    k = torch.where(inside, k, torch.iinfo(torch.int64).max)
-    pix = ((b * height)[:, None] + y)[:, :, None] * width + x[:, None, :]
-    key.scatter_reduce_(0, pix.reshape(-1), k.reshape(-1), "amin")
+def _raster_group(wx, wy, pl, x0, y0, low, base, width, key, arange, good) -> None:
+    """Rasterises n faces on windows of ``wx`` x ``wy`` pixels with top-left pixels (``x0``, ``y0``) [n]
+    (float), reducing their keys into ``key`` (amax): plane coefficients ``pl`` [12, n] (row 3 k + (0, 1, 2)
+    = (a, b, c) of plane k: lambda_0..2, 1/z), key low words ``low`` [n], flat index of the top-left
+    window pixel ``base`` [n]. Arrays are [wy, wx, n]: the faces are the contiguous inner dimension."""
+    ar = arange.float()
+    x = ar[:wx, None] + x0  # [wx, n]
+    y = ar[:wy, None] + y0  # [wy, n]
+    # plane k on the window: (a x + c) + b y
+    val = [(pl[3 * k] * x + pl[3 * k + 2])[None] + (pl[3 * k + 1] * y)[:, None] for k in range(4)]
+    inside = (torch.minimum(torch.minimum(val[0], val[1]), val[2]) >= 0) & good
+    # 1/z > 0 inside the triangle (every vertex is in front of the camera): its float bits order like
+    # the values, and the nearest surface has the largest 1/z
+    k = (val[3].view(torch.int32).to(torch.int64) << 32) | low
+    k.mul_(inside)
+    pix = base + (arange[:wy, None] * width + arange[:wx])[:, :, None]
+    key.scatter_reduce_(0, pix.view(-1), k.view(-1), "amax")
 
 
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:

@@ -274,10 +274,13 @@ def interpolate_pixels(attributes: torch.Tensor, faces: torch.Tensor, frags: Pix
     batch, height, width = frags.shape
     n_vert, channels = attributes.shape[1], attributes.shape[2]
     faces = faces.to(attributes.device, torch.long)
-    bidx = torch.div(frags.pixels, height * width, rounding_mode="floor")
-    corner = faces.index_select(0, frags.face) + (bidx * n_vert)[:, None]
-    values = attributes.reshape(-1, channels).index_select(0, corner.reshape(-1)).view(-1, 3, channels)
-    return (values * frags.bary[:, :, None]).sum(1)
+    first = torch.div(frags.pixels, height * width, rounding_mode="floor") * n_vert  # the image's first vertex row
+    corner = faces.index_select(0, frags.face)  # [m, 3]
+    flat = attributes.reshape(-1, channels)
+    out = flat.index_select(0, corner[:, 0] + first) * frags.bary[:, 0:1]
+    for k in (1, 2):
+        out += flat.index_select(0, corner[:, k] + first) * frags.bary[:, k:k + 1]
+    return out
 
 
 def shade(normals: torch.Tensor, albedo: torch.Tensor, light_dir: torch.Tensor, ambient: torch.Tensor,

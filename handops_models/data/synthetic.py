@@ -248,6 +248,14 @@ def _texture_bank(seed: int, image_size: int) -> tuple:
     return tuple(bank)
 
 
+@functools.lru_cache(maxsize=4)
+def _texture_arrays(seed: int, image_size: int) -> np.ndarray:
+    """The texture bank as one read-only uint8 array [count, 2S, 2S, 3]."""
+    bank = np.stack([np.asarray(t) for t in _texture_bank(seed, image_size)])
+    bank.setflags(write=False)
+    return bank
+
+
 class _Cursor:
     """Named consumption of a per-sample random matrix [B, n]: ``take(k)`` returns the next k columns."""
 
@@ -359,9 +367,10 @@ class SyntheticHands(torch.utils.data.Dataset):
         self._radii = {right: _hand(self.model_seed, right).radii(self.subject_betas) for right in (True, False)}
         gen = torch.Generator().manual_seed(self.seed * 7919 + 17)
         pad = self.image_size + _NOISE_PAD
-        self._noise_bank = torch.randn(4, pad, pad, 3, generator=gen)
+        self._noise_bank = torch.randn(4, pad, pad, 3, generator=gen).numpy()
         with _torch_threads(self.threads):  # built here, so that DataLoader workers inherit it
             self._textures = _texture_bank(self.seed, self.image_size)
+        self._texture_arrays = _texture_arrays(self.seed, self.image_size)
 
         self.cache_dir = None
         self._shards: dict[int, dict[str, np.ndarray]] = {}
@@ -582,9 +591,8 @@ class SyntheticHands(torch.utils.data.Dataset):
         tint = 1 + 0.08 * (2 * U.take(3) - 1)
 
         # ---- render the hands (batched per handedness: the mirrored model has re-wound faces), shade
-        # the covered pixels only
-        hand_u8 = np.zeros((batch, S, S, 3), dtype=np.uint8)
-        depth_buf = np.full((batch, S, S), np.inf, dtype=np.float32)
+        # the vertices (Gouraud) and interpolate the colours at the covered pixels only
+        hand_pix, hand_rgb, hand_depth = [], [], []
         for left in (False, True):
             sel = np.nonzero(is_left == left)[0]
             if len(sel) == 0:
@@ -595,52 +603,47 @@ class SyntheticHands(torch.utils.data.Dataset):
             rgb = self._shade_hands(hand, vt, frags, *(a[sel] for a in (skin, palm_skin, light, ambient, diffuse,
                                                                           specular, tint)))
             fg = frags.pixels.numpy()
-            group = np.zeros((len(sel) * S * S, 3), dtype=np.uint8)
-            group[fg] = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-            hand_u8[sel] = group.reshape(len(sel), S, S, 3)
-            group_depth = np.full(len(sel) * S * S, np.inf, dtype=np.float32)
-            group_depth[fg] = frags.depth.numpy()
-            depth_buf[sel] = group_depth.reshape(len(sel), S, S)
+            b_local = fg // (S * S)
+            hand_pix.append(sel[b_local] * (S * S) + (fg - b_local * (S * S)))  # flat pixels of the whole batch
+            hand_rgb.append((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
+            hand_depth.append(frags.depth.numpy())
+        hand_pix, hand_rgb, hand_depth = (np.concatenate(a) for a in (hand_pix, hand_rgb, hand_depth))
+        order = np.argsort(hand_pix, kind="stable")  # ascending already when every hand has one side
+        hand_pix, hand_rgb, hand_depth = hand_pix[order], hand_rgb[order], hand_depth[order]
 
-        # ---- per sample (Pillow): background, the hand pasted through its mask, occluders, lens blur
-        from PIL import Image, ImageFilter
-
-        hand_mask = np.isfinite(depth_buf).astype(np.uint8) * 255
+        # ---- per sample (Pillow): background; then (batched) the hand over it
         occluded = U.take() < self.occlusion
         second = U.take() < 0.35
         bg_u = U.take(_BG_NUMBERS)
         occ_u = U.take(_OCC_NUMBERS * _OCCLUDERS)
         blur = _lerp(U.take(), 0.0, 0.22)
-        image = np.empty((batch, S, S, 3), dtype=np.uint8)
-        occ_alpha = np.zeros((batch, S, S), dtype=np.uint8)
-        for n in range(batch):
-            canvas = self._background(_Row(bg_u[n]), skin[n])
-            canvas.paste(Image.fromarray(hand_u8[n]), (0, 0), Image.fromarray(hand_mask[n]))
-            count = int(occluded[n]) * (1 + int(second[n]))
-            if count:
-                rgb, occ_alpha[n] = self._occluders(_Row(occ_u[n]), count, kp2d[n], bbox[n])
-                canvas.paste(Image.fromarray(rgb), (0, 0), Image.fromarray(occ_alpha[n]))
-            w = float(blur[n])
-            taps = (w, 1 - 2 * w, w)
-            canvas = canvas.filter(ImageFilter.Kernel((3, 3), [a * b for a in taps for b in taps], scale=1))
-            image[n] = np.asarray(canvas)
+        canvas = self._backgrounds(bg_u, skin)  # [B, S, S, 3] uint8
+        canvas.reshape(-1, 3)[hand_pix] = hand_rgb
 
-        # ---- exposure and sensor noise (batched)
-        exposure = torch.from_numpy(_lerp(U.take(), 0.8, 1.15)).float()
-        noise_sigma = torch.from_numpy(_lerp(U.take(), 0.0, 0.03) * 255).float()
+        # ---- per sample (numpy, float32): occluders, lens blur, exposure and sensor noise
+        exposure = _lerp(U.take(), 0.8, 1.15)
+        noise_sigma = _lerp(U.take(), 0.0, 0.03) * 255
         bank = np.minimum((U.take() * len(self._noise_bank)).astype(int), len(self._noise_bank) - 1)
         offs = (U.take(2) * (_NOISE_PAD + 1)).astype(int).clip(0, _NOISE_PAD)
-        noise = torch.stack([self._noise_bank[bank[n], offs[n, 1]:offs[n, 1] + S, offs[n, 0]:offs[n, 0] + S]
-                             for n in range(batch)])
-        img = torch.from_numpy(image).float() * exposure.view(-1, 1, 1, 1) + noise_sigma.view(-1, 1, 1, 1) * noise
-        image_u8 = (img.clamp_(0, 255) + 0.5).to(torch.uint8).permute(0, 3, 1, 2).contiguous().numpy()
+        occ = self._occluder_shapes(occ_u, kp2d, bbox)
+        image_u8 = np.empty((batch, 3, S, S), dtype=np.uint8)
+        occ_alpha = np.zeros((batch, S, S), dtype=np.uint8)
+        for n in range(batch):
+            x = canvas[n].astype(np.float32)
+            count = int(occluded[n]) * (1 + int(second[n]))
+            if count:
+                occ_alpha[n] = self._draw_occluders(x, occ, n, count)
+            noise = self._noise_bank[bank[n], offs[n, 1]:offs[n, 1] + S, offs[n, 0]:offs[n, 0] + S]
+            _finish(x, float(blur[n]), float(exposure[n]), float(noise_sigma[n]), noise, image_u8[n])
 
-        # ---- visibility
+        # ---- visibility (the z-buffer at the keypoints' pixels: a search in the sorted covered pixels)
         px = np.floor(kp2d + 0.5).astype(np.int64)
         inside = (px >= 0).all(-1) & (px < S).all(-1) & (kp3d[..., 2] > 0)
         cx, cy = px[..., 0].clip(0, S - 1), px[..., 1].clip(0, S - 1)
         b_ix = np.arange(batch)[:, None]
-        zbuf = depth_buf[b_ix, cy, cx]
+        flat = (b_ix * S + cy) * S + cx
+        at = np.minimum(np.searchsorted(hand_pix, flat), max(len(hand_pix) - 1, 0))
+        zbuf = np.where(hand_pix[at] == flat, hand_depth[at], np.inf) if len(hand_pix) else np.full(flat.shape, np.inf)
         radius = np.where(is_left[:, None], self._radii[False][subjects], self._radii[True][subjects])
         margin = self.self_occlusion_scale * radius + self.self_occlusion_tolerance
         not_self = kp3d[..., 2] <= zbuf + margin
@@ -655,131 +658,204 @@ class SyntheticHands(torch.utils.data.Dataset):
         }
 
     def _shade_hands(self, hand: _Hand, verts, frags, skin, palm_skin, light, ambient, diffuse, specular, tint):
-        """Colours [m, 3] of the covered pixels of ``frags`` (PixelFragments) of hands of one model."""
+        """Colours [m, 3] of the covered pixels of ``frags`` (PixelFragments) of hands of one model: every
+        vertex is shaded (smooth vertex normals, palm-side albedo), the colours are interpolated."""
         normals = render.vertex_normals(verts, hand.faces)
-        palmar = torch.from_numpy(hand.palmar)[None].expand(len(verts), -1)
-        values = render.interpolate_pixels(torch.cat([normals, palmar[..., None]], -1), hand.faces, frags)  # [m, 4]
-        b = torch.div(frags.pixels, self.image_size ** 2, rounding_mode="floor")
-        f = lambda a: torch.from_numpy(np.asarray(a)).float().index_select(0, b)  # noqa: E731
-        s, p = f(skin), f(palm_skin)
-        albedo = s + values[:, 3:] * (p - s)
-        rgb = render.shade(values[:, :3], albedo, f(light), f(ambient), f(diffuse), f(specular))
-        return rgb * f(tint)
+        f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float32))  # noqa: E731
+        s, p = f(skin)[:, None], f(palm_skin)[:, None]
+        palmar = torch.from_numpy(hand.palmar)[None, :, None]
+        albedo = s + palmar * (p - s)  # [b, V, 3]
+        rgb = render.shade(normals, albedo, f(light), f(ambient), f(diffuse), f(specular)) * f(tint)[:, None]
+        return render.interpolate_pixels(rgb, hand.faces, frags)
 
-    def _texture_crop(self, u: np.ndarray):
-        """An S x S crop of a bank texture chosen by the three uniforms ``u`` (texture, x, y)."""
-        S = self.image_size
-        bank = self._textures
-        tex = bank[min(int(u[0] * len(bank)), len(bank) - 1)]
-        x0, y0 = int(u[1] * S), int(u[2] * S)
-        return tex.crop((x0, y0, x0 + S, y0 + S))
-
-    def _shape(self, r: "_Row", centre, scale: float, bar_prob: float):
-        """A random polygon (ellipse, rectangle, triangle, blob or a long thin bar) around ``centre``
-        with half-axes ~ ``scale`` pixels."""
-        kind = render.SHAPES[min(int(r.take() * 4), 3)]
-        half = (scale * _lerp(r.take(), 0.4, 1.0), scale * _lerp(r.take(), 0.4, 1.0))
-        if r.take() < bar_prob:
-            kind, half = "rectangle", (scale * _lerp(r.take(), 1.2, 2.5), scale * _lerp(r.take(), 0.06, 0.2))
-        else:
-            r.take(2)
-        jitter = list(0.35 * (2 * r.take(9) - 1))
-        return render.polygon(kind, centre, half, np.pi * r.take(), jitter)
-
-    def _background(self, r: "_Row", skin: np.ndarray):
-        """An S x S RGB Pillow image of clutter: gradient, colour noise, sometimes a texture, 3..10 shapes, sometimes
-        out of focus."""
+    def _backgrounds(self, u: np.ndarray, skin: np.ndarray) -> np.ndarray:
+        """[B, S, S, 3] uint8 clutter from the background numbers ``u`` [B, _BG_NUMBERS]: a gradient plus
+        low-frequency colour noise (a 5 x 5 grid upsampled bicubically), sometimes blended with a texture;
+        3..10 shapes (plain, translucent or textured, some skin-coloured); sometimes out of focus. Every
+        parameter is derived for the whole batch at once; Pillow draws the shapes of each sample."""
         from PIL import Image, ImageDraw, ImageFilter
 
-        S = self.image_size
-        # base: a linear gradient plus low-frequency colour noise, on a 5 x 5 grid upsampled bicubically
-        c0, c1 = _colour(r.take(3)[None], r.take(1))[0], _colour(r.take(3)[None], r.take(1))[0]
-        ang = 2 * np.pi * r.take()
+        S, B = self.image_size, len(u)
+        c0, c1 = _colour(u[:, 0:3], u[:, 3]), _colour(u[:, 4:7], u[:, 7])
+        ang = 2 * np.pi * u[:, 8]
         g = np.linspace(-0.5, 0.5, 5)
-        ramp = np.clip(g[None, :] * np.cos(ang) + g[:, None] * np.sin(ang) + 0.5, 0, 1)
-        w = _lerp(r.take(), 0.0, 0.6)
-        cells = (c0 + ramp[..., None] * (c1 - c0)) * (1 - w) + r.take(75).reshape(5, 5, 3) * w
-        canvas = Image.fromarray((cells * 255 + 0.5).astype(np.uint8)).resize((S, S), Image.BICUBIC)
-        texture_all = r.take() < 0.3
-        crop_u, blend = r.take(3), _lerp(r.take(), 0.3, 0.8)
-        if texture_all:
-            canvas = Image.blend(canvas, self._texture_crop(crop_u), float(blend))
-        draw = ImageDraw.Draw(canvas)
-        n_shapes = 3 + int(r.take() * 8)
-        for slot in range(_BG_SHAPES):
-            centre = r.take(2) * S
-            pts = self._shape(r, centre, S * _lerp(r.take(), 0.05, 0.35), bar_prob=0.25)
-            colour = _colour(r.take(3)[None], r.take(1))[0]
-            if r.take() < 0.12:  # skin-coloured distractor
-                colour = np.clip(skin * _lerp(r.take(), 0.75, 1.1), 0, 1)
-            else:
-                r.take()
-            textured, translucent = r.take() < 0.4, r.take() < 0.2
-            alpha = _lerp(r.take(), 0.35, 0.8) if translucent else 1.0
-            crop_u = r.take(3)
-            if slot >= n_shapes:
-                continue
-            if textured or translucent:
-                mask = Image.new("L", (S, S), 0)
-                ImageDraw.Draw(mask).polygon(pts, fill=int(255 * alpha))
-                if textured:
-                    canvas.paste(self._texture_crop(crop_u), (0, 0), mask)
+        ramp = np.clip(g[None, None, :] * np.cos(ang)[:, None, None] + g[None, :, None] * np.sin(ang)[:, None, None]
+                       + 0.5, 0, 1)  # [B, 5 (y), 5 (x)]
+        w = _lerp(u[:, 9], 0.0, 0.6)[:, None, None, None]
+        cells = (c0[:, None, None] + ramp[..., None] * (c1 - c0)[:, None, None]) * (1 - w) + u[:, 10:85].reshape(B, 5, 5, 3) * w
+        texture_all, crop_all, blend = u[:, 85] < 0.3, u[:, 86:89], _lerp(u[:, 89], 0.3, 0.8)
+        n_shapes = 3 + (u[:, 90] * 8).astype(int)
+        blurred, sigma = u[:, 91] < 0.4, _lerp(u[:, 92], 0.6, 2.0)
+        # shape slots [B, 10, 31]
+        sl = u[:, 93:93 + _BG_SHAPES * 31].reshape(B, _BG_SHAPES, 31)
+        pts = _polygons(sl[..., 3:19].reshape(-1, 16), sl[..., 0:2].reshape(-1, 2) * S,
+                        S * _lerp(sl[..., 2].reshape(-1), 0.05, 0.35), bar_prob=0.25).reshape(B, _BG_SHAPES, -1, 2)
+        colour = _colour(sl[..., 19:22].reshape(-1, 3), sl[..., 22].reshape(-1)).reshape(B, _BG_SHAPES, 3)
+        skin_like = sl[..., 23] < 0.12  # skin-coloured distractors
+        colour = np.where(skin_like[..., None], np.clip(skin[:, None] * _lerp(sl[..., 24], 0.75, 1.1)[..., None], 0, 1),
+                          colour)
+        textured, translucent = sl[..., 25] < 0.4, sl[..., 26] < 0.2
+        alpha = np.where(translucent, _lerp(sl[..., 27], 0.35, 0.8), 1.0)
+        crop = self._crop_corners(sl[..., 28:31])
+        fill = [tuple(c) for c in (colour.reshape(-1, 3) * 255).astype(int).tolist()]
+        alpha_u8 = (255 * alpha).astype(int).reshape(-1).tolist()
+        box = _boxes(pts, S).tolist()  # [B][10][4] x0, y0, x1, y1 clipped to the image
+        bank = self._textures
+        out = np.empty((B, S, S, 3), dtype=np.uint8)
+        A = _upsampler(S)
+        for n in range(B):
+            base = (A @ (A @ cells[n].reshape(5, 15)).reshape(S, 5, 3).transpose(1, 0, 2).reshape(5, S * 3))
+            base = base.reshape(S, S, 3).transpose(1, 0, 2)  # [y, x, c]
+            if texture_all[n]:
+                t, cx, cy = self._crop_corners(crop_all[n])
+                base = base * (1 - blend[n]) + self._texture_arrays[t, cy:cy + S, cx:cx + S] * (blend[n] / 255.0)
+            img = Image.fromarray((np.clip(base, 0, 1) * 255 + 0.5).astype(np.uint8))
+            draw, draw_alpha = ImageDraw.Draw(img), ImageDraw.Draw(img, "RGBA")
+            for s in range(n_shapes[n]):
+                i = n * _BG_SHAPES + s
+                if textured[n, s]:
+                    x0, y0, x1, y1 = box[n][s]
+                    if x1 <= x0 or y1 <= y0:
+                        continue
+                    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+                    ImageDraw.Draw(mask).polygon((pts[n, s] - (x0, y0)).ravel().tolist(), fill=alpha_u8[i])
+                    t, cx, cy = int(crop[0][n, s]), int(crop[1][n, s]), int(crop[2][n, s])
+                    img.paste(bank[t].crop((cx + x0, cy + y0, cx + x1, cy + y1)), (x0, y0), mask)
+                elif translucent[n, s]:
+                    draw_alpha.polygon(pts[n, s].ravel().tolist(), fill=fill[i] + (alpha_u8[i],))
                 else:
-                    canvas.paste(tuple(int(255 * c) for c in colour), (0, 0, S, S), mask)
-            else:
-                draw.polygon(pts, fill=tuple(int(255 * c) for c in colour))
-        if r.take() < 0.4:
-            canvas = canvas.filter(ImageFilter.GaussianBlur(_lerp(r.take(), 0.6, 2.0)))
-        else:
-            r.take()
-        return canvas
+                    draw.polygon(pts[n, s].ravel().tolist(), fill=fill[i])
+            if blurred[n]:  # one box blur of the Gaussian's variance: (r^2 + r) / 3 = sigma^2
+                img = img.filter(ImageFilter.BoxBlur(float((np.sqrt(1 + 12 * sigma[n] ** 2) - 1) / 2)))
+            out[n] = np.asarray(img)
+        return out
 
-    def _occluders(self, r: "_Row", count: int, kp2d: np.ndarray, bbox: np.ndarray):
-        """(rgb [S, S, 3] uint8, alpha [S, S] uint8) of ``count`` objects in front of the hand, each
-        centred near a random keypoint, anti-aliased (drawn at twice the size), textured and shaded."""
+    def _crop_corners(self, u: np.ndarray):
+        """(texture, x0, y0) int arrays of S x S bank crops chosen by the uniforms ``u`` [..., 3]."""
+        S, count = self.image_size, len(self._textures)
+        return (np.minimum((u[..., 0] * count).astype(int), count - 1), (u[..., 1] * S).astype(int),
+                (u[..., 2] * S).astype(int))
+
+    def _occluder_shapes(self, u: np.ndarray, kp2d: np.ndarray, bbox: np.ndarray) -> dict:
+        """The parameters of the occluder slots [B, _OCCLUDERS] from their numbers ``u`` (batched): each
+        centred near a random keypoint, sized from the keypoint box; polygons in twice the resolution."""
+        B = len(u)
+        sl = u.reshape(B, _OCCLUDERS, _OCC_NUMBERS)
+        size = np.maximum((bbox[:, 2:] - bbox[:, :2]).max(1), 8.0).astype(np.float64)  # [B]
+        anchor = kp2d[np.arange(B)[:, None], np.minimum((sl[..., 0] * 21).astype(int), 20)]  # [B, k, 2]
+        centre = anchor + 0.12 * size[:, None, None] * (2 * sl[..., 1:3] - 1)
+        pts2 = _polygons(sl[..., 4:20].reshape(-1, 16), (2 * centre + 0.5).reshape(-1, 2),
+                         (2 * size[:, None] * _lerp(sl[..., 3], 0.14, 0.32)).reshape(-1), bar_prob=0.3)
+        pts2 = pts2.reshape(B, _OCCLUDERS, -1, 2)
+        return {"centre": centre, "size": size, "pts2": pts2, "box": _boxes(pts2 / 2, self.image_size),
+                "textured": sl[..., 20] < 0.5, "colour": _colour(sl[..., 21:24].reshape(-1, 3), sl[..., 24].reshape(-1))
+                .reshape(B, _OCCLUDERS, 3), "crop": self._crop_corners(sl[..., 25:28]), "shade_dir": 2 * np.pi * sl[..., 28]}
+
+    def _draw_occluders(self, x: np.ndarray, occ: dict, n: int, count: int) -> np.ndarray:
+        """Composites the first ``count`` occluders of sample ``n`` over ``x`` [S, S, 3] (float32, 0..255, in
+        place): anti-aliased masks (drawn at twice the size over each shape's box), textured or plain,
+        shaded by a gradient. Returns their coverage [S, S] uint8."""
         from PIL import Image, ImageDraw
 
         S = self.image_size
-        size = max(float((bbox[2:] - bbox[:2]).max()), 8.0)
-        rgb = np.zeros((S, S, 3), dtype=np.float32)
         alpha = np.zeros((S, S), dtype=np.float32)
-        yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
-        for k in range(_OCCLUDERS):
-            anchor = kp2d[min(int(r.take() * 21), 20)]
-            centre = anchor + 0.12 * size * (2 * r.take(2) - 1)
-            pts = self._shape(r, 2 * centre + 0.5, 2 * size * _lerp(r.take(), 0.14, 0.32), bar_prob=0.3)
-            textured = r.take() < 0.5
-            colour = _colour(r.take(3)[None], r.take(1))[0]
-            crop_u = r.take(3)
-            shade_dir = 2 * np.pi * r.take()
-            if k >= count:
+        size = occ["size"][n]
+        for k in range(count):
+            x0, y0, x1, y1 = (int(v) for v in occ["box"][n, k])
+            if x1 <= x0 or y1 <= y0:
                 continue
-            mask = Image.new("L", (2 * S, 2 * S), 0)
-            ImageDraw.Draw(mask).polygon(pts, fill=255)
-            a = np.asarray(mask.reduce(2), dtype=np.float32) / 255.0
-            fill = np.asarray(self._texture_crop(crop_u), dtype=np.float32) / 255.0 if textured else colour[None, None].astype(np.float32)
-            g = ((xx - centre[0]) * np.cos(shade_dir) + (yy - centre[1]) * np.sin(shade_dir)) / (0.5 * size)
-            fill = np.clip(fill * (0.95 + 0.3 * np.clip(g, -1, 1))[..., None], 0, 1)
-            rgb = rgb * (1 - a[..., None]) + fill * a[..., None]
-            alpha = alpha + a * (1 - alpha)
-        # un-premultiply: colour where covered (alpha 0 pixels keep 0)
-        return (np.clip(rgb / np.maximum(alpha, 1e-6)[..., None], 0, 1) * 255 + 0.5).astype(np.uint8), \
-            (alpha * 255 + 0.5).astype(np.uint8)
+            mask = Image.new("L", (2 * (x1 - x0), 2 * (y1 - y0)), 0)
+            ImageDraw.Draw(mask).polygon((occ["pts2"][n, k] - (2 * x0, 2 * y0)).ravel().tolist(), fill=255)
+            a = np.asarray(mask.reduce(2), dtype=np.float32) * np.float32(1 / 255)
+            if occ["textured"][n, k]:
+                t, cx, cy = (c[n, k] for c in occ["crop"])
+                fill = self._texture_arrays[t, cy + y0:cy + y1, cx + x0:cx + x1].astype(np.float32)
+            else:
+                fill = (occ["colour"][n, k] * 255).astype(np.float32)[None, None]
+            c, s = np.cos(occ["shade_dir"][n, k]), np.sin(occ["shade_dir"][n, k])
+            gx = ((np.arange(x0, x1) - occ["centre"][n, k, 0]) * c / (0.5 * size)).astype(np.float32)
+            gy = ((np.arange(y0, y1) - occ["centre"][n, k, 1]) * s / (0.5 * size)).astype(np.float32)
+            shade = 0.95 + 0.3 * np.clip(gy[:, None] + gx[None, :], -1, 1)
+            fill = np.minimum(fill * shade[..., None], 255.0)
+            region = x[y0:y1, x0:x1]
+            region += (fill - region) * a[..., None]
+            alpha[y0:y1, x0:x1] += a * (1 - alpha[y0:y1, x0:x1])
+        return (alpha * 255 + 0.5).astype(np.uint8)
 
 
-class _Row:
-    """``_Cursor`` for one sample: consecutive numbers of a 1-D array."""
+def _finish(x: np.ndarray, w: float, exposure: float, sigma: float, noise: np.ndarray, out: np.ndarray) -> None:
+    """The camera on one picture ``x`` [S, S, 3] float32 (0..255, overwritten): a separable 3-tap lens blur
+    (w, 1 - 2w, w) (borders replicate), exposure, sensor noise ``sigma * noise``; rounded into ``out``
+    [3, S, S] uint8."""
+    w, c = np.float32(w), np.float32(1 - 2 * w)
+    we, ce = np.float32(w * exposure), np.float32((1 - 2 * w) * exposure)
+    side = x * w
+    h = x * c
+    h[:, 1:] += side[:, :-1]
+    h[:, :-1] += side[:, 1:]
+    h[:, 0] += side[:, 0]
+    h[:, -1] += side[:, -1]
+    np.multiply(h, we, out=side)
+    np.multiply(h, ce, out=x)
+    x[1:] += side[:-1]
+    x[:-1] += side[1:]
+    x[0] += side[0]
+    x[-1] += side[-1]
+    np.multiply(noise, np.float32(sigma), out=side)
+    x += side
+    np.clip(x, 0, 255, out=x)
+    x += np.float32(0.5)
+    np.copyto(out, x.transpose(2, 0, 1), casting="unsafe")
 
-    def __init__(self, values: np.ndarray):
-        self.values, self.pos = values, 0
 
-    def take(self, k: int | None = None):
-        n = 1 if k is None else k
-        if self.pos + n > len(self.values):
-            raise RuntimeError("synthetic sampler ran out of random numbers (raise _BG_NUMBERS / _OCC_NUMBERS)")
-        out = self.values[self.pos:self.pos + n]
-        self.pos += n
-        return float(out[0]) if k is None else out
+@functools.lru_cache(maxsize=8)
+def _upsampler(size: int) -> np.ndarray:
+    """[size, 5] float64 bicubic (align_corners=False) interpolation matrix from 5 samples to ``size``."""
+    eye = torch.eye(5, dtype=torch.float64).view(5, 1, 5, 1)
+    up = torch.nn.functional.interpolate(eye, size=(size, 1), mode="bicubic", align_corners=False)
+    return up[:, 0, :, 0].t().contiguous().numpy()
+
+
+def _polygons(u: np.ndarray, centre: np.ndarray, scale: np.ndarray, bar_prob: float) -> np.ndarray:
+    """Corner points [N, 24, 2] of N random shapes from their numbers ``u`` [N, 16]: an ellipse
+    (24-gon), a rectangle, a triangle or a blob (a 9-gon with jittered radii), or with probability
+    ``bar_prob`` a long thin bar, with half-axes ~ ``scale`` [N] pixels, rotated, around ``centre`` [N, 2]
+    (corners of the polygons with fewer sides are repeated)."""
+    kind = np.minimum((u[:, 0] * 4).astype(int), 3)
+    a, b = scale * _lerp(u[:, 1], 0.4, 1.0), scale * _lerp(u[:, 2], 0.4, 1.0)
+    bar = u[:, 3] < bar_prob
+    kind = np.where(bar, 1, kind)
+    a = np.where(bar, scale * _lerp(u[:, 4], 1.2, 2.5), a)
+    b = np.where(bar, scale * _lerp(u[:, 5], 0.06, 0.2), b)
+    templates, blob_idx = _shape_templates()
+    local = templates[kind]  # [N, 24, 2]
+    radius = np.where((kind == 3)[:, None], 1 + 0.35 * (2 * u[:, 6:15][:, blob_idx] - 1), 1.0)  # [N, 24]
+    lx, ly = local[..., 0] * a[:, None] * radius, local[..., 1] * b[:, None] * radius
+    angle = np.pi * u[:, 15]
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    return np.stack([centre[:, 0:1] + c * lx - s * ly, centre[:, 1:2] + s * lx + c * ly], -1)
+
+
+@functools.lru_cache(maxsize=1)
+def _shape_templates():
+    """Unit shapes [4, 24, 2] in render.SHAPES order (ellipse, rectangle, triangle, blob) and the blob
+    corner of each of the 24 points."""
+    k = np.arange(24)
+    t = 2 * np.pi * k / 24
+    ellipse = np.stack([np.cos(t), np.sin(t)], -1)
+    rect = np.array([(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)])[k // 6]
+    tri = np.array([(1.0, 0.0), (-1.0, 1.0), (-1.0, -1.0)])[k // 8]
+    blob_idx = k * 9 // 24
+    blob = np.stack([np.cos(2 * np.pi * blob_idx / 9), np.sin(2 * np.pi * blob_idx / 9)], -1)
+    return np.stack([ellipse, rect, tri, blob]), blob_idx
+
+
+def _boxes(pts: np.ndarray, size: int) -> np.ndarray:
+    """Integer pixel boxes [..., 4] (x0, y0, x1, y1), x1 / y1 exclusive, covering polygons ``pts``
+    [..., P, 2] (pixel coordinates) with a pixel of margin, clipped to the image."""
+    lo = np.floor(pts.min(-2)) - 1
+    hi = np.ceil(pts.max(-2)) + 2
+    return np.clip(np.concatenate([lo, hi], -1), 0, size).astype(np.int64)
 
 
 def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

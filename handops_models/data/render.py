@@ -120,8 +120,8 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     faces the contiguous inner dimension; no per-pixel gathers). A pixel centre is inside when all three
     lambda >= 0 (pixels on a shared edge are claimed by both faces and settled by the depth test). The
     depth test is one ``scatter_reduce(..., "amax")`` over int64 keys ``float32 bits of 1/z << 32 |
-    (2^32 - 1 - face)`` (positive floats order like their bit patterns), so the nearest face wins and ties
-    go to the lowest face index; the winners' perspective-correct barycentrics are evaluated once per
+    (2^32 - 1 - face)`` (positive floats order like their bit patterns; candidates outside their face
+    carry the low word only), so the nearest face wins and ties go to the lowest face index; the winners' perspective-correct barycentrics are evaluated once per
     pixel.
     """
     if vertices.dim() != 3 or vertices.shape[-1] != 3:
@@ -139,10 +139,13 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     corners = pts.index_select(0, corner_idx.reshape(-1)).view(3, batch * n_faces, 3).permute(2, 0, 1).contiguous()
     (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (c.unbind(0) for c in corners.unbind(0))
     keep = (z0 > near) & (z1 > near) & (z2 > near)
+    area = (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)
     if cull_backfaces:
         # with every vertex in front of the camera, a face is front-facing (outward normal towards the
         # camera) exactly when its projected winding is clockwise on the screen (y pointing down)
-        keep &= (x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0) < 0
+        keep &= area < -1e-12
+    else:
+        keep &= area.abs() > 1e-12  # degenerate faces (no finite planes) cover nothing
     lo_x = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2))
     lo_y = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2))
     hi_x = torch.floor(torch.maximum(torch.maximum(x0, x1), x2))
@@ -166,24 +169,24 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     wx, wy = table.index_select(0, cls_x.index_select(0, order)), table.index_select(0, cls_y.index_select(0, order))
     x0, x1, x2, y0, y1, y2, z0, z1, z2 = (c.index_select(0, fs) for c in (x0, x1, x2, y0, y1, y2, z0, z1, z2))
     planes = _face_planes(x0, x1, x2, y0, y1, y2, z0, z1, z2)  # [12, n]: (a, b, c) of lambda_0..2 and 1/z
-    good = torch.isfinite(planes.sum(0))
     # windows are shifted inside the image (their extra pixels fail the inside test), so no bounds test
     wx0 = torch.minimum(lo_x, (width - wx).float())
     wy0 = torch.minimum(lo_y, (height - wy).float())
     image = torch.div(fs, n_faces, rounding_mode="floor")
     face = fs - image * n_faces
     base = (image * height + wy0.long()) * width + wx0.long()
-    low = torch.where(good, 0xFFFFFFFF - face, 0)  # low key word (0 and no depth bits: never drawn)
-    key = torch.zeros(batch * height * width, dtype=torch.int64, device=dev)  # 0: no face (a real key is > 0)
+    low = 0xFFFFFFFF - face  # the low key word
+    # a covered pixel's key is >= 2^32 (positive depth bits); a pixel no face covers keeps a key < 2^32
+    key = torch.zeros(batch * height * width, dtype=torch.int64, device=dev)
     arange = torch.arange(max(height, width), device=dev)
     pos = 0
     for c, n in enumerate(counts):
         if n:
             sl = slice(pos, pos + n)
             _raster_group(sizes[c // len(sizes)], sizes[c % len(sizes)], planes[:, sl], wx0[sl], wy0[sl], low[sl],
-                          base[sl], width, key, arange, good[sl])
+                          base[sl], width, key, arange)
         pos += n
-    fg = key.nonzero()[:, 0]
+    fg = (key > 0xFFFFFFFF).nonzero()[:, 0]
     k = key.index_select(0, fg)
     win_face = 0xFFFFFFFF - (k & 0xFFFFFFFF)
     depth = 1.0 / (k >> 32).to(torch.int32).view(torch.float32)
@@ -191,14 +194,19 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     row_of = torch.empty(batch * n_faces, dtype=torch.long, device=dev)
     row_of[fs] = torch.arange(len(fs), device=dev)
     row = row_of.index_select(0, b_idx * n_faces + win_face)
-    # perspective-correct barycentrics: lambda_k / z_k, normalised (planes of lambda_k / z_k, [n, 9])
-    iz = (1.0 / z0, 1.0 / z1, 1.0 / z2)
-    q = torch.stack([planes[3 * kk + j] * iz[kk] for j in range(3) for kk in range(3)], 1).index_select(0, row)
-    px = (fg % width).float()
-    py = torch.div(fg, width, rounding_mode="floor").remainder(height).float()
-    persp = q[:, 0:3] * px[:, None] + q[:, 3:6] * py[:, None] + q[:, 6:9]
-    total = persp[:, 0] + persp[:, 1] + persp[:, 2]
-    return PixelFragments(fg, win_face, persp / total[:, None], depth, (batch, height, width))
+    # perspective-correct barycentrics: lambda_k / z_k, normalised (each a plane of the face)
+    in_image = fg - b_idx * (height * width)
+    py = torch.div(in_image, width, rounding_mode="floor")
+    px = (in_image - py * width).float()
+    py = py.float()
+    persp = []
+    for kk, zk in enumerate((z0, z1, z2)):
+        iz = 1.0 / zk
+        a, b, c = ((planes[3 * kk + j] * iz).index_select(0, row) for j in range(3))
+        persp.append(a * px + b * py + c)
+    inv_total = 1.0 / (persp[0] + persp[1] + persp[2])
+    bary = torch.stack([p * inv_total for p in persp], 1)
+    return PixelFragments(fg, win_face, bary, depth, (batch, height, width))
 
 
 def _face_planes(x0, x1, x2, y0, y1, y2, z0, z1, z2) -> torch.Tensor:
@@ -216,7 +224,7 @@ def _face_planes(x0, x1, x2, y0, y1, y2, z0, z1, z2) -> torch.Tensor:
     return torch.stack(lam[0] + lam[1] + lam[2] + inv_z)
 
 
-def _raster_group(wx, wy, pl, x0, y0, low, base, width, key, arange, good) -> None:
+def _raster_group(wx, wy, pl, x0, y0, low, base, width, key, arange) -> None:
     """Rasterises n faces on windows of ``wx`` x ``wy`` pixels with top-left pixels (``x0``, ``y0``) [n]
     (float), reducing their keys into ``key`` (amax): plane coefficients ``pl`` [12, n] (row 3 k + (0, 1, 2)
     = (a, b, c) of plane k: lambda_0..2, 1/z), key low words ``low`` [n], flat index of the top-left
@@ -226,11 +234,10 @@ def _raster_group(wx, wy, pl, x0, y0, low, base, width, key, arange, good) -> No
     y = ar[:wy, None] + y0  # [wy, n]
     # plane k on the window: (a x + c) + b y
     val = [(pl[3 * k] * x + pl[3 * k + 2])[None] + (pl[3 * k + 1] * y)[:, None] for k in range(4)]
-    inside = (torch.minimum(torch.minimum(val[0], val[1]), val[2]) >= 0) & good
+    inside = torch.minimum(torch.minimum(val[0], val[1]), val[2]) >= 0
     # 1/z > 0 inside the triangle (every vertex is in front of the camera): its float bits order like
-    # the values, and the nearest surface has the largest 1/z
-    k = (val[3].view(torch.int32).to(torch.int64) << 32) | low
-    k.mul_(inside)
+    # the values, and the nearest surface has the largest 1/z. Outside, the key is the low word alone.
+    k = torch.add(low, (val[3].view(torch.int32) * inside).to(torch.int64), alpha=1 << 32)
     pix = base + (arange[:wy, None] * width + arange[:wx])[:, :, None]
     key.scatter_reduce_(0, pix.view(-1), k.view(-1), "amax")
 

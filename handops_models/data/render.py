@@ -245,11 +245,16 @@ def _raster_group(wx, wy, pl, x0, y0, low, base, width, key, arange) -> None:
 def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     """Area-weighted outward vertex normals [B, V, 3] of meshes [B, V, 3] sharing ``faces`` [F, 3]."""
     faces = faces.to(vertices.device, torch.long)
-    tri = vertices[:, faces]
-    fn = torch.linalg.cross(tri[:, :, 1] - tri[:, :, 0], tri[:, :, 2] - tri[:, :, 0], dim=-1)
-    vn = torch.zeros_like(vertices)
+    batch, n_vert = vertices.shape[0], vertices.shape[1]
+    idx = faces.t()[:, None, :] + (torch.arange(batch, device=vertices.device) * n_vert)[None, :, None]  # [3, B, F]
+    idx = idx.reshape(3, -1)
+    flat = vertices.reshape(-1, 3)
+    p0, p1, p2 = (flat.index_select(0, idx[k]) for k in range(3))
+    fn = torch.linalg.cross(p1 - p0, p2 - p0, dim=-1)  # [B * F, 3]
+    vn = torch.zeros_like(flat)
     for k in range(3):
-        vn.index_add_(1, faces[:, k], fn)
+        vn.index_add_(0, idx[k], fn)
+    vn = vn.view(batch, n_vert, 3)
     return vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-12)
 
 

@@ -557,15 +557,17 @@ class SyntheticHands(torch.utils.data.Dataset):
         trunc = U.take() < self.truncation
         t_dir = 2 * np.pi * U.take()
         t_amount = _lerp(U.take(), 0.3, 0.5) * S
-        lo_xy, hi_xy = verts[:, :, :2].min(1), verts[:, :, :2].max(1)
+        coords = np.ascontiguousarray(verts.transpose(0, 2, 1))  # [B, 3, V]: fast (exact) reductions
+        v_lo, v_hi = coords.min(2), coords.max(2)
+        lo_xy, hi_xy = v_lo[:, :2], v_hi[:, :2]
         centre = np.concatenate([(lo_xy + hi_xy) / 2, verts[:, :, 2:].mean(1)], 1)
         extent = (hi_xy - lo_xy).max(1)
         depth = focal * extent / (frac * S)
         # foreshortened views (fingers towards the camera) would bring the camera very close: keep the
         # hand's 3-D size within 1.4 image sides
-        size3 = (verts.max(1) - verts.min(1)).max(1)
+        size3 = (v_hi - v_lo).max(1)
         depth = np.maximum(depth, focal * size3 / (1.4 * S))
-        depth = np.maximum(depth, 0.12 + (centre[:, 2] - verts[:, :, 2].min(1)))
+        depth = np.maximum(depth, 0.12 + (centre[:, 2] - v_lo[:, 2]))
         target = pp + jitter + trunc[:, None] * t_amount[:, None] * np.stack([np.cos(t_dir), np.sin(t_dir)], 1)
         transl = np.concatenate([(target - pp) * depth[:, None] / focal[:, None], depth[:, None]], 1) - centre
         verts32 = (verts + transl[:, None]).astype(np.float32)
@@ -607,9 +609,12 @@ class SyntheticHands(torch.utils.data.Dataset):
             hand_pix.append(sel[b_local] * (S * S) + (fg - b_local * (S * S)))  # flat pixels of the whole batch
             hand_rgb.append((rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy())
             hand_depth.append(frags.depth.numpy())
-        hand_pix, hand_rgb, hand_depth = (np.concatenate(a) for a in (hand_pix, hand_rgb, hand_depth))
-        order = np.argsort(hand_pix, kind="stable")  # ascending already when every hand has one side
-        hand_pix, hand_rgb, hand_depth = hand_pix[order], hand_rgb[order], hand_depth[order]
+        if len(hand_pix) > 1:  # both sides: merge into ascending pixel order
+            hand_pix, hand_rgb, hand_depth = (np.concatenate(a) for a in (hand_pix, hand_rgb, hand_depth))
+            order = np.argsort(hand_pix, kind="stable")
+            hand_pix, hand_rgb, hand_depth = hand_pix[order], hand_rgb[order], hand_depth[order]
+        else:
+            (hand_pix,), (hand_rgb,), (hand_depth,) = hand_pix, hand_rgb, hand_depth
 
         # ---- per sample (Pillow): background; then (batched) the hand over it
         occluded = U.take() < self.occlusion
@@ -703,13 +708,19 @@ class SyntheticHands(torch.utils.data.Dataset):
         bank = self._textures
         out = np.empty((B, S, S, 3), dtype=np.uint8)
         A = _upsampler(S)
+        A255 = A * 255.0
+        cells_x = cells.transpose(0, 2, 1, 3).reshape(B, 5, 15)  # [B, 5 (x), 5 (y) * 3]
         for n in range(B):
-            base = (A @ (A @ cells[n].reshape(5, 15)).reshape(S, 5, 3).transpose(1, 0, 2).reshape(5, S * 3))
-            base = base.reshape(S, S, 3).transpose(1, 0, 2)  # [y, x, c]
+            # bicubic upsampling, separable: along x, then along y (float64, one sample at a time)
+            along_x = (A @ cells_x[n]).reshape(S, 5, 3).transpose(1, 0, 2).reshape(5, 3 * S)  # [5 (y), S (x) * 3]
+            base = (A255 @ along_x).reshape(S, S, 3)  # [y, x, c], 0..255
             if texture_all[n]:
                 t, cx, cy = self._crop_corners(crop_all[n])
-                base = base * (1 - blend[n]) + self._texture_arrays[t, cy:cy + S, cx:cx + S] * (blend[n] / 255.0)
-            img = Image.fromarray((np.clip(base, 0, 1) * 255 + 0.5).astype(np.uint8))
+                base *= 1 - blend[n]
+                base += self._texture_arrays[t, cy:cy + S, cx:cx + S] * blend[n]
+            np.clip(base, 0, 255, out=base)
+            base += 0.5
+            img = Image.fromarray(base.astype(np.uint8))
             draw, draw_alpha = ImageDraw.Draw(img), ImageDraw.Draw(img, "RGBA")
             for s in range(n_shapes[n]):
                 i = n * _BG_SHAPES + s

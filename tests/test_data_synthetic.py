@@ -103,6 +103,39 @@ def test_rasteriser_matches_brute_force_ray_casting(batch):
         np.testing.assert_allclose(got[hit], depth[hit], atol=2e-4)
 
 
+def test_rasteriser_big_and_border_faces_on_a_non_square_image():
+    """Faces larger than the image, leaving it on every side, overlapping at several depths, both
+    windings (no culling), on a 20 x 31 picture: coverage and depth as ray casting, in any batch."""
+    rng = np.random.default_rng(0)
+    verts = np.concatenate([rng.uniform(-1.5, 1.5, (24, 2)), rng.uniform(1.0, 3.0, (24, 1))], 1)
+    faces = np.arange(24).reshape(8, 3)
+    K = np.array([[20.0, 0, 15.0], [0, 20.0, 9.5], [0, 0, 1]])
+    v, f, k = torch.from_numpy(verts).float(), torch.from_numpy(faces), torch.from_numpy(K).float()
+    frags = render.rasterize(torch.stack([v, v * 1.1]), f, torch.stack([k, k]), (20, 31), cull_backfaces=False)
+    alone = render.rasterize(v[None], f, k[None], (20, 31), cull_backfaces=False)
+    assert torch.equal(frags.depth[:1], alone.depth) and torch.equal(frags.face[:1], alone.face)
+    ys, xs = np.mgrid[0:20, 0:31]
+    rays = np.stack([xs, ys, np.ones_like(xs)], -1).reshape(-1, 3) @ np.linalg.inv(K).T
+    depth = _ray_depth(v.numpy(), faces, rays).reshape(20, 31)
+    got = frags.depth[0].numpy()
+    np.testing.assert_array_equal(np.isfinite(got), np.isfinite(depth))
+    assert np.isfinite(depth).mean() > 0.3
+    np.testing.assert_allclose(got[np.isfinite(depth)], depth[np.isfinite(depth)], rtol=1e-4)
+    # barycentrics of covered pixels are convex weights
+    bary = frags.bary[frags.mask]
+    assert (bary >= -1e-4).all() and torch.allclose(bary.sum(-1), torch.ones(len(bary)), atol=1e-5)
+
+
+def test_mixed_hands_are_the_same_in_any_batch():
+    ds = SyntheticHands(10, image_size=40, seed=4, left_prob=0.5, occlusion=0.5, progress=False)
+    both = ds.generate(range(10))
+    assert 0 < both["is_left"].sum() < 10
+    for i in (0, 3, 9):
+        one = ds.generate([i])
+        for key in ("image", "visibility", "keypoints2d", "vertices"):
+            np.testing.assert_array_equal(one[key][0], both[key][i], err_msg=key)
+
+
 def _ray_depth(vertices: np.ndarray, faces: np.ndarray, rays: np.ndarray) -> np.ndarray:
     """Camera-z of the nearest intersection of rays from the origin (directions [R, 3]) with the
     triangles (Moller-Trumbore, float64, both sides); inf where a ray misses."""

@@ -6,8 +6,8 @@ Two halves:
   batch of meshes at once: every (front-facing) face enumerates the pixel centres of its own bounding
   box (a small window per face, no fixed tile), tests them with edge functions, interpolates 1/z
   (perspective-correct depth and barycentrics) and the nearest surface per pixel wins through
-  ``scatter_reduce(..., "amin")`` (ties: the lowest face id); :func:`rasterize_pixels` returns the
-  covered pixels only. :func:`vertex_normals`, :func:`interpolate` (:func:`interpolate_pixels`) and
+  ``scatter_reduce(..., "amax")`` on 1/z (ties: the lowest face id); :func:`rasterize_pixels` returns
+  the covered pixels only. :func:`vertex_normals`, :func:`interpolate` (:func:`interpolate_pixels`) and
   :func:`shade` turn the fragments into a smooth-shaded picture (wrapped
   Lambert diffuse, ambient, Blinn-Phong specular, one directional light).
 * **2-D helpers** — :func:`polygon` (ellipses, rectangles, bars, triangles and blobs as polygons, drawn
@@ -166,10 +166,12 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     # every per-face quantity in group order (contiguous [n] rows; a group is a slice)
     fs = sel.index_select(0, order)  # b * F + f
     lo_x, lo_y = lo_x.index_select(0, order), lo_y.index_select(0, order)
-    wx, wy = table.index_select(0, cls_x.index_select(0, order)), table.index_select(0, cls_y.index_select(0, order))
+    # windows (at most the image) are shifted inside the image (their extra pixels fail the inside test),
+    # so no bounds test
+    wx = table.index_select(0, cls_x.index_select(0, order)).clamp(max=width)
+    wy = table.index_select(0, cls_y.index_select(0, order)).clamp(max=height)
     x0, x1, x2, y0, y1, y2, z0, z1, z2 = (c.index_select(0, fs) for c in (x0, x1, x2, y0, y1, y2, z0, z1, z2))
     planes = _face_planes(x0, x1, x2, y0, y1, y2, z0, z1, z2)  # [12, n]: (a, b, c) of lambda_0..2 and 1/z
-    # windows are shifted inside the image (their extra pixels fail the inside test), so no bounds test
     wx0 = torch.minimum(lo_x, (width - wx).float())
     wy0 = torch.minimum(lo_y, (height - wy).float())
     image = torch.div(fs, n_faces, rounding_mode="floor")
@@ -183,7 +185,7 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
     for c, n in enumerate(counts):
         if n:
             sl = slice(pos, pos + n)
-            _raster_group(sizes[c // len(sizes)], sizes[c % len(sizes)], planes[:, sl], wx0[sl], wy0[sl], low[sl],
+            _raster_group(min(sizes[c // len(sizes)], width), min(sizes[c % len(sizes)], height), planes[:, sl], wx0[sl], wy0[sl], low[sl],
                           base[sl], width, key, arange)
         pos += n
     fg = (key > 0xFFFFFFFF).nonzero()[:, 0]

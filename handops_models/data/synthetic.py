@@ -32,12 +32,14 @@ What a sample holds (the dictionary of :mod:`handops_models.data.sample`):
   nearer than 12 cm to the closest vertex; the hand centre lands near the image centre, or
   (probability ``truncation``) pushed towards a border so that part of it leaves the image.
 * **Appearance** — skin tones from very light to dark (palm side lighter), smooth shading with one
-  directional light (wrapped Lambert, ambient, a little Blinn-Phong specular, tinted), then over the
-  whole picture a slight 3-tap lens blur, exposure and sensor noise.
+  directional light (wrapped Lambert, ambient, a little Blinn-Phong specular, tinted; evaluated at the
+  vertices with smooth normals and interpolated perspective-correctly over the faces, which span a few
+  pixels each), then over the whole picture a slight 3-tap lens blur, exposure and sensor noise.
 * **Background** (Pillow) — a gradient plus low-frequency colour noise, sometimes a global texture,
   and 3..10 random ellipses, rectangles, triangles, blobs and thin bars, plain, translucent or filled
   with crops of a seeded texture bank (stripes, checkers, rings, blotches); some are skin-coloured
-  distractors; with probability 0.4 the background is out of focus (Gaussian blur).
+  distractors; with probability 0.4 the background is out of focus (a box blur with the variance of a
+  Gaussian of sigma 0.6..2 px).
 * **Occluders** — with probability ``occlusion`` one or (35 %) two objects (ellipse, box, triangle,
   blob or a long bar, plain or textured, shaded by a gradient, anti-aliased) in front of the hand,
   centred near a random keypoint and sized from the keypoint box.
@@ -59,9 +61,11 @@ float32 values, so the per-sample output does not depend on the batch it was gen
 float64-rounding tie, which in practice never happens).
 
 Speed: generation is batched (``generate`` / ``__getitems__``, which DataLoader uses): one float64 MANO
-call, one rasterisation of the whole batch, per-sample Pillow drawing. It runs its small torch ops on
-one thread (``threads``); DataLoader workers use the other cores. About 5 ms a sample at 128 x 128 on
-one core of this project's machine (``python -m benchmarks.bench_synthetic_data``).
+call, one rasterisation and one per-vertex shading of the whole batch, every background / occluder
+parameter derived for the batch at once; what stays per sample is what must not depend on the batch
+(Pillow drawing of the shapes inside their boxes, the float32 camera stage in numpy). It runs its small
+torch ops on one thread (``threads``); DataLoader workers use the other cores. About 1.6-2 ms a sample
+at 128 x 128 on one core of this project's machine (``python -m benchmarks.bench_synthetic_data``).
 
 Caching: with ``cache_dir`` the dataset writes its samples once, as shards of ``shard_size`` samples
 (one ``.npy`` per array: uint8 images, float32 annotations), into a folder named by a hash of every

@@ -252,12 +252,13 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     idx = idx.reshape(3, -1)
     flat = vertices.reshape(-1, 3)
     p0, p1, p2 = (flat.index_select(0, idx[k]) for k in range(3))
-    fn = torch.linalg.cross(p1 - p0, p2 - p0, dim=-1)  # [B * F, 3]
+    e1, e2 = p1 - p0, p2 - p0
+    fn = torch.stack([e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1], e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2],
+                      e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]], 1)  # [B * F, 3] face normals (2 x area)
     vn = torch.zeros_like(flat)
     for k in range(3):
         vn.index_add_(0, idx[k], fn)
-    vn = vn.view(batch, n_vert, 3)
-    return vn / vn.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+    return _normalise(vn.view(batch, n_vert, 3))
 
 
 def interpolate(attributes: torch.Tensor, faces: torch.Tensor, frags: Fragments) -> torch.Tensor:
@@ -303,20 +304,44 @@ def shade(normals: torch.Tensor, albedo: torch.Tensor, light_dir: torch.Tensor, 
     directional light per image: ``light_dir`` [B, 3] (towards the light, camera coordinates),
     ``ambient`` / ``diffuse`` / ``specular`` [B] strengths. Diffuse is wrapped Lambert
     max(0, (n.l + wrap) / (1 + wrap)) (soft, skin-like terminator), specular is Blinn-Phong for a
-    viewer looking along +z."""
+    viewer looking along +z. Element-wise arithmetic only (no reductions, an integer ``shininess`` by
+    repeated squaring), so every value is the same whatever else is in the tensors."""
     batch = normals.shape[0]
     extra = normals.dim() - 2
     view = (batch,) + (1,) * extra
-    n = normals / normals.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    l = light_dir / light_dir.norm(dim=-1, keepdim=True)
-    l = l.view(*view, 3)
-    ndl = (n * l).sum(-1, keepdim=True)
+    n = _normalise(normals)
+    l = _normalise(light_dir).view(*view, 3)
+    ndl = _dot(n, l)
     lam = ((ndl + wrap) / (1 + wrap)).clamp(min=0)
-    half = l + torch.tensor([0.0, 0.0, -1.0], device=n.device)
-    half = half / half.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    spec = (n * half).sum(-1, keepdim=True).clamp(min=0) ** shininess
+    half = _normalise(l + torch.tensor([0.0, 0.0, -1.0], device=n.device, dtype=l.dtype))
+    spec = _power(_dot(n, half).clamp(min=0), shininess)
     out = albedo * (ambient.view(*view, 1) + diffuse.view(*view, 1) * lam) + specular.view(*view, 1) * spec
     return out
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_k a[..., k] b[..., k] over the last axis of size 3, keepdim, in a fixed order."""
+    return a[..., 0:1] * b[..., 0:1] + a[..., 1:2] * b[..., 1:2] + a[..., 2:3] * b[..., 2:3]
+
+
+def _normalise(v: torch.Tensor) -> torch.Tensor:
+    """v / |v| along the last axis (size 3), |v| clamped at 1e-12, element-wise."""
+    return v / torch.sqrt(_dot(v, v)).clamp(min=1e-12)
+
+
+def _power(x: torch.Tensor, p: float) -> torch.Tensor:
+    """x ** p; an integer p in 1..256 by repeated squaring (exact multiplications, the same in vector
+    and scalar loops)."""
+    if float(p).is_integer() and 1 <= p <= 256:
+        p, out, sq = int(p), None, x
+        while p:
+            if p & 1:
+                out = sq if out is None else out * sq
+            p >>= 1
+            if p:
+                sq = sq * sq
+        return out
+    return x ** p
 
 
 # --------------------------------------------------------------------------------------------------

@@ -62,6 +62,15 @@ def test_determinism_per_seed_and_index():
     assert not torch.equal(alone["keypoints3d"], ds[8]["keypoints3d"])
 
 
+def test_samples_do_not_depend_on_the_batch():
+    ds = SyntheticHands(48, image_size=64, seed=8, occlusion=0.6, left_prob=0.3, progress=False)
+    whole = ds.generate(range(48))
+    parts = [ds.generate(list(range(48))[a:b][::-1]) for a, b in ((0, 1), (1, 6), (6, 29), (29, 48))]
+    for key in ("image", "visibility", "keypoints2d", "vertices", "bbox"):
+        got = np.concatenate([p[key][::-1] for p in parts])
+        np.testing.assert_array_equal(got, whole[key], err_msg=key)
+
+
 def test_dataloader_workers_give_the_same_samples():
     ds = SyntheticHands(8, image_size=32, seed=2, progress=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2)

@@ -10,9 +10,8 @@ Two halves:
   the covered pixels only. :func:`vertex_normals`, :func:`interpolate` (:func:`interpolate_pixels`) and
   :func:`shade` turn the fragments into a smooth-shaded picture (wrapped
   Lambert diffuse, ambient, Blinn-Phong specular, one directional light).
-* **2-D helpers** — :func:`polygon` (ellipses, rectangles, bars, triangles and blobs as polygons, drawn
-  by Pillow's ``ImageDraw``), :func:`stripes` (a batch of stripe / checker textures) and
-  :func:`blur3` (a separable 3-tap blur); the synthetic backgrounds and occluders are built from them.
+* **2-D helpers** — :func:`pixel_grid` and :func:`stripes` (a batch of stripe / checker textures), which
+  the synthetic backgrounds' texture bank is built from.
 
 Conventions: camera coordinates x right, y down, z forward (metres); pixel (0, 0) is the centre of the
 top-left pixel, so a point projects to (u, v) = (K X)[:2] / (K X)[2] and pixel (x, y) covers
@@ -31,10 +30,9 @@ import torch
 __all__ = [
     "Fragments", "PixelFragments", "project", "rasterize", "rasterize_pixels", "vertex_normals", "interpolate",
     "interpolate_at", "interpolate_pixels", "shade",
-    "pixel_grid", "polygon", "stripes", "blur3", "SHAPES",
+    "pixel_grid", "stripes",
 ]
 
-SHAPES = ("ellipse", "rectangle", "triangle", "blob")
 
 
 @dataclass
@@ -355,30 +353,6 @@ def pixel_grid(height: int, width: int, device=None) -> tuple[torch.Tensor, torc
     return x[None], y[None]
 
 
-def polygon(kind: str, centre, half, angle: float, jitter=None) -> list[tuple[float, float]]:
-    """Corner points [(x, y), ...] in pixels of one shape for ``ImageDraw.polygon``: an "ellipse"
-    (24-gon), a "rectangle", a "triangle" (apex at +half[0] along the rotated x axis, base of
-    half-width half[1]) or a "blob" (a 9-gon whose radii are scaled by ``1 + jitter[k]``, jitter [9]),
-    with half-axes ``half`` = (a, b) rotated by ``angle`` radians about ``centre`` = (x, y)."""
-    a, b = float(half[0]), float(half[1])
-    if kind == "ellipse":
-        t = [2 * math.pi * k / 24 for k in range(24)]
-        local = [(a * math.cos(u), b * math.sin(u)) for u in t]
-    elif kind == "rectangle":
-        local = [(-a, -b), (a, -b), (a, b), (-a, b)]
-    elif kind == "triangle":
-        local = [(a, 0.0), (-a, b), (-a, -b)]
-    elif kind == "blob":
-        jitter = [0.0] * 9 if jitter is None else jitter
-        local = [(a * (1 + jitter[k]) * math.cos(2 * math.pi * k / 9), b * (1 + jitter[k]) * math.sin(2 * math.pi * k / 9))
-                 for k in range(9)]
-    else:
-        raise ValueError(f"kind must be one of {SHAPES}, got {kind!r}")
-    c, s = math.cos(angle), math.sin(angle)
-    cx, cy = float(centre[0]), float(centre[1])
-    return [(cx + c * x - s * y, cy + s * x + c * y) for x, y in local]
-
-
 def stripes(grid: tuple[torch.Tensor, torch.Tensor], period: torch.Tensor, angle: torch.Tensor, phase: torch.Tensor,
             checker: torch.Tensor, sharpness: torch.Tensor) -> torch.Tensor:
     """Texture weights [B, H, W] in [0, 1]: sin stripes of ``period`` pixels at ``angle`` (radians),
@@ -393,13 +367,3 @@ def stripes(grid: tuple[torch.Tensor, torch.Tensor], period: torch.Tensor, angle
     chk = checker.view(view).float()
     p = p1 * (1 - chk) + p1 * p2 * chk
     return 0.5 + 0.5 * (p * sharpness.view(view)).clamp(-1.0, 1.0)
-
-
-def blur3(image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Separable 3-tap blur of ``image`` [B, H, W, C]: taps (w, 1 - 2w, w) along rows and columns with
-    ``weight`` w [B] in [0, 1/3] (0 = identity); borders replicate."""
-    w = weight.view(-1, 1, 1, 1)
-    pad = torch.cat([image[:, :, :1], image, image[:, :, -1:]], 2)
-    image = (1 - 2 * w) * pad[:, :, 1:-1] + w * (pad[:, :, :-2] + pad[:, :, 2:])
-    pad = torch.cat([image[:, :1], image, image[:, -1:]], 1)
-    return (1 - 2 * w) * pad[:, 1:-1] + w * (pad[:, :-2] + pad[:, 2:])

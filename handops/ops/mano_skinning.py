@@ -139,6 +139,9 @@ def _setup_context(ctx, inputs, output):
     betas, pose, transl, *model, parents, keypoint_ids = inputs
     ctx.save_for_backward(betas, pose, *model)
     ctx.parents, ctx.keypoint_ids, ctx.has_transl = parents, keypoint_ids, transl is not None
+    # Outputs that do not reach the loss keep a None gradient: the kernel skips their work (the vertex
+    # sweep, on the joints-only path) instead of multiplying zeros.
+    ctx.set_materialize_grads(False)
 
 
 def _backward(ctx, grad_vertices, grad_keypoints, grad_joints, grad_transforms):

@@ -30,3 +30,28 @@ def test_rotation_6d_round_trip():
     noisy = rotation_6d_to_matrix(d6 + 0.1)
     torch.testing.assert_close(noisy @ noisy.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(16, 3, 3))
     assert torch.allclose(torch.linalg.det(noisy), torch.ones(16, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("with_vertices", [True, False])
+def test_layer_compiles_with_fullgraph(with_vertices):
+    # float32 inputs on the float64 model: the cast happens inside the compiled graph.
+    import handops
+    from handops.mano import synthetic_model
+
+    layer = handops.ManoLayer(synthetic_model(0), use_pca=True, num_pca_comps=6)
+    gen = torch.Generator().manual_seed(3)
+    betas, orient, pca, transl = (torch.randn(3, n, generator=gen) for n in (10, 3, 6, 3))
+
+    def loss(o, h):
+        out = layer(betas, o, h, transl, with_vertices=with_vertices)
+        return out.joints.square().sum() + (out.vertices.sum() if with_vertices else 0)
+
+    compiled = torch.compile(loss, fullgraph=True)
+    leaves = [orient.clone().requires_grad_(), pca.clone().requires_grad_()]
+    got = compiled(*leaves)
+    got_grads = torch.autograd.grad(got, leaves)
+    eager = [orient.clone().requires_grad_(), pca.clone().requires_grad_()]
+    want = loss(*eager)
+    torch.testing.assert_close(got, want)
+    for g, w in zip(got_grads, torch.autograd.grad(want, eager)):
+        torch.testing.assert_close(g, w)

@@ -329,3 +329,25 @@ def test_every_kernel_compiles_for_sm80_and_sm90():
             for c in done.values():
                 kernel = getattr(tm, c["kernel"])
                 assert c["constexprs"] == tm._pick(kernel, sizes), c
+
+
+def test_the_cuda_registration_runs_these_kernels_with_the_ops_arguments():
+    # What handops::mano_skinning runs for CUDA tensors (handops/ops/mano_skinning.py), called here on CPU
+    # tensors in the interpreter with the op's own argument list, against the C++ CPU kernel.
+    from handops.ops import mano_skinning as ops
+
+    model = random_mano_model(3, num_vertices=30)
+    layer = handops.ManoLayer(model, use_pca=False, flat_hand_mean=True)
+    gen = torch.Generator().manual_seed(4)
+    betas, pose, transl = (torch.randn(*s, generator=gen, dtype=torch.float64) for s in ((2, 10), (2, 16, 3), (2, 3)))
+    m = layer.skinning
+    args = (betas, pose, transl, *m.tensors(), list(m.parents), list(layer.keypoint_ids))
+    got = ops._cuda_forward(*args)
+    want = torch.ops.handops.mano_skinning(*args)
+    for g, w in zip(got, want):
+        _assert_close(g, w, 1e-12)
+    grads = [torch.randn(w.shape, generator=gen, dtype=torch.float64) for w in want]
+    grads[0] = None
+    backward_args = (*grads, betas, pose, *args[3:])
+    for g, w in zip(ops._cuda_backward(*backward_args), torch.ops.handops.mano_skinning_backward(*backward_args)):
+        _assert_close(g, w, 1e-12)

@@ -324,11 +324,15 @@ def test_every_kernel_compiles_for_sm80_and_sm90():
     sizes = tm._sizes(10)
     for sm in (80, 90):
         for dtype in ("torch.float32", "torch.float64"):
-            done = {c["kernel"]: c for c in result["compiled"] if c["sm"] == sm and c["dtype"] == dtype}
-            assert set(done) == module_kernels
-            for c in done.values():
+            done = [c for c in result["compiled"] if c["sm"] == sm and c["dtype"] == dtype]
+            assert {c["kernel"] for c in done} == module_kernels
+            for c in done:
                 kernel = getattr(tm, c["kernel"])
-                assert c["constexprs"] == tm._pick(kernel, sizes), c
+                expected = tm._pick(kernel, sizes)
+                if c["kernel"] == "_rodrigues_kernel":  # both variants
+                    expected = {**expected, "BACKWARD": c["constexprs"]["BACKWARD"]}
+                assert c["constexprs"] == expected, c
+            assert sorted(c["constexprs"]["BACKWARD"] for c in done if c["kernel"] == "_rodrigues_kernel") == [False, True]
 
 
 def test_the_cuda_registration_runs_these_kernels_with_the_ops_arguments():
@@ -351,3 +355,24 @@ def test_the_cuda_registration_runs_these_kernels_with_the_ops_arguments():
     backward_args = (*grads, betas, pose, *args[3:])
     for g, w in zip(ops._cuda_backward(*backward_args), torch.ops.handops.mano_skinning_backward(*backward_args)):
         _assert_close(g, w, 1e-12)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
+def test_rodrigues_kernel_matches_the_reference_and_its_gradient(dtype, tol):
+    from handops._reference.mano import axis_angle_to_matrix
+
+    gen = torch.Generator().manual_seed(8)
+    pose = 1.5 * torch.randn(3, 16, 3, generator=gen, dtype=torch.float64)
+    pose[0, :4] *= torch.tensor([0.0, 1e-9, 1e-3, 9e-3], dtype=torch.float64)[:, None]  # zero and the series branch
+    pose[1, 0] = torch.tensor([0.011, 0.0, 0.0])  # just past the series
+    pose[1, 1] = torch.tensor([3.1, 0.2, -0.1])  # near pi
+    leaf = pose.clone().requires_grad_()
+    want = axis_angle_to_matrix(leaf)
+    grad = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    (want_grad,) = torch.autograd.grad(want, leaf, grad)
+    got = tm._rotations(pose.to(dtype))
+    got_grad = tm._rotations_backward(pose.to(dtype), grad.to(dtype))
+    assert got.dtype == dtype and got_grad.dtype == dtype and got.shape == (3, 16, 3, 3)
+    torch.testing.assert_close(got.double(), want.detach(), rtol=0, atol=tol)
+    _assert_close(got_grad.double(), want_grad, tol)
+    assert tm._rotations(pose[:0]).shape == (0, 16, 3, 3) and tm._rotations_backward(pose[:0], grad[:0]).shape == (0, 16, 3)

@@ -48,11 +48,13 @@ the chain first; nothing is saved):
 
 ``op_forward`` / ``op_backward`` have the registered op's current schema (handops::mano_skinning with
 pose as axis-angle [B, 16, 3] or matrices, transl, keypoint_ids, and the joint basis as inputs): torch
-glue around ``_forward`` / ``_backward`` for Rodrigues (and autograd through it for the axis-angle
-gradient), transl, and the keypoint gather (its gradient a one-hot product, deterministic).
+glue around ``_forward`` / ``_backward`` for transl and the keypoint gather (its gradient a one-hot
+product, deterministic), with Rodrigues and its adjoint in ``_rodrigues_kernel``.
 
 Launches: forward two matmuls (the joint basis) + ``_chain_forward_kernel`` + ``_skin_kernel``;
-backward two matmuls + the chain + ``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. ``_forward``
+backward two matmuls + the chain + ``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. For an
+axis-angle pose, ``op_forward`` adds one ``_rodrigues_kernel`` launch (R from r, computed in float64) and
+``op_backward`` two (R again, and dL/dr from dL/dR analytically), instead of torch ops and autograd. ``_forward``
 and ``_backward`` take the joint basis (J_template, J_shapedirs) instead of J_regressor and skip the
 matmuls; the joints then need not come from the vertices given (e.g. a subset of the mesh).
 
@@ -70,7 +72,6 @@ import torch
 import triton
 import triton.language as tl
 
-from handops._reference.mano import axis_angle_to_matrix
 from handops._triton.tree_marginals import _constexpr_names, kernel_signature
 
 __all__ = ["mano_skinning_forward", "mano_skinning_backward", "op_forward", "op_backward", "compile_specs", "KERNELS"]
@@ -483,6 +484,73 @@ TILE_LIMITS = {"BLOCK_V": 32, "BLOCK_B": 16, "BLOCK_P": 32, "CHAIN_BLOCK_B": 128
 MAX_BATCH = (2**31 - 1) // 192
 
 
+@triton.jit
+def _rodrigues_kernel(pose_ptr, rot_ptr, grad_rot_ptr, grad_pose_ptr, count, BACKWARD: tl.constexpr, BLOCK_R: tl.constexpr):
+    """Rodrigues for ``count`` axis-angle vectors r (one lane each), in float64 whatever the input dtype:
+    R = I + a K + b K^2 with K = skew(r), s = |r|^2, K^2 = r r^T - s I, a = sin t / t, b = (1 - cos t) / s
+    (series in s below 1e-4, so exact and finite at zero). Forward writes R (row-major 9 values). BACKWARD
+    reads dL/dR and writes dL/dr_i = <dL/dR, dR/dr_i>, with
+    dR/dr_i = 2 r_i (a' K + b' K^2) + a skew(e_i) + b (e_i r^T + r e_i^T - 2 r_i I), a' = da/ds = (cos t - a) / 2s,
+    b' = db/ds = (a - 2 b) / 2s."""
+    lane = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+    ok = lane < count
+    x = tl.load(pose_ptr + 3 * lane + 0, mask=ok, other=0.0).to(tl.float64)
+    y = tl.load(pose_ptr + 3 * lane + 1, mask=ok, other=0.0).to(tl.float64)
+    z = tl.load(pose_ptr + 3 * lane + 2, mask=ok, other=0.0).to(tl.float64)
+    s = x * x + y * y + z * z
+    small = s < 1e-4
+    s_safe = tl.where(small, 1.0, s)
+    t = tl.sqrt(s_safe)
+    c = tl.cos(t)
+    a = tl.where(small, 1.0 - s / 6.0 * (1.0 - s / 20.0 * (1.0 - s / 42.0)), tl.sin(t) / t)
+    b = tl.where(small, 0.5 - s / 24.0 * (1.0 - s / 30.0 * (1.0 - s / 56.0)), (1.0 - c) / s_safe)
+    # K = [[0, -z, y], [z, 0, -x], [-y, x, 0]] and K^2 = r r^T - s I, row-major.
+    k01, k02, k10, k12, k20, k21 = -z, y, z, -x, -y, x
+    q00, q01, q02 = x * x - s, x * y, x * z
+    q11, q12, q22 = y * y - s, y * z, z * z - s
+    if BACKWARD:
+        da = tl.where(small, -1.0 / 6.0 + s / 60.0 - s * s / 1680.0, (c - a) / (2.0 * s_safe))
+        db = tl.where(small, -1.0 / 24.0 + s / 360.0 - s * s / 13440.0, (a - 2.0 * b) / (2.0 * s_safe))
+        g = grad_rot_ptr + 9 * lane
+        g00 = tl.load(g + 0, mask=ok, other=0.0).to(tl.float64)
+        g01 = tl.load(g + 1, mask=ok, other=0.0).to(tl.float64)
+        g02 = tl.load(g + 2, mask=ok, other=0.0).to(tl.float64)
+        g10 = tl.load(g + 3, mask=ok, other=0.0).to(tl.float64)
+        g11 = tl.load(g + 4, mask=ok, other=0.0).to(tl.float64)
+        g12 = tl.load(g + 5, mask=ok, other=0.0).to(tl.float64)
+        g20 = tl.load(g + 6, mask=ok, other=0.0).to(tl.float64)
+        g21 = tl.load(g + 7, mask=ok, other=0.0).to(tl.float64)
+        g22 = tl.load(g + 8, mask=ok, other=0.0).to(tl.float64)
+        # <G, K> and <G, K^2>: the part shared by the three derivatives.
+        gk = g01 * k01 + g02 * k02 + g10 * k10 + g12 * k12 + g20 * k20 + g21 * k21
+        gq = g00 * q00 + (g01 + g10) * q01 + (g02 + g20) * q02 + g11 * q11 + (g12 + g21) * q12 + g22 * q22
+        shared = 2.0 * (da * gk + db * gq)
+        trace = g00 + g11 + g22
+        # <G, e_i r^T + r e_i^T> = (G r)_i + (G^T r)_i; <G, skew(e_i)> from skew(e_0) = (2,1) - (1,2), etc.
+        gr0 = g00 * x + g01 * y + g02 * z + g00 * x + g10 * y + g20 * z
+        gr1 = g10 * x + g11 * y + g12 * z + g01 * x + g11 * y + g21 * z
+        gr2 = g20 * x + g21 * y + g22 * z + g02 * x + g12 * y + g22 * z
+        d0 = x * shared + a * (g21 - g12) + b * (gr0 - 2.0 * x * trace)
+        d1 = y * shared + a * (g02 - g20) + b * (gr1 - 2.0 * y * trace)
+        d2 = z * shared + a * (g10 - g01) + b * (gr2 - 2.0 * z * trace)
+        out = grad_pose_ptr + 3 * lane
+        tl.store(out + 0, d0.to(grad_pose_ptr.dtype.element_ty), mask=ok)
+        tl.store(out + 1, d1.to(grad_pose_ptr.dtype.element_ty), mask=ok)
+        tl.store(out + 2, d2.to(grad_pose_ptr.dtype.element_ty), mask=ok)
+    else:
+        out = rot_ptr + 9 * lane
+        kind = rot_ptr.dtype.element_ty
+        tl.store(out + 0, (1.0 + b * q00).to(kind), mask=ok)
+        tl.store(out + 1, (a * k01 + b * q01).to(kind), mask=ok)
+        tl.store(out + 2, (a * k02 + b * q02).to(kind), mask=ok)
+        tl.store(out + 3, (a * k10 + b * q01).to(kind), mask=ok)
+        tl.store(out + 4, (1.0 + b * q11).to(kind), mask=ok)
+        tl.store(out + 5, (a * k12 + b * q12).to(kind), mask=ok)
+        tl.store(out + 6, (a * k20 + b * q02).to(kind), mask=ok)
+        tl.store(out + 7, (a * k21 + b * q12).to(kind), mask=ok)
+        tl.store(out + 8, (1.0 + b * q22).to(kind), mask=ok)
+
+
 def _sizes(num_betas: int) -> dict:
     """Every constexpr of a launch; the launchers and compile_specs both read these."""
     return {
@@ -496,7 +564,7 @@ def _sizes(num_betas: int) -> dict:
 
 def _pick(kernel, sizes: dict) -> dict:
     """The constexpr arguments of ``kernel`` (the chain kernels take CHAIN_BLOCK_B as their BLOCK_B)."""
-    values = dict(sizes, PRECISION="ieee")
+    values = dict(sizes, PRECISION="ieee", BLOCK_R=RODRIGUES_BLOCK, BACKWARD=False)
     if kernel in (_chain_forward_kernel, _chain_backward_kernel):
         values["BLOCK_B"] = sizes["CHAIN_BLOCK_B"]
     return {name: values[name] for name in _constexpr_names(kernel)}
@@ -692,9 +760,31 @@ def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, r
 # ---------------------------------------------------------------------------------------------
 
 
+RODRIGUES_BLOCK = 128
+
+
 def _rotations(pose: torch.Tensor) -> torch.Tensor:
-    # Rodrigues with the reference's series near zero (torch ops on [B, 16, 3]: tiny next to the skinning).
-    return axis_angle_to_matrix(pose) if pose.dim() == 3 else pose
+    """[B, 16, 3, 3] from an axis-angle pose [B, 16, 3] (one ``_rodrigues_kernel`` launch), or the matrices."""
+    if pose.dim() == 4:
+        return pose
+    pose = pose.contiguous()
+    rotations = pose.new_empty(*pose.shape[:-1], 3, 3)
+    count = pose.numel() // 3
+    if count:
+        _rodrigues_kernel[(triton.cdiv(count, RODRIGUES_BLOCK),)](pose, rotations, rotations, pose, count, BACKWARD=False,
+                                                                  BLOCK_R=RODRIGUES_BLOCK)
+    return rotations
+
+
+def _rotations_backward(pose: torch.Tensor, grad_rotations: torch.Tensor) -> torch.Tensor:
+    """dL/d pose [B, 16, 3] from dL/dR [B, 16, 3, 3] (one ``_rodrigues_kernel`` launch)."""
+    pose, grad_rotations = pose.contiguous(), grad_rotations.contiguous()
+    grad_pose = torch.empty_like(pose)
+    count = pose.numel() // 3
+    if count:
+        _rodrigues_kernel[(triton.cdiv(count, RODRIGUES_BLOCK),)](pose, grad_pose, grad_rotations, grad_pose, count,
+                                                                  BACKWARD=True, BLOCK_R=RODRIGUES_BLOCK)
+    return grad_pose
 
 
 def _keypoint_index(keypoint_ids, num_vertices: int, device) -> torch.Tensor:
@@ -759,15 +849,9 @@ def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, bet
         select = torch.nn.functional.one_hot(index, 16 + num_vertices).to(betas.dtype).t()
         points = torch.cat([grad_joints, grad_vertices], 1) + select @ grad_keypoints
         grad_joints, grad_vertices = points[:, :16], points[:, 16:]
-    with torch.enable_grad():
-        pose_ = pose.detach().requires_grad_(pose.dim() == 3)
-        rotations = _rotations(pose_)
-        grad_betas, grad_rotations = _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations.detach(),
-                                               v_template, shapedirs, posedirs, J_template, J_shapedirs, weights, parents)
-        if pose.dim() == 3:
-            (grad_pose,) = torch.autograd.grad(rotations, pose_, grad_rotations) if batch else (torch.zeros_like(pose),)
-        else:
-            grad_pose = grad_rotations
+    grad_betas, grad_rotations = _backward(grad_vertices, grad_joints, grad_transforms, betas, _rotations(pose), v_template,
+                                           shapedirs, posedirs, J_template, J_shapedirs, weights, parents)
+    grad_pose = _rotations_backward(pose, grad_rotations) if pose.dim() == 3 else grad_rotations
     return grad_betas, grad_pose, grad_transl
 
 
@@ -775,7 +859,7 @@ def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, bet
 # Ahead-of-time compilation
 # ---------------------------------------------------------------------------------------------
 
-KERNELS = (_chain_forward_kernel, _skin_kernel, _skin_adjoint_kernel, _chain_backward_kernel)
+KERNELS = (_chain_forward_kernel, _skin_kernel, _skin_adjoint_kernel, _chain_backward_kernel, _rodrigues_kernel)
 
 
 def compile_specs(dtype: torch.dtype, num_vertices: int, num_betas: int):
@@ -786,4 +870,7 @@ def compile_specs(dtype: torch.dtype, num_vertices: int, num_betas: int):
     """
     del num_vertices  # a runtime argument: the same binaries serve every V
     sizes = _sizes(num_betas)
-    return [(kernel, kernel_signature(kernel, dtype), _pick(kernel, sizes)) for kernel in KERNELS]
+    specs = [(kernel, kernel_signature(kernel, dtype), _pick(kernel, sizes)) for kernel in KERNELS]
+    # Rodrigues has a forward and a backward variant.
+    specs.append((_rodrigues_kernel, kernel_signature(_rodrigues_kernel, dtype), {**_pick(_rodrigues_kernel, sizes), "BACKWARD": True}))
+    return specs

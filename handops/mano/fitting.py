@@ -128,9 +128,9 @@ def fit_keypoints2d(layer: ManoLayer, keypoints2d: torch.Tensor, camera_K: torch
         _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_pose, transl, iterations or (200, 60),
                   learning_rates, progress)
     with torch.no_grad():
-        joints = layer(betas, global_orient, hand_pose.view(batch, 15, 3), transl, with_vertices=False).joints
-        _, mean_error = _reprojection(joints, torch.zeros_like(transl), keypoints2d, camera_K, weights)
-    return FitResult(global_orient, hand_pose, transl, joints, mean_error)
+        joints = layer(betas, global_orient, hand_pose.view(batch, 15, 3), with_vertices=False).joints
+        _, mean_error = _reprojection(joints, transl, keypoints2d, camera_K, weights)
+    return FitResult(global_orient, hand_pose, transl, joints + transl[:, None], mean_error)
 
 
 def _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_pose, transl, iterations, learning_rates, progress):
@@ -180,10 +180,11 @@ def _fit_lm(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_po
     """Levenberg-Marquardt on Eq. 6.4 (see ``fit_keypoints2d``); returns (global_orient, hand_pose, transl).
 
     Per image and iteration, with residuals e_k = P(X_k) - x_k, Jacobian rows G_k = dP/dX dX/dp and IRLS
-    weights c_k = w_k / max(|e_k|, 1e-3 px): solve (H + lam D) d = -g with H = sum_k c_k G_k^T G_k,
-    g = sum_k c_k G_k^T e_k and D = diag(H) (floored); keep p + d if Eq. 6.4 decreases (lam / 3), else
-    keep p (lam * 4). The parameters are the translation alone (stage 1), then the 48 pose values of the
-    op (root first, the layer's mean pose included) and the translation (stage 2).
+    weights c_k = w_k / max(|e_k|, LM_DISTANCE_FLOOR): solve (H + lam D) d = -g with H = sum_k c_k G_k^T G_k,
+    g = sum_k c_k G_k^T e_k and D = diag(H) (floored); keep p + d if Eq. 6.4 decreases, and update lam by
+    Nielsen's rule from the ratio of the actual to the predicted decrease. The parameters are the
+    translation alone (stage 1), then the 48 pose values of the op (root first, the layer's mean pose
+    included) and the translation (stage 2).
     """
     from handops.ops.mano_skinning import mano_keypoints_jacobian, mano_skinning
 
@@ -196,10 +197,9 @@ def _fit_lm(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_po
         nu = keypoints2d.new_full((batch,), 2.0)
 
         def energy_of(points):  # Eq. 6.4 per image, inf for a keypoint at or behind the camera
-            pixels = project(points, camera_K)
-            energy = (weights * (pixels - keypoints2d).norm(dim=-1)).sum(-1)
-            return torch.where(((points @ camera_K[:, 2:].transpose(1, 2))[..., 0] > 1e-4).all(-1), energy,
-                               torch.full_like(energy, float("inf")))
+            q = points @ camera_K.transpose(1, 2)
+            energy = (weights * (q[..., :2] / q[..., 2:].clamp_min(1e-6) - keypoints2d).norm(dim=-1)).sum(-1)
+            return torch.where((q[..., 2] > 1e-4).all(-1), energy, torch.full_like(energy, float("inf")))
 
         def linearise(pose_, transl_, full):
             """Energy, residuals [B, 42], IRLS weights [B, 42] and Jacobian rows [B, 42, 3 or 51] at (pose, transl)."""

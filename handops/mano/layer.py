@@ -80,11 +80,11 @@ class ManoLayer(torch.nn.Module):
             elif hand_pose.shape[1] != 45:
                 raise ValueError(f"hand_pose must be [B, 45] axis-angle (use_pca=False), got {list(hand_pose.shape)}")
             hand_pose = hand_pose.view(batch, 15, 3)
+        elif hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 6):
+            return rotation_6d_to_matrix(hand_pose)
+        elif hand_pose.dim() == 4 and hand_pose.shape[1:] == (15, 3, 3):
+            return hand_pose
         elif not (hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 3)):
-            if hand_pose.dim() == 3 and hand_pose.shape[1:] == (15, 6):
-                return rotation_6d_to_matrix(hand_pose)
-            if hand_pose.dim() == 4 and hand_pose.shape[1:] == (15, 3, 3):
-                return hand_pose
             raise ValueError("hand_pose must be [B, num_pca_comps] / [B, 45], [B, 15, 3], [B, 15, 6] or [B, 15, 3, 3], "
                              f"got {list(hand_pose.shape)}")
         return hand_pose if self.flat_hand_mean else hand_pose + self.pose_mean.to(hand_pose).view(15, 3)
@@ -116,9 +116,7 @@ class ManoLayer(torch.nn.Module):
         elif root.dim() == 3 and hand.dim() == 3:  # matrix root, axis-angle fingers
             hand = axis_angle_to_matrix(hand)
         pose = torch.cat([root[:, None], hand], 1)  # [B, 16, 3] axis-angle (Rodrigues runs in the op) or [B, 16, 3, 3]
-        if with_vertices:
-            vertices, joints, mano_joints, transforms = mano_skinning(self.skinning, betas, pose, transl, self.keypoint_ids)
-        else:
-            vertices, joints, mano_joints, transforms = mano_skinning(self.fingertips, betas, pose, transl, self.fingertip_keypoint_ids)
+        model, ids = (self.skinning, self.keypoint_ids) if with_vertices else (self.fingertips, self.fingertip_keypoint_ids)
+        vertices, joints, mano_joints, transforms = mano_skinning(model, betas, pose, transl, ids)
         return ManoOutput(vertices if with_vertices else None, joints, mano_joints, transforms)
 

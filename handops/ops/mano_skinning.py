@@ -48,10 +48,6 @@ class SkinningModel:
         return cls(model.v_template[keep].contiguous(), model.shapedirs[keep].contiguous(), model.posedirs[keep].contiguous(),
                    j_template, j_shapedirs, model.weights[keep].contiguous(), tuple(int(p) for p in model.parents))
 
-    @property
-    def num_vertices(self) -> int:
-        return self.v_template.shape[0]
-
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.v_template, self.shapedirs, self.posedirs, self.J_template, self.J_shapedirs, self.weights)
 

@@ -12,7 +12,7 @@ import functools
 import torch
 
 from handops import _extension
-from handops.ops._dispatch import triton_module
+from handops.ops._dispatch import register_autograd, triton_module
 from handops._reference.edge_conv import edge_conv_reference
 from handops.graph import Graph
 from handops.ops.tree_marginals import _check_tensor, _describe
@@ -59,7 +59,7 @@ def edge_conv(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.T
         raise ValueError(f"x, weight and bias must be on one device, got {', '.join(str(t.device) for t in tensors)}")
     out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
-    y = torch.ops.handops.edge_conv(x.to(dtype), weight4.to(dtype), None if bias2 is None else bias2.to(dtype), graph.flat_edges())
+    y = _edge_conv_op(x.to(dtype), weight4.to(dtype), None if bias2 is None else bias2.to(dtype), graph.flat_edges())
     y = y.to(out_dtype)
     return y[:, 0] if single_layer else y
 
@@ -93,7 +93,7 @@ def _backward(ctx, grad):
     return g_x, g_weight, (g_bias if ctx.has_bias else None), None
 
 
-torch.library.register_autograd("handops::edge_conv", _backward, setup_context=_setup_context)
+_edge_conv_op = register_autograd("edge_conv", _backward, _setup_context)
 
 
 def _reference_forward(x, weight, bias, edges):

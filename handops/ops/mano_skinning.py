@@ -16,7 +16,7 @@ import torch
 from handops import _extension
 from handops._reference.mano import mano_keypoints_jacobian_reference, mano_skinning_reference
 from handops.mano.model import ManoModel
-from handops.ops._dispatch import triton_module
+from handops.ops._dispatch import register_autograd, triton_module
 
 __all__ = ["SkinningModel", "mano_skinning", "mano_keypoints_jacobian"]
 
@@ -91,8 +91,8 @@ def mano_skinning(model: SkinningModel, betas: torch.Tensor, pose: torch.Tensor,
     """
     _check_pose(betas, pose, transl, model, "mano_skinning")
     m = model.to(betas.dtype, betas.device)
-    return torch.ops.handops.mano_skinning(betas, pose.to(betas), None if transl is None else transl.to(betas), *m.tensors(),
-                                           list(m.parents), list(keypoint_ids))
+    return _mano_skinning_op(betas, pose.to(betas), None if transl is None else transl.to(betas), *m.tensors(),
+                             list(m.parents), list(keypoint_ids))
 
 
 def mano_keypoints_jacobian(model: SkinningModel, betas: torch.Tensor, pose: torch.Tensor, transl: torch.Tensor | None,
@@ -147,7 +147,7 @@ def _backward(ctx, grad_vertices, grad_keypoints, grad_joints, grad_transforms):
     return (g_betas, g_pose, g_transl if ctx.has_transl else None) + (None,) * 8
 
 
-torch.library.register_autograd("handops::mano_skinning", _backward, setup_context=_setup_context)
+_mano_skinning_op = register_autograd("mano_skinning", _backward, _setup_context)
 
 
 def _reference_forward(betas, pose, transl, *model_and_ids):

@@ -13,7 +13,7 @@ import functools
 import torch
 
 from handops import _extension
-from handops.ops._dispatch import triton_module
+from handops.ops._dispatch import register_autograd, triton_module
 from handops._reference import tree_marginals as _ref
 from handops.tree import Tree, tree_from_schedule
 
@@ -111,7 +111,7 @@ def tree_marginals(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree, weig
     """
     out_dtype = torch.promote_types(unary.dtype, pairwise.dtype) if isinstance(pairwise, torch.Tensor) else None
     unary_c, pairwise_c, weights_c = _canonical_inputs(unary, pairwise, tree, weights)
-    marginals, _, _ = torch.ops.handops.tree_marginals(unary_c, pairwise_c, weights_c, tree.flat_messages(), list(tree.level_sizes))
+    marginals, _, _ = _tree_marginals_op(unary_c, pairwise_c, weights_c, tree.flat_messages(), list(tree.level_sizes))
     return marginals.to(out_dtype)
 
 
@@ -128,7 +128,10 @@ def tree_map(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree) -> tuple[t
         Not differentiable.
     """
     unary_c, pairwise_c, _ = _canonical_inputs(unary, pairwise, tree, None, allow_mixture=False)
-    max_marginals, config = torch.ops.handops.tree_map(unary_c, pairwise_c[:, 0], tree.flat_messages(), list(tree.level_sizes))
+    # Max-product has no gradient and the op no autograd formula: detached inputs keep the outputs from
+    # requiring grad (PyTorch's fallback would mark them, and a backward would leave no gradient).
+    max_marginals, config = torch.ops.handops.tree_map(unary_c.detach(), pairwise_c[:, 0].detach(), tree.flat_messages(),
+                                                       list(tree.level_sizes))
     return max_marginals.to(torch.promote_types(unary.dtype, pairwise.dtype)), config
 
 
@@ -183,7 +186,7 @@ def _backward(ctx, grad_marginals, grad_messages, grad_scales):
     return grads[0], grads[1], grads[2], None, None
 
 
-torch.library.register_autograd("handops::tree_marginals", _backward, setup_context=_setup_context)
+_tree_marginals_op = register_autograd("tree_marginals", _backward, _setup_context)
 
 
 # Reference implementations, registered where no compiled kernel exists.

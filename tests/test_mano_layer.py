@@ -55,3 +55,20 @@ def test_layer_compiles_with_fullgraph(with_vertices):
     torch.testing.assert_close(got, want)
     for g, w in zip(got_grads, torch.autograd.grad(want, eager)):
         torch.testing.assert_close(g, w)
+
+
+def test_6d_pose_convention_is_public_and_holds():
+    # The 6-D pose is two columns of R; pytorch3d's rows are another rotation, so the public docstring says which.
+    import handops
+    from handops.mano import synthetic_model
+
+    doc = handops.ManoLayer.__doc__
+    assert "torch.cat([R[..., :, 0], R[..., :, 1]], -1)" in doc and "pytorch3d" in doc and "rows" in doc
+    layer = handops.ManoLayer(synthetic_model(0), use_pca=False, flat_hand_mean=True)
+    rotations = torch.from_numpy(Rotation.random(2 * 16, random_state=1).as_matrix()).view(2, 16, 3, 3)
+    columns = torch.cat([rotations[..., :, 0], rotations[..., :, 1]], -1)
+    rows = rotations[..., :2, :].flatten(-2)
+    betas = torch.zeros(2, 10, dtype=torch.float64)
+    want = layer(betas, rotations[:, 0], rotations[:, 1:]).vertices
+    torch.testing.assert_close(layer(betas, columns[:, 0], columns[:, 1:]).vertices, want)
+    assert (layer(betas, rows[:, 0], rows[:, 1:]).vertices - want).norm(dim=-1).max() > 0.01

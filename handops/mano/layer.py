@@ -40,6 +40,12 @@ class ManoLayer(torch.nn.Module):
     ``global_orient`` is [B, 3] axis-angle, [B, 3, 3] a matrix or [B, 6] the 6-D representation;
     ``hand_pose`` is [B, num_pca_comps] (PCA) or [B, 45] (axis-angle) when 2-D, [B, 15, 3] axis-angle,
     [B, 15, 6] 6-D or [B, 15, 3, 3] matrices. The mean pose is added only to axis-angle and PCA poses.
+
+    The 6-D representation is the first two *columns* of the rotation matrix R (Zhou et al. 2019):
+    ``torch.cat([R[..., :, 0], R[..., :, 1]], -1)``, turned back into R by Gram-Schmidt. pytorch3d's
+    ``matrix_to_rotation_6d`` stores the first two *rows* instead (``R[..., :2, :].flatten(-2)``); read
+    as columns that is a different rotation (centimetres of vertex error, silently), so convert such
+    poses with pytorch3d's ``rotation_6d_to_matrix`` and pass the matrices.
     """
 
     def __init__(self, model_or_path: ManoModel | str | Path, use_pca: bool = True, num_pca_comps: int = 6,

@@ -39,6 +39,8 @@ def _pair(pred, gt, dims: int, name: str = "pred") -> tuple[torch.Tensor, torch.
             raise TypeError(f"{label} must be a floating-point tensor, got {t.dtype}")
         if t.dim() != 3 or t.shape[-1] != dims:
             raise ValueError(f"{label} must have shape [N, J, {dims}], got {list(t.shape)}")
+        if t.shape[0] == 0 or t.shape[1] == 0:  # every metric averages over the points: undefined, not NaN
+            raise ValueError(f"{label} must hold at least one point (N, J >= 1 in [N, J, {dims}]), got {list(t.shape)}")
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{label} holds NaN or Inf")
     if pred.shape != gt.shape:
@@ -94,8 +96,6 @@ def pck(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS, visible=None) -> torc
     correct = dist[None] <= t[:, None, None] * size[None, :, None]  # [T, N, K]
     if vis is None:
         return correct.double().mean(dim=(1, 2))
-    if not bool(vis.any()):
-        raise ValueError("visible marks no keypoint: PCK over no keypoints is undefined")
     return (correct & vis).double().sum(dim=(1, 2)) / vis.sum()
 
 
@@ -107,12 +107,15 @@ def mpck(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS, visible=None) -> flo
 def auc(thresholds, values) -> float:
     """Normalised area under a curve: ``trapezoid(values, thresholds) / (thresholds[-1] - thresholds[0])``.
 
-    ``thresholds`` [T >= 2] strictly increasing; for a PCK curve the result is in [0, 1].
+    ``thresholds`` [T >= 2] strictly increasing; ``values`` [T] fractions in [0, 1] (a PCK curve), so the
+    result is in [0, 1].
     """
     t = _thresholds(thresholds)
     v = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
     if t.numel() < 2 or v.numel() != t.numel():
         raise ValueError(f"auc needs at least two thresholds and one value each, got {t.numel()} and {v.numel()}")
+    if not bool(((v >= 0) & (v <= 1)).all()):  # NaN fails both comparisons
+        raise ValueError(f"values must be fractions in [0, 1] (a PCK curve, as pck returns), got {v.tolist()}")
     if not bool((t[1:] > t[:-1]).all()):
         raise ValueError("thresholds must be strictly increasing")
     return float(torch.trapezoid(v, t) / (t[-1] - t[0]))
@@ -186,8 +189,8 @@ def pa_mpjpe(pred, gt) -> float:
 def betas_mse(pred_betas, gt_betas) -> float:
     """MSE_mano (Sec. 6.4.1): ``mean((pred - gt)^2)`` over hands and shape components, [N, S]."""
     p, g = torch.as_tensor(pred_betas), torch.as_tensor(gt_betas)
-    if p.dim() != 2 or p.shape != g.shape:
-        raise ValueError(f"betas must both be [N, S], got {list(p.shape)} and {list(g.shape)}")
+    if p.dim() != 2 or p.shape != g.shape or p.numel() == 0:
+        raise ValueError(f"betas must both be [N, S] with N, S >= 1, got {list(p.shape)} and {list(g.shape)}")
     return float(((p.double() - g.double()) ** 2).mean())
 
 

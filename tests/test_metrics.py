@@ -209,3 +209,26 @@ def test_pck_without_any_visible_keypoint_is_an_error():
     pred = torch.zeros(2, 21, 2)
     with pytest.raises(ValueError, match="no keypoint"):
         M.pck(pred, pred, torch.ones(2), visible=torch.zeros(2, 21, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("metric", [
+    lambda p: M.pck(p, p, torch.ones(p.shape[0])), lambda p: M.pck_auc(p, p, torch.ones(p.shape[0])),
+    lambda p: M.epe(p, p), lambda p: M.mpjpe(torch.cat([p, p[..., :1]], -1), torch.cat([p, p[..., :1]], -1)),
+    lambda p: M.pa_mpjpe(torch.cat([p, p[..., :1]], -1), torch.cat([p, p[..., :1]], -1)),
+], ids=["pck", "pck_auc", "epe", "mpjpe", "pa_mpjpe"])
+@pytest.mark.parametrize("shape", [(0, 21, 2), (2, 0, 2)], ids=["no_images", "no_keypoints"])
+def test_metrics_over_no_points_are_errors_not_nan(metric, shape):
+    # Like "no visible keypoint": a mean over nothing is undefined, never NaN.
+    with pytest.raises(ValueError, match=r"pred must hold at least one point"):
+        metric(torch.zeros(shape))
+
+
+def test_betas_mse_over_no_hands_is_an_error():
+    with pytest.raises(ValueError, match=r"N, S >= 1"):
+        M.betas_mse(torch.zeros(0, 10), torch.zeros(0, 10))
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.5, 1.5], [0.0, float("nan"), 1.0], [-0.1, 0.5, 1.0]])
+def test_auc_values_must_be_fractions(values):
+    with pytest.raises(ValueError, match=r"values must be fractions in \[0, 1\]"):
+        M.auc([0.0, 0.5, 1.0], values)

@@ -252,6 +252,18 @@ def test_freihand_errors_name_the_file(tmp_path):
         FreiHAND(tmp_path)
 
 
+def test_freihand_zero_K_is_a_format_error(tmp_path):
+    # An all-zero K used to project every keypoint to NaN; it names the file and the entry instead.
+    write_freihand(tmp_path)
+    path = tmp_path / "training_K.json"
+    K = json.loads(path.read_text())
+    K[1] = np.zeros((3, 3)).tolist()
+    path.write_text(json.dumps(K))
+    with pytest.raises(ValueError, match=re.escape(f"{path}: entry 1: K must be a camera matrix [[fx, s, cx], [0, fy, cy], "
+                                                   "[0, 0, 1]] with fx, fy > 0, got [[0.0, 0.0, 0.0]")):
+        FreiHAND(tmp_path)
+
+
 # --------------------------------------------------------------------------------------------------
 # DexYCB
 
@@ -358,6 +370,9 @@ def test_dexycb_errors_name_the_file(tmp_path):
     intr = tmp_path / "calibration" / "intrinsics" / "932122062010_640x480.yml"
     intr.write_text(yaml.safe_dump({"color": {"fx": 1.0, "fy": 1.0}}))
     with pytest.raises(ValueError, match=re.escape(f"{intr}: must hold color: {{fx, fy, ppx, ppy}}")):
+        DexYCB(tmp_path, "s2", "test")
+    intr.write_text(yaml.safe_dump({"color": {"fx": 0.0, "fy": 1.0, "ppx": 2.0, "ppy": 3.0}}))
+    with pytest.raises(ValueError, match=re.escape(f"{intr}: color K must be a camera matrix")):
         DexYCB(tmp_path, "s2", "test")
     intr.write_text("color: !!python/object/apply:os.system ['echo hi']\n")
     with pytest.raises(ValueError, match=re.escape(f"{intr}: not valid (safe) YAML")):
@@ -477,6 +492,9 @@ def test_humbi_errors_name_the_file(tmp_path):
         HUMBIHands(tmp_path)
     intr = tmp_path / "subject_3" / "hand" / "intrinsic.txt"
     lines = intr.read_text().splitlines()
+    intr.write_text("\n".join(lines[:-1] + ["0 0 0"]) + "\n")  # camera 5's K with a zero bottom row
+    with pytest.raises(ValueError, match=re.escape(f"{intr}: camera 5: K must be a camera matrix")):
+        HUMBIHands(tmp_path)
     intr.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(ValueError, match=re.escape(f"{intr}: after the 3 header lines")):
         HUMBIHands(tmp_path)

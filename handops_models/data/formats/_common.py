@@ -12,7 +12,7 @@ import torch
 
 __all__ = [
     "FormatError", "require_file", "load_json", "load_npz", "load_yaml", "load_text_matrix", "read_image",
-    "as_array", "project", "bbox_from_keypoints", "in_image", "matrix_to_axis_angle", "axis_angle_to_matrix",
+    "as_array", "check_intrinsics", "project", "bbox_from_keypoints", "in_image", "matrix_to_axis_angle", "axis_angle_to_matrix",
     "mano_arrays", "make_sample",
 ]
 
@@ -108,6 +108,17 @@ def as_array(value, shape: tuple[int, ...], source, name: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise FormatError(f"{source}: {name} holds NaN or Inf")
     return a
+
+
+def check_intrinsics(K: np.ndarray, source, name: str = "K") -> None:
+    """Refuses camera matrices K [3, 3] or [N, 3, 3] (finite) that are not ``[[fx, s, cx], [0, fy, cy], [0, 0, 1]]``
+    with fx, fy > 0: :func:`project` with any other K (an all-zero one, say) gives NaN or meaningless pixels."""
+    ok = (K[..., 0, 0] > 0) & (K[..., 1, 1] > 0) & (K[..., 1, 0] == 0) & (K[..., 2, :] == (0, 0, 1)).all(-1)
+    if not ok.all():
+        entry = int(np.flatnonzero(~ok)[0]) if K.ndim == 3 else None
+        bad = K if entry is None else K[entry]
+        raise FormatError(f"{source}: {'' if entry is None else f'entry {entry}: '}{name} must be a camera matrix "
+                          f"[[fx, s, cx], [0, fy, cy], [0, 0, 1]] with fx, fy > 0, got {bad.tolist()}")
 
 
 def _describe_shape(value) -> str:

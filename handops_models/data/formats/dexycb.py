@@ -48,7 +48,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from handops_models.data.formats._common import (
-    FormatError, as_array, bbox_from_keypoints, in_image, load_npz, load_yaml, make_sample, mano_arrays, read_image,
+    FormatError, as_array, bbox_from_keypoints, check_intrinsics, in_image, load_npz, load_yaml, make_sample, mano_arrays, read_image,
 )
 
 __all__ = ["DexYCB", "DEXYCB_SUBJECTS", "DEXYCB_SERIALS"]
@@ -98,7 +98,9 @@ def _intrinsics(path: Path) -> np.ndarray:
         fx, fy, cx, cy = (float(color[k]) for k in ("fx", "fy", "ppx", "ppy"))
     except (TypeError, ValueError) as e:
         raise FormatError(f"{path}: color fx, fy, ppx, ppy must be numbers") from e
-    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    K = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    check_intrinsics(K, path, "color K")
+    return K
 
 
 class DexYCB(Dataset):

@@ -46,7 +46,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from handops_models.data.formats._common import (
-    FormatError, bbox_from_keypoints, in_image, load_json, make_sample, mano_arrays, project, read_image,
+    FormatError, bbox_from_keypoints, check_intrinsics, in_image, load_json, make_sample, mano_arrays, project, read_image,
 )
 
 __all__ = ["FreiHAND", "FREIHAND_TRAINING_SIZE", "FREIHAND_EVALUATION_SIZE", "FREIHAND_VERSIONS"]
@@ -98,6 +98,7 @@ class FreiHAND(Dataset):
         self.split = aliases[split]
         s = self.split
         self.K = _stack(load_json(self.root / f"{s}_K.json"), self.root / f"{s}_K.json", (3, 3), "K")
+        check_intrinsics(self.K, self.root / f"{s}_K.json")
         n = len(self.K)
         self.num_annotations = n
 

@@ -47,7 +47,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from handops_models.data.formats._common import (
-    FormatError, axis_angle_to_matrix, bbox_from_keypoints, in_image, load_text_matrix, make_sample, mano_arrays,
+    FormatError, axis_angle_to_matrix, bbox_from_keypoints, check_intrinsics, in_image, load_text_matrix, make_sample, mano_arrays,
     matrix_to_axis_angle, project, read_image, require_file,
 )
 
@@ -91,6 +91,8 @@ def read_humbi_calibration(hand_dir: Path) -> dict[int, tuple[np.ndarray, np.nda
     if set(intr) != set(extr):
         raise FormatError(f"{hand_dir}: intrinsic.txt and extrinsic.txt list different cameras "
                           f"({sorted(set(intr) ^ set(extr))} in only one)")
+    for c, K in intr.items():
+        check_intrinsics(K, Path(hand_dir) / "intrinsic.txt", f"camera {c}: K")
     return {c: (intr[c], extr[c][1:4], extr[c][0]) for c in intr}
 
 

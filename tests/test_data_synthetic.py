@@ -287,6 +287,8 @@ def test_left_hands_and_pca_poses():
     (dict(num_samples=4, split="dev"), "split"), (dict(num_samples=4, occlusion=1.5), "occlusion"),
     (dict(num_samples=4, num_subjects=2), "num_subjects"), (dict(num_samples=4, pose_mode="x"), "pose_mode"),
     (dict(num_samples=4, fill=(0.9, 0.2)), "fill"), (dict(num_samples=4, truncation=-0.1), "truncation"),
+    (dict(num_samples=4, self_occlusion_scale=float("nan")), "self_occlusion_scale must be a finite number >= 0"),
+    (dict(num_samples=4, self_occlusion_tolerance=float("inf")), "self_occlusion_tolerance must be a finite number"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=word):

@@ -172,6 +172,11 @@ def test_pairwise_visibility_and_errors():
         T.pairwise_targets(torch.zeros(20, 2))
     with pytest.raises(TypeError, match="Tree"):
         T.pairwise_targets(kp, tree=[0, 1])
+    # an even size has no centre: refused here rather than later by tree_marginals
+    with pytest.raises(ValueError, match=r"kernel_size must be odd .* got 14x14"):
+        T.pairwise_targets(kp, kernel_size=14)
+    with pytest.raises(ValueError, match=r"kernel_size must be odd .* got 45x44"):
+        T.pairwise_targets(kp, kernel_size=(45, 44))
 
 
 # ------------------------------------------------------------------------------------------ rotation

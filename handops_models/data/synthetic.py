@@ -323,6 +323,12 @@ class SyntheticHands(torch.utils.data.Dataset):
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
             return int(value)
 
+        def check_non_negative(name, value):
+            # "not (in range)": NaN compares False with everything, so it fails too (a "< 0" test let it through)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+            return float(value)
+
         def check_prob(name, value):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
@@ -350,12 +356,8 @@ class SyntheticHands(torch.utils.data.Dataset):
             raise ValueError(f"fill must satisfy 0.05 <= lo <= hi <= 1.5, got {fill!r}")
         self.fill = (lo, hi)
         self.model_seed = check_int("model_seed", model_seed, 0)
-        if not isinstance(self_occlusion_scale, (int, float)) or self_occlusion_scale < 0:
-            raise ValueError(f"self_occlusion_scale must be a number >= 0, got {self_occlusion_scale!r}")
-        if not isinstance(self_occlusion_tolerance, (int, float)) or self_occlusion_tolerance < 0:
-            raise ValueError(f"self_occlusion_tolerance must be a number >= 0 (metres), got {self_occlusion_tolerance!r}")
-        self.self_occlusion_scale = float(self_occlusion_scale)
-        self.self_occlusion_tolerance = float(self_occlusion_tolerance)
+        self.self_occlusion_scale = check_non_negative("self_occlusion_scale", self_occlusion_scale)
+        self.self_occlusion_tolerance = check_non_negative("self_occlusion_tolerance", self_occlusion_tolerance)  # metres
         self.shard_size = check_int("shard_size", shard_size, 1)
         self.split_fractions = tuple(float(f) for f in split_fractions)
         self.subjects = split_subjects(self.num_subjects, self.seed, self.split_fractions)[split]

@@ -153,12 +153,14 @@ def pairwise_targets(keypoints, tree: Tree | None = None, kernel_size=45, stride
     Channel m, message ``(i, j) = tree.messages[m]`` (default ``handops.hand_tree()``, M = 40), is
     ``exp(-|p - (c + r_m)|^2 / (2 sigma^2))`` over kernel positions p = (col, row), c = (kw // 2, kh // 2),
     ``r_m = u_j - u_i`` the offset of j from i in heatmap pixels (``(kp_j - kp_i) / stride``; the choice of
-    ``centre_aligned`` cancels out). A message with an invisible end (``visibility``) gets a zero kernel;
+    ``centre_aligned`` cancels out); ``kernel_size`` is odd. A message with an invisible end (``visibility``) gets a zero kernel;
     an offset beyond the kernel gives a truncated Gaussian. ``normalize`` makes each non-zero kernel sum to 1.
     """
     keypoints = _as_points(keypoints, "keypoints")
     _check_stride_sigma(stride, sigma)
     kh, kw = _size2(kernel_size, "kernel_size")
+    if kh % 2 == 0 or kw % 2 == 0:  # the offsets are measured from a centre pixel, as tree_marginals requires
+        raise ValueError(f"kernel_size must be odd (a centre pixel, as handops.tree_marginals requires), got {kh}x{kw}")
     tree = hand_tree() if tree is None else tree
     if not isinstance(tree, Tree):
         raise TypeError(f"tree must be a handops.Tree, got {type(tree).__name__}")

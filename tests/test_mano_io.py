@@ -460,6 +460,25 @@ def test_wrong_shape(tmp_path, key, shape, expected):
         load(_write_plain(tmp_path / "MANO_RIGHT.pkl", data))
 
 
+@pytest.mark.parametrize("key", ["v_template", "shapedirs", "posedirs", "J_regressor", "weights", "hands_components",
+                                 "hands_mean"])
+def test_non_finite_arrays_are_refused(tmp_path, key):
+    data = official_dict(random_mano_model(0), sparse=np.array)  # a dense J_regressor, to hold the NaN
+    data[key] = data[key].astype(np.float64)  # a copy
+    data[key].flat[7] = np.nan
+    path = _write_plain(tmp_path / "MANO_RIGHT.pkl", data)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: ManoModel.{key} must be finite, but it holds NaN")):
+        load(path)
+
+
+def test_skinning_weight_rows_must_sum_to_one(tmp_path):
+    data = official_dict(random_mano_model(0))
+    data["weights"] = data["weights"].copy()
+    data["weights"][3] *= 0.5
+    with pytest.raises(ValueError, match=r"ManoModel.weights rows .* must sum to 1, but row 3 sums to 0.5"):
+        load(_write_plain(tmp_path / "MANO_RIGHT.pkl", data))
+
+
 def test_wrong_fingertip_ids(tmp_path):
     data = {**official_dict(random_mano_model(0)), "fingertip_ids": np.arange(4)}
     with pytest.raises(ValueError, match=r"'fingertip_ids' must have shape \[5\]"):

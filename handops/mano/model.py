@@ -69,6 +69,16 @@ class ManoModel:
                 raise ValueError(f"ManoModel.{name} must have shape {wanted} (V = {v}), got {list(t.shape)}")
         if v < 1:
             raise ValueError(f"ManoModel.v_template must be [V, 3] with V >= 1, got {list(self.v_template.shape)}")
+        for name in expected:
+            t = getattr(self, name)
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"ManoModel.{name} must be finite, but it holds NaN or Inf entries")
+        # Linear blend skinning is a convex combination of the bone transforms: rows off 1 scale the mesh.
+        row_error = (self.weights.sum(1) - 1).abs()
+        if float(row_error.max()) > max(1e-4, 16 * torch.finfo(self.weights.dtype).eps):
+            row = int(row_error.argmax())
+            raise ValueError(f"ManoModel.weights rows (skinning weights of a vertex) must sum to 1, "
+                             f"but row {row} sums to {float(self.weights[row].sum()):.6g}")
         if self.faces.numel() and (int(self.faces.min()) < 0 or int(self.faces.max()) >= v):
             raise ValueError(f"ManoModel.faces must index vertices in [0, {v}), got range [{int(self.faces.min())}, {int(self.faces.max())}]")
         if self.fingertip_ids.numel() and (int(self.fingertip_ids.min()) < 0 or int(self.fingertip_ids.max()) >= v):

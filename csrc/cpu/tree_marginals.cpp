@@ -1,6 +1,6 @@
 // CPU kernels of handops::tree_marginals and handops::tree_marginals_backward.
 //
-// tree_marginals(unary, pairwise, weights, messages, level_sizes) -> (marginals, msgs)
+// tree_marginals(unary, pairwise, weights, messages, level_sizes) -> (marginals, msgs, scales)
 //   Args:
 //     unary:    [B, K, H, W] float/double, non-negative and finite.
 //     pairwise: [Bp, L, M, kh, kw], Bp in {1, B}, odd kh and kw, non-negative and finite;
@@ -16,10 +16,11 @@
 // tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes)
 //   -> (grad_unary [B,K,H,W], grad_pairwise [Bp,L,M,kh,kw], grad_weights [B,L]).
 //
-// The semantics are those of handops/_reference/tree_marginals.py. Every message is a circular FFT
-// convolution of size N = good_size(max(H + kh/2, W + kw/2, kh, kw)) per axis, which equals the linear
-// convolution on the centred H x W output (no aliasing for N >= H + kh/2, and N >= kh). Work is parallel over
-// images; with fewer images than threads, over the independent messages of a level.
+// The semantics are those of handops/_reference/tree_marginals.py. Every message, and both of its
+// adjoints, is a direct convolution (direct_correlation.h): summing non-negative terms keeps each entry
+// accurate relative to itself, which the tiny entries of messages between peaked heatmaps need (an FFT
+// is accurate only relative to the largest entry). Work is parallel over images; with fewer images than
+// threads, over the independent messages of a level.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -29,7 +30,7 @@
 #include <memory>
 #include <vector>
 
-#include "cpu/lane_fft.h"
+#include "cpu/direct_correlation.h"
 #include "cpu/tree_schedule.h"
 
 namespace handops {
@@ -112,39 +113,38 @@ double scaled_product(const T* first, const std::vector<const T*>& factors, T* o
 }
 
 // The pieces of one image's computation that depend only on the shapes.
-template <typename T>
 struct Plan {
   int64_t K, M, L, H, W, kh, kw, ch, cw, HW, kernel_numel;
-  fft::RealFFT2D<T> fft;
-  T inv_n2;
   Plan(int64_t K_, int64_t M_, int64_t L_, int64_t H_, int64_t W_, int64_t kh_, int64_t kw_)
       : K(K_), M(M_), L(L_), H(H_), W(W_), kh(kh_), kw(kw_), ch(kh_ / 2), cw(kw_ / 2), HW(H_ * W_),
-        kernel_numel(kh_ * kw_), fft(fft::convolution_size(H_, W_, kh_, kw_)) {
-    inv_n2 = T(1) / T(fft.size() * fft.size());
-  }
+        kernel_numel(kh_ * kw_) {}
 };
 
-// Per-thread scratch of one message computation.
+// Per-thread scratch of one message computation. `image` holds the zero-padded belief h (the
+// forward's input and the kernel adjoint's image), `grad_image` the padded message gradient.
 template <typename T>
 struct Scratch {
-  Buffer<T> h, raw, kernel_re, kernel_im, belief_re, belief_im, grad_re, grad_im, work;
-  explicit Scratch(const Plan<T>& plan) {
-    const int64_t spec = plan.fft.spectrum_numel();
+  Buffer<T> h, raw;
+  direct::PaddedImage<T> image, grad_image;
+  direct::PaddedFilter<T> filter;
+  explicit Scratch(const Plan& plan) {
     h.resize(plan.HW), raw.resize(std::max(plan.HW, plan.kernel_numel));
-    for (Buffer<T>* b : {&kernel_re, &kernel_im, &belief_re, &belief_im, &grad_re, &grad_im}) b->resize(spec);
-    work.resize(plan.fft.workspace_numel());
+    // Outputs are H x W (message, input adjoint) or kh x kw (kernel adjoint) with filters of the other size.
+    const int64_t oh = std::max(plan.H, plan.kh), ow = std::max(plan.W, plan.kw);
+    image.reshape(oh, ow, oh, ow);
+    grad_image.reshape(oh, ow, oh, ow);
   }
 };
 
 // This OS thread's scratch for `plan` (thread_local, not indexed by at::get_thread_num(), which a
 // nested at::parallel_for running inline resets to 0).
 template <typename T>
-Scratch<T>& thread_scratch(const Plan<T>& plan) {
+Scratch<T>& thread_scratch(const Plan& plan) {
   thread_local std::unique_ptr<Scratch<T>> scratch;
-  thread_local int64_t numel = -1, hw = -1, kernel_numel = -1;
-  if (!scratch || numel != plan.fft.workspace_numel() || hw != plan.HW || kernel_numel != plan.kernel_numel) {
+  thread_local int64_t h = -1, w = -1, kh = -1, kw = -1;
+  if (!scratch || h != plan.H || w != plan.W || kh != plan.kh || kw != plan.kw) {
     scratch = std::make_unique<Scratch<T>>(plan);
-    numel = plan.fft.workspace_numel(), hw = plan.HW, kernel_numel = plan.kernel_numel;
+    h = plan.H, w = plan.W, kh = plan.kh, kw = plan.kw;
   }
   return *scratch;
 }
@@ -158,30 +158,13 @@ std::vector<const T*> message_factors(const std::vector<int64_t>& incoming, int6
   return out;
 }
 
-// r = conv(kernel, h) into scratch.raw, through the kernel spectrum already in scratch.kernel_*.
+// raw[p] = sum_q kernel[p - q + c] h[q] for h in s.h: with h placed at (ch, cw) of a zero image, this is
+// the correlation of the flipped kernel over it.
 template <typename T>
-void convolve(const Plan<T>& plan, Scratch<T>& s) {
-  const int64_t spec = plan.fft.spectrum_numel();
-  plan.fft.forward(s.h.data(), plan.H, plan.W, plan.W, 0, 0, s.belief_re.data(), s.belief_im.data(), s.work.data());
-  T* __restrict br = s.belief_re.data();
-  T* __restrict bi = s.belief_im.data();
-  const T* __restrict kr = s.kernel_re.data();
-  const T* __restrict ki = s.kernel_im.data();
-  // The product goes into the grad buffers: the belief spectrum stays intact for the caller.
-  T* __restrict pr = s.grad_re.data();
-  T* __restrict pi = s.grad_im.data();
-#pragma omp simd
-  for (int64_t e = 0; e < spec; ++e) {
-    pr[e] = br[e] * kr[e] - bi[e] * ki[e];
-    pi[e] = br[e] * ki[e] + bi[e] * kr[e];
-  }
-  // The kernel sits at the origin, so the centred output starts at (ch, cw) of the circular result.
-  plan.fft.inverse(pr, pi, plan.H, plan.W, plan.ch, plan.cw, plan.inv_n2, s.raw.data(), plan.W, s.work.data());
-}
-
-template <typename T>
-void kernel_spectrum(const Plan<T>& plan, const T* kernel, T* re, T* im, T* work) {
-  plan.fft.forward(kernel, plan.kh, plan.kw, plan.kw, 0, 0, re, im, work);
+void convolve(const Plan& plan, const T* kernel, Scratch<T>& s) {
+  s.image.place(s.h.data(), plan.H, plan.W, plan.ch, plan.cw);
+  s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/true);
+  direct::correlate(s.filter, s.image, s.raw.data(), plan.H, plan.W, plan.W);
 }
 
 template <typename T>
@@ -217,13 +200,12 @@ T normalise_message(const T* __restrict raw, T* __restrict msg, int64_t n, T ker
 
 // One model of one image: all messages, in schedule order, into msgs [M, HW] and scales [M].
 template <typename T>
-void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* unary, const T* kernels,
-                      const T* shared_spectra, T* msgs, T* scales) {
-  const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel();
+void forward_messages(const Plan& plan, const TreeSchedule& tree, const T* unary, const T* kernels, T* msgs, T* scales) {
+  const int64_t HW = plan.HW;
   for (size_t level = 0; level + 1 < tree.level_begin.size(); ++level) {
     const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
     at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
-      Scratch<T>& s = thread_scratch(plan);
+      Scratch<T>& s = thread_scratch<T>(plan);
       for (int64_t m = m0; m < m1; ++m) {
         const int64_t src = tree.src[m];
         bool zero = false;
@@ -233,33 +215,13 @@ void forward_messages(const Plan<T>& plan, const TreeSchedule& tree, const T* un
           scales[m] = T(0);
           continue;
         }
-        if (shared_spectra != nullptr) {
-          std::copy(shared_spectra + 2 * m * spec, shared_spectra + (2 * m + 1) * spec, s.kernel_re.data());
-          std::copy(shared_spectra + (2 * m + 1) * spec, shared_spectra + (2 * m + 2) * spec, s.kernel_im.data());
-        } else {
-          kernel_spectrum(plan, kernels + m * plan.kernel_numel, s.kernel_re.data(), s.kernel_im.data(), s.work.data());
-        }
-        convolve(plan, s);
         const T* kernel = kernels + m * plan.kernel_numel;
+        convolve(plan, kernel, s);
         scales[m] = normalise_message(s.raw.data(), msgs + m * HW, HW, squared_norm(kernel, plan.kernel_numel),
                                       squared_norm(s.h.data(), HW));
       }
     });
   }
-}
-
-// Spectra [L, M, 2 (re, im), spec] of kernels shared by every image.
-template <typename T>
-Buffer<T> shared_kernel_spectra(const Plan<T>& plan, const T* kernels) {
-  const int64_t spec = plan.fft.spectrum_numel(), count = plan.L * plan.M;
-  Buffer<T> spectra(count * 2 * spec);
-  at::parallel_for(0, count, 1, [&](int64_t c0, int64_t c1) {
-    Buffer<T> work(plan.fft.workspace_numel());
-    for (int64_t c = c0; c < c1; ++c)
-      kernel_spectrum(plan, kernels + c * plan.kernel_numel, spectra.data() + 2 * c * spec,
-                      spectra.data() + (2 * c + 1) * spec, work.data());
-  });
-  return spectra;
 }
 
 void check_inputs(const at::Tensor& unary, const at::Tensor& pairwise, const at::Tensor& weights, const TreeSchedule& tree) {
@@ -290,17 +252,14 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
                                 const TreeSchedule& tree, at::Tensor& marginals, at::Tensor& msgs, at::Tensor& scales) {
   const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
   const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
-  const Plan<T> plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
-  const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel(), model_numel = M * plan.kernel_numel;
+  const Plan plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
+  const int64_t HW = plan.HW, model_numel = M * plan.kernel_numel;
   const T* u = unary.data_ptr<T>();
   const T* kernels = pairwise.data_ptr<T>();
   const T* w = weights.data_ptr<T>();
   T* out = marginals.data_ptr<T>();
   T* msg_out = msgs.data_ptr<T>();
   T* scale_out = scales.data_ptr<T>();
-  Buffer<T> shared;
-  if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
-
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     Buffer<T> belief(HW);
     for (int64_t b = b0; b < b1; ++b) {
@@ -310,8 +269,7 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
       for (int64_t l = 0; l < L; ++l) {
         T* mb = msg_out + (b * L + l) * M * HW;
         const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
-        forward_messages(plan, tree, ub, kb, Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr, mb,
-                         scale_out + (b * L + l) * M);
+        forward_messages(plan, tree, ub, kb, mb, scale_out + (b * L + l) * M);
         const T weight = w[b * L + l];
         for (int64_t node = 0; node < K; ++node) {
           bool zero = false;
@@ -397,8 +355,8 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
                                          at::Tensor& g_unary, at::Tensor& g_pairwise, at::Tensor& g_weights) {
   const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
   const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
-  const Plan<T> plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
-  const int64_t HW = plan.HW, spec = plan.fft.spectrum_numel(), kn = plan.kernel_numel, model_numel = M * kn;
+  const Plan plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
+  const int64_t HW = plan.HW, kn = plan.kernel_numel, model_numel = M * kn;
   const T* u = unary.data_ptr<T>();
   const T* kernels = pairwise.data_ptr<T>();
   const T* w = weights.data_ptr<T>();
@@ -407,8 +365,6 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
   const T* scale_all = scales.data_ptr<T>();
   T* gu = g_unary.data_ptr<T>();
   T* gw = g_weights.data_ptr<T>();
-  Buffer<T> shared;
-  if (Bp == 1) shared = shared_kernel_spectra(plan, kernels);
   // Shared kernels collect gradients from every image: one accumulator per thread, summed at the end.
   const int64_t slots = Bp == 1 ? at::get_num_threads() : 0;
   Buffer<T> shared_grad(slots * L * model_numel, T(0));
@@ -429,7 +385,6 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
         const T* mb = msg_all + (b * L + l) * M * HW;
         const T* kb = kernels + ((Bp == 1 ? 0 : b) * L + l) * model_numel;
         T* gkb = Bp == 1 ? shared_grad.data() + (slot * L + l) * model_numel : gk_all + (b * L + l) * model_numel;
-        const T* spectra = Bp == 1 ? shared.data() + l * M * 2 * spec : nullptr;
         const T weight = w[b * L + l];
         std::fill(g_msgs.begin(), g_msgs.end(), T(0));
         T g_weight = T(0);
@@ -468,7 +423,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
         for (size_t level = tree.level_begin.size() - 1; level-- > 0;) {
           const int64_t begin = tree.level_begin[level], end = tree.level_begin[level + 1];
           at::parallel_for(begin, end, 1, [&](int64_t m0, int64_t m1) {
-            Scratch<T>& s = thread_scratch(plan);
+            Scratch<T>& s = thread_scratch<T>(plan);
             for (int64_t m = m0; m < m1; ++m) {
               T* ghm = g_h.data() + m * HW;
               T* h = hs.data() + m * HW;
@@ -480,37 +435,21 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               const T peak = scale_all[(b * L + l) * M + m];
               if (zero || !(peak > T(0))) continue;  // the message was replaced by ones: a constant
               const T* kernel = kb + m * kn;
-              if (spectra != nullptr) {
-                std::copy(spectra + 2 * m * spec, spectra + (2 * m + 1) * spec, s.kernel_re.data());
-                std::copy(spectra + (2 * m + 1) * spec, spectra + (2 * m + 2) * spec, s.kernel_im.data());
-              } else {
-                kernel_spectrum(plan, kernel, s.kernel_re.data(), s.kernel_im.data(), s.work.data());
-              }
-              plan.fft.forward(h, H, W, W, 0, 0, s.belief_re.data(), s.belief_im.data(), s.work.data());
-              // g_r placed at (ch, cw): both adjoints then read their results from the origin.
+              // g_r = g_msg / peak (the scale is a constant). Input adjoint: g_h[q] = sum_p kernel[p - q + c] g_r[p],
+              // the correlation of the kernel over g_r placed at (ch, cw). Kernel adjoint: g_kernel[a] =
+              // sum_p g_r[p] h[p - a + c], the correlation of g_r over the padded h, read flipped.
+              T* g_r = s.h.data();  // s.h is free in the backward (the beliefs are in hs)
               const T inv_peak = T(1) / peak;
               const T* gmsg = g_msgs.data() + m * HW;
-              for (int64_t x = 0; x < HW; ++x) s.raw[x] = gmsg[x] * inv_peak;
-              plan.fft.forward(s.raw.data(), H, W, W, plan.ch, plan.cw, s.grad_re.data(), s.grad_im.data(), s.work.data());
-              T* __restrict gr = s.grad_re.data();
-              T* __restrict gi = s.grad_im.data();
-              T* __restrict kr = s.kernel_re.data();
-              T* __restrict ki = s.kernel_im.data();
-              T* __restrict hr = s.belief_re.data();
-              T* __restrict hi = s.belief_im.data();
-#pragma omp simd
-              for (int64_t e = 0; e < spec; ++e) {
-                // G * conj(Kspec) into the kernel buffers, G * conj(Hspec) into the belief buffers.
-                const T k_r = kr[e], k_i = ki[e], h_r = hr[e], h_i = hi[e];
-                kr[e] = gr[e] * k_r + gi[e] * k_i;
-                ki[e] = gi[e] * k_r - gr[e] * k_i;
-                hr[e] = gr[e] * h_r + gi[e] * h_i;
-                hi[e] = gi[e] * h_r - gr[e] * h_i;
-              }
-              plan.fft.inverse(kr, ki, H, W, 0, 0, plan.inv_n2, ghm, W, s.work.data());
-              plan.fft.inverse(hr, hi, plan.kh, plan.kw, 0, 0, plan.inv_n2, s.raw.data(), plan.kw, s.work.data());
+              for (int64_t x = 0; x < HW; ++x) g_r[x] = gmsg[x] * inv_peak;
+              s.grad_image.place(g_r, H, W, plan.ch, plan.cw);
+              s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/false);
+              direct::correlate(s.filter, s.grad_image, ghm, H, W, W);
+              s.image.place(h, H, W, plan.ch, plan.cw);
+              s.filter.place(g_r, H, W, /*flip=*/false);
+              direct::correlate(s.filter, s.image, s.raw.data(), plan.kh, plan.kw, plan.kw);
               T* gk = gkb + m * kn;
-              for (int64_t x = 0; x < kn; ++x) gk[x] += s.raw[x];
+              for (int64_t x = 0; x < kn; ++x) gk[x] += s.raw[kn - 1 - x];
             }
           });
           // h_m = unary * prod(incoming but the reverse) / c_m: push g_h into its factors, serially

@@ -70,6 +70,8 @@ def _canonical_inputs(unary, pairwise, tree, weights, allow_mixture=True):
     if "B," in layout and canon.shape[0] != batch:
         raise ValueError(f"pairwise {layout} has batch size {canon.shape[0]} but unary has {batch}: {_describe(pairwise)}")
     num_models, num_messages, kh, kw = canon.shape[1:]
+    if num_models == 0:  # the weighted sum of no models would be all-zero "marginals"
+        raise ValueError(f"pairwise {layout} must hold at least one model (L >= 1), got {_describe(pairwise)}")
     if num_messages != tree.num_messages:
         raise ValueError(
             f"pairwise {layout} has {num_messages} message kernels (M) but the tree has {tree.num_messages} "

@@ -1,12 +1,20 @@
 """Strong pure-PyTorch alternatives to the handops ops: what a careful user would write without them.
 
-``tree_marginals_fft_levels`` computes the same sum-product marginals as
-:func:`handops.tree_marginals` (same numerical conventions as ``handops._reference``) but
+``tree_marginals_direct_levels`` and ``tree_marginals_fft_levels`` compute the same sum-product
+marginals as :func:`handops.tree_marginals` (same numerical conventions as ``handops._reference``) but
 
-* batches every message of one tree level (all images x all messages of the level) into one tensor,
-* convolves through ``torch.fft`` on a circular grid just large enough to equal the linear
-  convolution on the centred H x W output, with the kernel spectra of all messages computed once,
-* leaves the backward pass to autograd.
+* batch every message of one tree level (all images x all messages of the level) into one tensor,
+* leave the backward pass to autograd,
+
+and convolve in two ways:
+
+* ``direct_levels``: one grouped ``conv2d`` per level. Exact on every input (a direct sum of
+  non-negative terms is accurate relative to each entry), like the reference and handops.
+* ``fft_levels``: ``torch.fft`` on a circular grid just large enough to equal the linear convolution
+  on the centred H x W output, with the kernel spectra of all messages computed once. Accurate only
+  to about eps times each message's largest entry: right on flat (e.g. uniformly random) inputs,
+  wrong on the peaked heatmaps and kernels AGMN produces, whose messages multiply entries 1e-14 of
+  their peak (tests/test_tree_marginals_peaked.py). The benchmark runs it on random inputs only.
 
 ``edge_conv_fft`` computes one head of :func:`handops.edge_conv` (thesis Eq. 5.2) the same way:
 every node map is transformed once, every edge multiplies its source's spectrum by its kernel's,
@@ -18,12 +26,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from handops._reference.tree_marginals import MESSAGE_FLOOR
+from handops._reference.tree_marginals import MESSAGE_FLOOR, zero_message_threshold
 from handops.graph import Graph
 from handops.ops.tree_marginals import _canonical_inputs
 from handops.tree import Tree
 
-__all__ = ["fft_size", "tree_marginals_fft_levels", "edge_conv_fft"]
+__all__ = ["fft_size", "tree_marginals_direct_levels", "tree_marginals_fft_levels", "edge_conv_fft"]
 
 # An FFT convolution is exact only up to round-off of about eps * log2(N) * |k|_2 * |h|_2; a message
 # whose peak stays below this many times that bound is treated as identically zero.
@@ -97,6 +105,68 @@ class _MessageStore:
         return out
 
 
+def _level_messages_fft(pairwise: torch.Tensor, tree: Tree, height: int, width: int):
+    """The FFT message rule: returns messages(level index, h [B, L, n, H, W]) -> (raw, noise level)."""
+    kh, kw = pairwise.shape[-2:]
+    grid = (fft_size(height + min(kh // 2, height - 1)), fft_size(width + min(kw // 2, width - 1)))
+    kernels = _circular_kernels(pairwise, grid, height, width)
+    # [Bp, L, M, Nh, Nw // 2 + 1], once for every message; split (not sliced) so the backward is one cat.
+    kernel_spectra = torch.fft.rfft2(kernels).split(tree.level_sizes, dim=2)
+    log_grid = torch.log2(torch.tensor(float(grid[0] * grid[1])))
+    noise_scale = _ZERO_MESSAGE_TOLERANCE * torch.finfo(pairwise.dtype).eps * log_grid
+    kernel_norms = kernels.detach().flatten(-2).norm(dim=-1)[..., None, None].split(tree.level_sizes, dim=2)
+
+    def messages(index: int, h: torch.Tensor):
+        h_norms = h.detach().flatten(-2).norm(dim=-1)[..., None, None]
+        return _fft_conv(h, kernel_spectra[index], grid), noise_scale * kernel_norms[index] * h_norms
+
+    return messages
+
+
+def _level_messages_direct(pairwise: torch.Tensor, tree: Tree, height: int, width: int):
+    """The direct message rule (the reference's, batched over a level): one grouped conv2d per level."""
+    kh, kw = pairwise.shape[-2:]
+    kernels = pairwise.flip(-2, -1).split(tree.level_sizes, dim=2)  # conv2d correlates: flip once
+    kernel_norms = pairwise.detach().flatten(-2).norm(dim=-1)[..., None, None].split(tree.level_sizes, dim=2)
+    threshold = zero_message_threshold(pairwise.dtype)
+
+    def messages(index: int, h: torch.Tensor):
+        # h is [B, 1, n, ...] before a model's message enters it; kernels are [1, L, n, ...] when shared.
+        batch, models, count = torch.broadcast_shapes(h.shape[:3], kernels[index].shape[:3])
+        h = h.expand(batch, models, count, height, width)
+        weight = kernels[index].expand(batch, models, count, kh, kw).reshape(-1, 1, kh, kw)
+        raw = F.conv2d(h.reshape(1, -1, height, width), weight, padding=(kh // 2, kw // 2), groups=weight.shape[0])
+        h_norms = h.detach().flatten(-2).norm(dim=-1)[..., None, None]
+        return raw.view(h.shape), threshold * kernel_norms[index] * h_norms
+
+    return messages
+
+
+def _tree_marginals_levels(unary, pairwise, tree, weights, message_rule) -> torch.Tensor:
+    """Sum-product marginals with the messages of each level batched; ``message_rule`` convolves them."""
+    out_dtype = torch.promote_types(unary.dtype, pairwise.dtype)
+    unary, pairwise, weights = _canonical_inputs(unary, pairwise, tree, weights)  # [B,K,H,W], [Bp,L,M,kh,kw], [B,L]
+    batch, num_nodes, height, width = unary.shape
+    num_models = pairwise.shape[1]
+    messages = message_rule(pairwise, tree, height, width)
+
+    unary = unary[:, None]  # [B, 1, K, H, W]
+    store = _MessageStore(tree, unary.new_ones(()).expand(batch, num_models, height, width))
+    for index, level in enumerate(tree.levels):
+        pairs = [tree.messages[m] for m in level]
+        factors = [[k for k in tree.incoming(src) if tree.messages[k][0] != dst] for src, dst in pairs]
+        h = store.product(unary[:, :, [src for src, _ in pairs]], factors)  # [B, L, n, H, W]
+        raw, noise = messages(index, h)
+        informative = raw.detach().amax(dim=(-2, -1), keepdim=True) > noise
+        msg = torch.where(informative, _rescale(raw), torch.ones_like(raw))
+        store.levels.append(msg + (MESSAGE_FLOOR - msg).clamp_min(0).detach())  # floor, straight-through gradient
+
+    belief = store.product(unary, [list(tree.incoming(node)) for node in range(num_nodes)])  # [B, L, K, H, W]
+    total = belief.sum(dim=(-2, -1), keepdim=True)
+    marginals = torch.where(total > 0, belief / torch.where(total > 0, total, 1.0), 1.0 / (height * width))
+    return (weights[:, :, None, None, None] * marginals).sum(1).to(out_dtype)
+
+
 def tree_marginals_fft_levels(
     unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -111,38 +181,19 @@ def tree_marginals_fft_levels(
 
     Images are laid out as [B, L] (unary broadcast over the L models, shared kernels over B).
     Circular convolution on an N x N grid equals the linear one on the H x W output when
-    N >= H + kh // 2 (72 for H = 46, kh = 45).
+    N >= H + kh // 2 (72 for H = 46, kh = 45). Not exact on peaked inputs (module docstring).
     """
-    out_dtype = torch.promote_types(unary.dtype, pairwise.dtype)
-    unary, pairwise, weights = _canonical_inputs(unary, pairwise, tree, weights)  # [B,K,H,W], [Bp,L,M,kh,kw], [B,L]
-    batch, num_nodes, height, width = unary.shape
-    num_models, _, kh, kw = pairwise.shape[1:]
-    grid = (fft_size(height + min(kh // 2, height - 1)), fft_size(width + min(kw // 2, width - 1)))
+    return _tree_marginals_levels(unary, pairwise, tree, weights, _level_messages_fft)
 
-    kernels = _circular_kernels(pairwise, grid, height, width)
-    # [Bp, L, M, Nh, Nw // 2 + 1], once for every message; split (not sliced) so the backward is one cat.
-    kernel_spectra = torch.fft.rfft2(kernels).split(tree.level_sizes, dim=2)
-    log_grid = torch.log2(torch.tensor(float(grid[0] * grid[1])))
-    noise_scale = _ZERO_MESSAGE_TOLERANCE * torch.finfo(unary.dtype).eps * log_grid
-    kernel_norms = kernels.detach().flatten(-2).norm(dim=-1)[..., None, None]  # [Bp, L, M, 1, 1]
 
-    unary = unary[:, None]  # [B, 1, K, H, W]
-    store = _MessageStore(tree, unary.new_ones(()).expand(batch, num_models, height, width))
-    for level, level_spectra in zip(tree.levels, kernel_spectra):
-        pairs = [tree.messages[m] for m in level]
-        factors = [[k for k in tree.incoming(src) if tree.messages[k][0] != dst] for src, dst in pairs]
-        h = store.product(unary[:, :, [src for src, _ in pairs]], factors)  # [B, L, n, H, W]
-        raw = _fft_conv(h, level_spectra, grid)
-        h_norms = h.detach().flatten(-2).norm(dim=-1)[..., None, None]
-        noise = noise_scale * kernel_norms[:, :, level[0] : level[-1] + 1] * h_norms
-        informative = raw.detach().amax(dim=(-2, -1), keepdim=True) > noise
-        msg = torch.where(informative, _rescale(raw), torch.ones_like(raw))
-        store.levels.append(msg + (MESSAGE_FLOOR - msg).clamp_min(0).detach())  # floor, straight-through gradient
+def tree_marginals_direct_levels(
+    unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sum-product tree marginals with level-batched direct (grouped conv2d) convolutions; exact on every input.
 
-    belief = store.product(unary, [list(tree.incoming(node)) for node in range(num_nodes)])  # [B, L, K, H, W]
-    total = belief.sum(dim=(-2, -1), keepdim=True)
-    marginals = torch.where(total > 0, belief / torch.where(total > 0, total, 1.0), 1.0 / (height * width))
-    return (weights[:, :, None, None, None] * marginals).sum(1).to(out_dtype)
+    Same arguments, result and conventions as :func:`tree_marginals_fft_levels` and the reference.
+    """
+    return _tree_marginals_levels(unary, pairwise, tree, weights, _level_messages_direct)
 
 
 def edge_conv_fft(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.Tensor | None = None) -> torch.Tensor:

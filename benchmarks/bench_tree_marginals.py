@@ -1,14 +1,20 @@
-"""Benchmark of handops.tree_marginals (adaptive kernels, hand tree) against two pure-PyTorch providers.
+"""Benchmark of handops.tree_marginals (adaptive kernels, hand tree) against pure-PyTorch providers.
 
 Providers:
     handops           handops.tree_marginals (whatever backend this install dispatches to)
     thesis_reference  handops._reference: one message at a time, a grouped conv2d each
+    direct_levels     benchmarks.alternatives: level-batched grouped conv2d, autograd backward
     fft_levels        benchmarks.alternatives: level-batched FFT convolutions, autograd backward
 
-Modes: ``forward`` (under no_grad) and ``forward+backward`` (gradients of ``(out * g).sum()`` with
-respect to unary and pairwise, g fixed and random).
+Inputs: ``peaked`` (what AGMN produces: Gaussian heatmaps and Gaussian kernels, the neighbours'
+messages disagreeing with the unaries) and ``random`` (uniform). Every provider but ``fft_levels``
+is exact on both; ``fft_levels`` is wrong on peaked inputs (benchmarks/alternatives.py), so it runs on
+random inputs only.
 
-    python -m benchmarks.bench_tree_marginals [--batch-sizes 1 8 32] [--quick] [--providers ...]
+Modes: ``forward`` (under no_grad) and ``forward+backward`` (gradients of ``(out * g).sum()`` with
+respect to unary and pairwise, g fixed and random), each on each kind of input.
+
+    python -m benchmarks.bench_tree_marginals [--batch-sizes 1 8 32] [--inputs peaked random] [--quick] [--providers ...]
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from tqdm import tqdm
 
 import handops
 from benchmarks import harness
-from benchmarks.alternatives import tree_marginals_fft_levels
+from benchmarks.alternatives import tree_marginals_direct_levels, tree_marginals_fft_levels
 from handops._reference.tree_marginals import tree_marginals_reference
 
 OP = "tree_marginals"
-MODES = ("forward", "forward+backward")
+PASSES = ("forward", "forward+backward")
+INPUTS = ("peaked", "random")
+MODES = tuple(f"{kind} {mode}" for kind in INPUTS for mode in PASSES)
 BASELINE = "handops"
 
 
@@ -43,25 +51,30 @@ def _thesis_reference(unary: torch.Tensor, pairwise: torch.Tensor, tree: handops
 PROVIDERS: dict[str, Callable[[torch.Tensor, torch.Tensor, handops.Tree], torch.Tensor]] = {
     "handops": handops.tree_marginals,
     "thesis_reference": _thesis_reference,
+    "direct_levels": tree_marginals_direct_levels,
     "fft_levels": tree_marginals_fft_levels,
 }
+# The inputs on which a provider computes the op's result; it is not timed on the others.
+EXACT_ON = {"fft_levels": ("random",)}
 
 
-def make_inputs(batch: int, height: int, width: int, kernel: int, tree: handops.Tree, seed: int = 0):
-    """Realistic non-negative inputs on the CPU (the same on every device).
+def make_inputs(kind: str, batch: int, height: int, width: int, kernel: int, tree: handops.Tree, seed: int = 0):
+    """unary [B, K, H, W] and pairwise [B, M, k, k] on the CPU (the same on every device).
 
-    unary [B, K, H, W]: one Gaussian blob per keypoint (sigma 1.5-3 px, random centre) + 1% noise.
-    pairwise [B, M, k, k]: a Gaussian (sigma 1.5-5 px) around a random offset within k/4 of the
-    centre + 0.1% noise, like a learned "where is my neighbour" kernel.
+    peaked: one Gaussian per keypoint (sigma 1-2.5 px, anywhere on the map, no noise floor, so that
+    messages must move a keypoint across the map) and one Gaussian per message kernel (sigma 1.5-4 px
+    around an offset within k/4 of the centre): AGMN's heatmaps and kernels.
+    random: uniform in [0, 1).
     """
     gen = torch.Generator().manual_seed(seed)
     num_nodes, num_messages = tree.num_nodes, tree.num_messages
-    unary = harness.gaussian_blobs(batch * num_nodes, (height, width), (1.5, 3.0), (0, 0), (height - 1, width - 1), gen)
-    unary = unary + 0.01 * torch.rand(unary.shape, generator=gen)
+    if kind == "random":
+        unary = torch.rand(batch, num_nodes, height, width, generator=gen)
+        return unary, torch.rand(batch, num_messages, kernel, kernel, generator=gen)
+    unary = harness.gaussian_blobs(batch * num_nodes, (height, width), (1.0, 2.5), (0, 0), (height - 1, width - 1), gen)
     half, reach = kernel // 2, kernel / 4
     centre_lo, centre_hi = (half - reach,) * 2, (half + reach,) * 2
-    pairwise = harness.gaussian_blobs(batch * num_messages, (kernel, kernel), (1.5, 5.0), centre_lo, centre_hi, gen)
-    pairwise = pairwise + 1e-3 * torch.rand(pairwise.shape, generator=gen)
+    pairwise = harness.gaussian_blobs(batch * num_messages, (kernel, kernel), (1.5, 4.0), centre_lo, centre_hi, gen)
     return unary.view(batch, num_nodes, height, width), pairwise.view(batch, num_messages, kernel, kernel)
 
 
@@ -87,6 +100,7 @@ def _workload(provider, unary, pairwise, tree, mode: str) -> Callable[[], object
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = harness.benchmark_parser(__doc__.split("\n")[0], OP, list(PROVIDERS))
+    parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=list(INPUTS))
     return parser.parse_args(argv)
 
 
@@ -100,24 +114,32 @@ def _benchmark(args: argparse.Namespace) -> str:
     device, tree = torch.device(args.device), handops.hand_tree()
     policy = harness.TimingPolicy.quick() if args.quick else harness.TimingPolicy()
     shape = {"H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}
-    jobs = [(b, mode, p) for b in args.batch_sizes for mode in MODES for p in args.providers]
+    jobs = [
+        (b, kind, mode, p)
+        for b in args.batch_sizes
+        for kind in args.inputs
+        for mode in PASSES
+        for p in args.providers
+        if kind in EXACT_ON.get(p, INPUTS)
+    ]
 
-    measurements, inputs_batch, inputs = [], None, None
+    measurements, inputs_key, inputs = [], None, None
     with harness.CpuContention() as contention, tqdm(jobs, desc=OP, unit="measurement") as progress:
-        for batch, mode, provider in progress:
-            progress.set_postfix_str(f"B={batch} {mode} {provider}")
-            if batch != inputs_batch:  # one set of inputs per batch size, shared by every provider
-                inputs_batch = batch
-                inputs = [t.to(device) for t in make_inputs(batch, args.size, args.size, args.kernel, tree)]
+        for batch, kind, mode, provider in progress:
+            progress.set_postfix_str(f"B={batch} {kind} {mode} {provider}")
+            if (batch, kind) != inputs_key:  # one set of inputs per batch size and kind, shared by every provider
+                inputs_key = (batch, kind)
+                inputs = [t.to(device) for t in make_inputs(kind, batch, args.size, args.size, args.kernel, tree)]
             call = _workload(PROVIDERS[provider], *inputs, tree, mode)
             median_ms, repeats = harness.time_median(call, device, policy)
-            measurements.append(harness.Measurement(provider, mode, batch, median_ms, repeats, shape))
+            measurements.append(harness.Measurement(provider, f"{kind} {mode}", batch, median_ms, repeats, shape))
 
     backend = harness.handops_backend(device, OP)
     extra = {"handops_version": handops.__version__, "handops_backend": backend}
     harness.append_csv(args.csv, OP, measurements, device, extra)
     title = f"{OP}: H=W={args.size}, {args.kernel}x{args.kernel} kernels, {harness.device_name(device)}"
-    harness.plot(args.plot, measurements, args.providers, MODES, title)
+    modes = [f"{kind} {mode}" for kind in args.inputs for mode in PASSES]
+    harness.plot(args.plot, measurements, args.providers, modes, title)
 
     table = harness.markdown_table(measurements, args.providers, BASELINE)
     notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}"]

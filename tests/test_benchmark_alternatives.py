@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import handops
-from benchmarks.alternatives import edge_conv_fft, fft_size, tree_marginals_fft_levels
+from benchmarks.alternatives import edge_conv_fft, fft_size, tree_marginals_direct_levels, tree_marginals_fft_levels
 from handops._reference.edge_conv import edge_conv_reference
 from handops._reference.tree_marginals import tree_marginals_reference
 
@@ -12,8 +12,7 @@ TREE = handops.hand_tree()
 M = TREE.num_messages
 
 
-def _fft_levels(unary, pairwise, weights=None):
-    return tree_marginals_fft_levels(unary, pairwise, TREE, weights)
+TREE_ALTERNATIVES = (tree_marginals_fft_levels, tree_marginals_direct_levels)
 
 
 def _reference(unary, pairwise, weights=None):
@@ -29,15 +28,19 @@ def _reference(unary, pairwise, weights=None):
 
 
 def _assert_agree(unary, pairwise, weights=None):
+    """Both level-batched alternatives against the reference: values and gradients of every input."""
     inputs = [t.clone().requires_grad_(True) for t in (unary, pairwise) + ((weights,) if weights is not None else ())]
     grad_out = torch.randn(unary.shape, dtype=unary.dtype, generator=torch.Generator().manual_seed(7))
-    results = []
-    for fn in (_fft_levels, _reference):
+
+    def value_and_grads(fn):
         out = fn(*inputs)
-        grads = torch.autograd.grad((out * grad_out).sum(), inputs)
-        results.append((out, *grads))
-    for got, want in zip(*results):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+        return (out, *torch.autograd.grad((out * grad_out).sum(), inputs))
+
+    expected = value_and_grads(_reference)
+    for alternative in TREE_ALTERNATIVES:
+        got = value_and_grads(lambda u, p, w=None: alternative(u, p, TREE, w))
+        for g, want in zip(got, expected):
+            torch.testing.assert_close(g, want, rtol=1e-9, atol=1e-12)
 
 
 def _random(*shape, seed):
@@ -87,15 +90,31 @@ def test_message_pushed_off_the_map_is_all_ones(dtype):
     unary[0, 4], pairwise[0, tip_to_dip] = 0, 0
     unary[0, 4, :2, :2] = corner  # the thumb tip in the top-left 2 x 2 corner
     pairwise[0, tip_to_dip, :2] = rows_up  # offsets 2 and 3 rows up: every source leaves the map
-    got = tree_marginals_fft_levels(unary.to(dtype), pairwise.to(dtype), TREE)
-    torch.testing.assert_close(got, _reference(unary, pairwise).to(dtype))
+    for alternative in TREE_ALTERNATIVES:
+        got = alternative(unary.to(dtype), pairwise.to(dtype), TREE)
+        torch.testing.assert_close(got, _reference(unary, pairwise).to(dtype))
 
 
 def test_float32_agrees_with_reference():
     unary, pairwise = _random(2, 21, 12, 12, seed=13), _random(2, M, 9, 9, seed=14)
-    got = tree_marginals_fft_levels(unary.float(), pairwise.float(), TREE)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got, _reference(unary, pairwise).float(), rtol=1e-4, atol=1e-6)
+    for alternative in TREE_ALTERNATIVES:
+        got = alternative(unary.float(), pairwise.float(), TREE)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, _reference(unary, pairwise).float(), rtol=1e-4, atol=1e-6)
+
+
+def test_only_the_direct_alternative_is_exact_on_peaked_inputs():
+    """Two Gaussian peaks 28 px apart, Gaussian "near me" kernels: the FFT's round-off floods the message."""
+    size = torch.arange(46, dtype=torch.float32)
+    def gaussian(centre, sigma, n=46):
+        grid = size[:n]
+        return torch.exp(-((grid[:, None] - centre) ** 2 + (grid[None] - centre) ** 2) / (2 * sigma**2))
+    unary = torch.stack([gaussian(8.0, 2.0), gaussian(28.0, 2.0)])[None]
+    kernels = torch.stack([gaussian(22.0, 3.0, 45)] * 2)[None]
+    pair = handops.Tree([-1, 0])
+    want = tree_marginals_reference(unary, kernels[:, None], torch.ones(1, 1), pair)[0]
+    torch.testing.assert_close(tree_marginals_direct_levels(unary, kernels, pair), want, rtol=0, atol=1e-6)
+    assert (tree_marginals_fft_levels(unary, kernels, pair) - want).abs().max() > 1e-2
 
 
 # edge_conv_fft: one head of handops.edge_conv through torch.fft.

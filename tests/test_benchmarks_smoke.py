@@ -24,8 +24,15 @@ def test_tree_marginals_benchmark_smoke(tmp_path):
 
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(bench_tree_marginals.MODES) * len(providers)
-    assert {r["provider"] for r in rows} == set(providers)
+    # Every provider on every kind of input it is exact on: fft_levels on random inputs only.
+    expected = {
+        (p, f"{kind} {mode}")
+        for p in providers
+        for kind in bench_tree_marginals.EXACT_ON.get(p, bench_tree_marginals.INPUTS)
+        for mode in bench_tree_marginals.PASSES
+    }
+    assert {(r["provider"], r["mode"]) for r in rows} == expected and len(rows) == len(expected)
+    assert ("fft_levels", "peaked forward") not in expected
     assert {(r["B"], r["H"], r["W"], r["kh"], r["kw"]) for r in rows} == {("1", "12", "12", "5", "5")}
     assert all(float(r["median_ms"]) > 0 and int(r["repeats"]) >= 1 for r in rows)
     assert png_path.stat().st_size > 0
@@ -33,7 +40,7 @@ def test_tree_marginals_benchmark_smoke(tmp_path):
     # A second run appends to the same CSV under the same header.
     bench_tree_marginals.run(["--batch-sizes", "1", "--providers", "fft_levels"] + tiny)
     with open(csv_path, newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(rows) + len(bench_tree_marginals.MODES)
+        assert len(list(csv.DictReader(f))) == len(rows) + len(bench_tree_marginals.PASSES)
 
 
 def test_edge_conv_benchmark_smoke(tmp_path):

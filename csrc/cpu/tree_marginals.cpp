@@ -176,7 +176,7 @@ T squared_norm(const T* __restrict x, int64_t n) {
 }
 
 // msg = max(r, 0) / max(r) floored at kMessageFloor, and returns max(r); a zero message (peak at or
-// below 256 eps |kernel|_2 |h|_2, the FFT's round-off level) becomes all ones and returns 0.
+// below 256 eps |kernel|_2 |h|_2, the reference's zero_message_threshold) becomes all ones and returns 0.
 template <typename T>
 T normalise_message(const T* __restrict raw, T* __restrict msg, int64_t n, T kernel_sq_norm, T belief_sq_norm) {
   T peak = T(0);

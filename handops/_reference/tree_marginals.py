@@ -7,17 +7,20 @@ schedule is a :class:`handops.Tree`. Messages are computed one at a time, as the
 Numerical conventions (shared by every implementation):
 
 * Convolution: with c = (kh // 2, kw // 2), ``conv(k, h)[p] = sum_q k[p - q + c] * h[q]`` over the
-  H x W map, zero outside the kernel and the map.
+  H x W map, zero outside the kernel and the map. Every implementation computes it so that each
+  entry is accurate *relative to itself* (within about kh * kw * eps): a direct sum of non-negative
+  terms, as here (conv2d), in the C++ kernel (csrc/cpu/direct_correlation.h) and in the Triton
+  kernels. An FFT convolution does not qualify: it is accurate only to about eps times the largest
+  entry, and on peaked heatmaps the entries that decide the marginal are 1e-14 of the largest.
 * Every message and every partial product is rescaled to maximum 1. The scale factors are treated as
   constants by the backward pass; this is exact because each marginal is invariant to the scale of
   each message (it is homogeneous of degree 0 in it).
 * Messages are floored at ``MESSAGE_FLOOR`` (relative to their maximum 1) so that a product of
   messages never underflows to an all-zero belief; the floor passes gradients straight through.
 * A message that is zero carries no information and is replaced by all ones. "Zero" means a peak
-  ``max(r) <= zero_message_threshold(dtype) * |kernel|_2 * |h|_2`` (Cauchy-Schwarz bounds the peak by
-  ``|kernel|_2 * |h|_2``; FFT round-off is about ``eps * log2(N^2)`` of it, so the FFT kernels and this
-  reference agree on which messages are zero). A node whose belief is identically zero gets the
-  uniform marginal ``1 / (H * W)``.
+  ``max(r) <= zero_message_threshold(dtype) * |kernel|_2 * |h|_2``: Cauchy-Schwarz bounds the peak by
+  ``|kernel|_2 * |h|_2``, and a peak 256 eps below that bound means the kernel sends (nearly) all of
+  h's mass off the map. A node whose belief is identically zero gets the uniform marginal ``1 / (H * W)``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ MESSAGE_FLOOR = 1e-30
 
 
 def zero_message_threshold(dtype: torch.dtype) -> float:
-    """A message peak at or below this times |kernel|_2 * |h|_2 counts as zero (FFT round-off level)."""
+    """A message peak at or below this times |kernel|_2 * |h|_2 counts as zero (all mass sent off the map)."""
     return 256.0 * torch.finfo(dtype).eps
 
 

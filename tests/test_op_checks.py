@@ -30,13 +30,17 @@ class _RecordOps(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def _stub_triton(monkeypatch):
+class _SaysCuda(torch.Tensor):
+    """A CPU tensor that reports ``is_cuda``: it takes the CUDA branch of the checks on a machine without a GPU."""
+
+    is_cuda = True
+
+
+def _cuda_calls(monkeypatch, unary, pairwise):
+    """The CUDA registration's forward and MAP functions, on _SaysCuda tensors, with a stub for the Triton kernels."""
     stub = types.SimpleNamespace(tree_marginals_forward=lambda *args: "ran", tree_map_forward=lambda *args: "ran")
     monkeypatch.setattr(tree_marginals_module, "_triton_module", lambda: stub)
-
-
-def _cuda_calls(unary, pairwise):
-    """The CUDA registration's forward and MAP functions, here on CPU tensors with a stub for the Triton kernels."""
+    unary, pairwise = unary.as_subclass(_SaysCuda), pairwise.as_subclass(_SaysCuda)
     args = (TREE.flat_messages(), list(TREE.level_sizes))
     return [lambda: tree_marginals_module._cuda_forward(unary, pairwise[:, None], unary.new_ones(2, 1), *args),
             lambda: tree_marginals_module._cuda_map(unary, pairwise, *args)]
@@ -45,8 +49,7 @@ def _cuda_calls(unary, pairwise):
 def test_cuda_value_checks_do_not_synchronise(monkeypatch):
     # A host read (bool(), .item(): aten._local_scalar_dense) on every GPU call stalls it and breaks CUDA graphs.
     monkeypatch.delenv("HANDOPS_SYNC_CHECKS", raising=False)
-    _stub_triton(monkeypatch)
-    for call in _cuda_calls(torch.rand(2, 4, 5, 5), torch.rand(2, 6, 3, 3)):
+    for call in _cuda_calls(monkeypatch, torch.rand(2, 4, 5, 5), torch.rand(2, 6, 3, 3)):
         with _RecordOps() as mode:
             assert call() == "ran"
         assert "aten._local_scalar_dense.default" not in mode.ops
@@ -55,15 +58,14 @@ def test_cuda_value_checks_do_not_synchronise(monkeypatch):
 
 @pytest.mark.parametrize("bad", [float("nan"), -1.0])
 def test_cuda_value_checks_still_refuse_bad_input(monkeypatch, bad):
-    _stub_triton(monkeypatch)
     pairwise = torch.rand(2, 6, 3, 3)
     pairwise[1, 2, 0, 0] = bad
     monkeypatch.delenv("HANDOPS_SYNC_CHECKS", raising=False)
-    for call in _cuda_calls(torch.rand(2, 4, 5, 5), pairwise):  # the asynchronous assert fires at once on the CPU
+    for call in _cuda_calls(monkeypatch, torch.rand(2, 4, 5, 5), pairwise):  # the queued assert fires at once on the CPU
         with pytest.raises(RuntimeError, match="handops: pairwise must be finite and non-negative"):
             call()
     monkeypatch.setenv("HANDOPS_SYNC_CHECKS", "1")  # opt-in: the synchronous check and its ValueError
-    for call in _cuda_calls(torch.rand(2, 4, 5, 5), pairwise):
+    for call in _cuda_calls(monkeypatch, torch.rand(2, 4, 5, 5), pairwise):
         with pytest.raises(ValueError, match="pairwise must be (finite|non-negative)"):
             call()
 
@@ -71,3 +73,5 @@ def test_cuda_value_checks_still_refuse_bad_input(monkeypatch, bad):
 def test_cpu_value_checks_raise_value_errors():
     with pytest.raises(ValueError, match="unary must be finite, but it holds NaN"):
         tree_marginals_module.check_values(unary=torch.tensor([0.5, float("nan")]))
+    with pytest.raises(ValueError, match="unary must be non-negative, but its minimum is -1"):
+        tree_marginals_module.check_values(unary=torch.tensor([0.5, -1.0]))

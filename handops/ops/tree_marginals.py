@@ -143,22 +143,25 @@ def tree_map(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree) -> tuple[t
 # ---------------------------------------------------------------------------------------------
 
 
-def check_values(sync: bool = True, **tensors: torch.Tensor) -> None:
+def check_values(**tensors: torch.Tensor) -> None:
     """Every entry non-negative and finite, else an error naming the tensor (the C++ kernels' own check).
 
-    ``sync=True`` (the CPU, the reference) raises a ValueError saying what was wrong; reading the answer
-    back is a host synchronisation. The CUDA registration passes ``sync=False`` unless the environment
-    sets ``HANDOPS_SYNC_CHECKS=1``: one fused test per tensor is queued with ``torch._assert_async``, no
-    sync and CUDA-graph capturable, and bad input fails as a device-side assert at the next synchronisation
-    (which ends the CUDA context: rerun with ``HANDOPS_SYNC_CHECKS=1`` for the ValueError).
+    Off CUDA a ValueError says what was wrong. On CUDA reading the answer back would synchronise with
+    the host on every call and break CUDA graph capture, so unless the environment sets
+    ``HANDOPS_SYNC_CHECKS=1`` (read per call) one fused test per tensor is queued with
+    ``torch._assert_async`` instead: no sync, capturable, and bad input fails as a device-side assert at
+    the next synchronisation (which ends the CUDA context; rerun with ``HANDOPS_SYNC_CHECKS=1`` for the
+    ValueError).
     """
     for name, t in tensors.items():
-        if t.numel() and not sync:
+        if not t.numel():
+            continue
+        if t.is_cuda and os.environ.get("HANDOPS_SYNC_CHECKS") != "1":
             torch._assert_async((torch.isfinite(t) & (t >= 0)).all(), f"handops: {name} must be finite and non-negative")
             continue
-        if t.numel() and not bool(torch.isfinite(t).all()):
+        if not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} must be finite, but it holds NaN or Inf entries ({_describe(t)})")
-        if t.numel() and bool((t < 0).any()):
+        if bool((t < 0).any()):
             raise ValueError(f"{name} must be non-negative, but its minimum is {t.min().item():.4g} ({_describe(t)})")
 
 
@@ -228,16 +231,11 @@ def _reference_map(unary, pairwise, messages, level_sizes):
 _triton_module = functools.partial(triton_module, "tree_marginals")
 
 
-def _cuda_check_values(**tensors: torch.Tensor) -> None:
-    """:func:`check_values` without a host synchronisation unless ``HANDOPS_SYNC_CHECKS=1`` (read per call)."""
-    check_values(sync=os.environ.get("HANDOPS_SYNC_CHECKS") == "1", **tensors)
-
-
 def _cuda_forward(unary, pairwise, weights, messages, level_sizes):
     module = _triton_module()
     if module is None:
         return _reference_forward(unary, pairwise, weights, messages, level_sizes)
-    _cuda_check_values(unary=unary, pairwise=pairwise, weights=weights)
+    check_values(unary=unary, pairwise=pairwise, weights=weights)
     return module.tree_marginals_forward(unary, pairwise, weights, tree_from_schedule(tuple(messages), tuple(level_sizes)))
 
 
@@ -253,7 +251,7 @@ def _cuda_map(unary, pairwise, messages, level_sizes):
     module = _triton_module()
     if module is None or not hasattr(module, "tree_map_forward"):
         return _reference_map(unary, pairwise, messages, level_sizes)
-    _cuda_check_values(unary=unary, pairwise=pairwise)
+    check_values(unary=unary, pairwise=pairwise)
     return module.tree_map_forward(unary, pairwise, tree_from_schedule(tuple(messages), tuple(level_sizes)))
 
 

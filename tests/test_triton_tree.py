@@ -201,6 +201,138 @@ def test_extreme_dynamic_range_hits_the_floor():
     assert bool((msgs == MESSAGE_FLOOR).any())
 
 
+# ---------------------------------------------------------------------------------------------
+# Peaked heatmaps, entry by entry
+# ---------------------------------------------------------------------------------------------
+#
+# Real unaries are Gaussians of sigma 1-3 pixels and real kernels AGMN targets (Gaussians of sigma 1
+# at the offset between two keypoints). Where two nodes' evidence disagrees, a message's value at
+# the other node's peak is 1e-16..1e-30 of its own peak, and it is those values that set the
+# marginals there. An FFT convolution is accurate only to eps times a message's peak, so it returns
+# noise for them while a direct convolution of non-negative terms is accurate entry by entry: the
+# checks below compare every entry relative to itself, which a tolerance relative to the tensor's
+# maximum (``_assert_close``) cannot see.
+
+# name: (tree, map size, kernel size, unary sigma per node, kernel sigma,
+#        unary keypoints [2 images, K, (x, y)], keypoints the kernels are the AGMN targets of)
+PEAKED = {
+    # Two sigma-1 nodes far apart, kernels saying "the neighbour is near me" (the issue's case, scaled down).
+    "near_kernel": (handops.Tree([-1, 0]), 10, 15, (1.0, 1.0), 1.0,
+                    [[[1, 1], [8, 7]], [[2, 8], [7, 1]]], [[[0, 0], [0, 0]], [[0, 0], [-1, 1]]]),
+    # A wide (sigma 3) and a sharp node at opposite corners, kernels of a pose that contradicts both.
+    "wide_and_sharp": (handops.Tree([-1, 0]), 11, 13, (3.0, 1.0), 1.0,
+                       [[[0, 1], [10, 9]], [[10, 0], [1, 9]]], [[[0, 0], [-3, -3]], [[0, 0], [2, 3]]]),
+    # Four nodes of sigma 3, 1, 2, 1 and the AGMN targets of another pose, on the fork tree.
+    "fork_agmn": (SMALL_TREE, 9, 9, (3.0, 1.0, 2.0, 1.0), 1.0,
+                  [[[0, 0], [8, 1], [1, 8], [8, 8]], [[4, 4], [0, 0], [8, 8], [0, 8]]],
+                  [[[4, 4], [5, 3], [3, 5], [4, 5]], [[4, 4], [7, 4], [4, 1], [8, 3]]]),
+}
+
+# Values: relative to each entry. float32 is compared with the float64 reference, which it matches to
+# a few ulp except below 1e-30 of a map's peak, where the rescaled products pass through float32's
+# subnormals (1e-38 and below); MESSAGE_FLOOR is 1e-30 of a message's peak too.
+# Gradients are signed sums that cancel: each entry within rtol of itself, or within floor times the
+# largest entry of its map (observed: 1e-6 of it in float32, 1e-13 in float64).
+VALUE_TOL = {torch.float64: dict(rtol=1e-10, floor=0.0), torch.float32: dict(rtol=1e-5, floor=1e-30)}
+GRAD_TOL = {torch.float64: dict(rtol=1e-9, floor=1e-12), torch.float32: dict(rtol=1e-3, floor=1e-5)}
+
+
+def _peaked_inputs(name, layout, dtype):
+    """Canonical (unary, pairwise, weights) of a PEAKED case in one public pairwise layout."""
+    from handops.ops.tree_marginals import _canonical_inputs
+    from handops_models.data.targets import keypoint_heatmaps, pairwise_targets
+
+    tree, size, kernel, unary_sigmas, kernel_sigma, unary_at, kernels_at = PEAKED[name]
+    unary_at = torch.tensor(unary_at, dtype=torch.float64)
+    unary = torch.stack(
+        [keypoint_heatmaps(unary_at[:, k : k + 1], size, stride=1, sigma=s)[:, 0] for k, s in enumerate(unary_sigmas)], 1
+    )
+    kernels = pairwise_targets(torch.tensor(kernels_at, dtype=torch.float64), tree, kernel, stride=1, sigma=kernel_sigma)
+    pairwise = {
+        "adaptive": kernels,  # [B, M, kh, kw]
+        "shared": kernels[0],  # [M, kh, kw]
+        "pool": kernels,  # [L, M, kh, kw], the two poses as two models
+        "adaptive_pool": torch.stack([kernels, kernels.flip(0)]),  # [B, L, M, kh, kw]
+    }[layout]
+    weights = torch.tensor([[0.7, 0.3], [0.2, 0.9]], dtype=torch.float64) if "pool" in layout else None
+    canonical = _canonical_inputs(unary.to(dtype), pairwise.to(dtype), tree, None if weights is None else weights.to(dtype))
+    return tree, *(t.to(DEVICE) for t in canonical)
+
+
+def _assert_entrywise(actual, expected, rtol, floor, what):
+    """|actual - expected| <= rtol |expected| + floor * (largest |expected| of the map) at every entry."""
+    assert actual.shape == expected.shape, what
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    scale = expected.abs().amax((-2, -1), keepdim=True) if expected.dim() > 2 else expected.abs().amax()
+    excess = (actual - expected).abs() - (rtol * expected.abs() + floor * scale)
+    worst = int(excess.flatten().argmax())
+    assert excess.max() <= 0, (
+        f"{what}: entry {worst} is {actual.flatten()[worst].item():.6e}, expected {expected.flatten()[worst].item():.6e} "
+        f"(rtol {rtol}, floor {floor} of the map's peak)"
+    )
+
+
+def _check_peaked_forward(marginals, msgs, scales, reference, dtype):
+    ref_marginals, ref_msgs, ref_scales = reference
+    tol = VALUE_TOL[dtype]
+    _assert_entrywise(marginals, ref_marginals, what="marginals", **tol)
+    _assert_entrywise(msgs, ref_msgs, what="messages", **tol)
+    _assert_entrywise(scales, ref_scales, tol["rtol"], 0.0, "message scales")
+    # Where the marginal peaks: what the keypoint read-out uses.
+    assert torch.equal(marginals.cpu().flatten(2).argmax(2), ref_marginals.flatten(2).argmax(2))
+
+
+def _fft_message_conv(h, kernel):
+    """The plausible wrong implementation: the message convolution by FFT (zero padded, so linear)."""
+    (_, height, width), (kh, kw) = h.shape, kernel.shape[-2:]
+    size = (height + kh - 1, width + kw - 1)
+    full = torch.fft.irfft2(torch.fft.rfft2(h, size) * torch.fft.rfft2(kernel, size), size)
+    return full[:, kh // 2 : kh // 2 + height, kw // 2 : kw // 2 + width]
+
+
+@pytest.mark.parametrize("name", list(PEAKED))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_peaked_checks_reject_an_fft_convolution(name, dtype, monkeypatch):
+    # The cases are peaked enough that an FFT message convolution, in either dtype, fails the
+    # entry-by-entry check that the Triton kernels pass below (run on the reference, which is fast).
+    from handops._reference import tree_marginals as reference_module
+
+    tree, unary, pairwise, weights = _peaked_inputs(name, "adaptive", dtype)
+    exact = tree_marginals_reference(*(t.double().cpu() for t in (unary, pairwise, weights)), tree)
+    monkeypatch.setattr(reference_module, "message_conv", _fft_message_conv)
+    fft = tree_marginals_reference(*(t.cpu() for t in (unary, pairwise, weights)), tree)
+    with pytest.raises(AssertionError, match="marginals"):
+        _check_peaked_forward(*fft, exact, dtype)
+
+
+@pytest.mark.parametrize(
+    "name, layout, dtype",
+    [
+        ("near_kernel", "adaptive", torch.float64),
+        ("near_kernel", "shared", torch.float32),
+        ("wide_and_sharp", "pool", torch.float64),
+        ("wide_and_sharp", "adaptive_pool", torch.float32),
+        ("fork_agmn", "adaptive_pool", torch.float64),
+        ("fork_agmn", "pool", torch.float32),
+        ("fork_agmn", "shared", torch.float64),
+    ],
+)
+def test_peaked_inputs_match_reference_entry_by_entry(name, layout, dtype):
+    tree, unary, pairwise, weights = _peaked_inputs(name, layout, dtype)
+    ref_inputs = [t.double().cpu().requires_grad_() for t in (unary, pairwise, weights)]
+    reference = tree_marginals_reference(*ref_inputs, tree)
+    marginals, msgs, scales = tt.tree_marginals_forward(unary, pairwise, weights, tree)
+    assert marginals.dtype == dtype
+    _check_peaked_forward(marginals, msgs, scales, [r.detach() for r in reference], dtype)
+    # float32 gradients against the float64 reference, for a random upstream gradient.
+    grad = torch.rand(unary.shape, generator=torch.Generator().manual_seed(13), dtype=dtype).to(DEVICE) - 0.5
+    grads = tt.tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, tree)
+    ref_grads = torch.autograd.grad(reference[0], ref_inputs, grad.double().cpu())
+    for got, want, what in zip(grads, ref_grads, ("unary", "pairwise", "weights")):
+        assert got.dtype == dtype
+        _assert_entrywise(got, want, what=f"gradient of {what}", **GRAD_TOL[dtype])
+
+
 @pytest.mark.parametrize("batch, size, kernel, shared_kernels", [(2, (6, 7), (3, 3), False), (2, (8, 6), (5, 3), True)])
 def test_tree_map_matches_reference(batch, size, kernel, shared_kernels):
     unary, pairwise, _ = _inputs(SMALL_TREE, batch, *size, kernel, 1, 1 if shared_kernels else batch, seed=9)

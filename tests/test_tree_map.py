@@ -12,6 +12,7 @@ import torch
 
 import handops
 from handops._reference.tree_marginals import tree_map_reference
+from tree_helpers import brute_force_map, brute_force_max_marginals, config_log_prob, symmetric_kernels
 
 pytestmark = pytest.mark.skipif(not handops.HAS_EXTENSION, reason="the C++ extension handops._C is not built")
 
@@ -301,3 +302,68 @@ def test_torch_compile_fullgraph():
     want = decode(unary, pairwise)
     torch.testing.assert_close(got[0], want[0])
     assert torch.equal(got[1], want[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Against brute-force enumeration: the reference and the C++ op both, so that a shared mistake
+# (a flipped offset, a message sent the wrong way, a decoder that takes per-node argmaxes of the
+# max-marginals instead of a jointly consistent configuration) cannot pass as agreement.
+# ----------------------------------------------------------------------------------------------
+
+BRUTE_FORCE_TREES = {  # (HW)^K stays below a million configurations
+    "pair": (handops.Tree([-1, 0]), 7, 8),
+    "chain": (handops.Tree([-1, 0, 1]), 6, 7),
+    "fork": (handops.Tree([-1, 0, 0, 1]), 5, 6),
+    "root_last": (handops.Tree([3, 3, 0, -1, 1]), 4, 4),
+}
+IMPLEMENTATIONS = {
+    "op": handops.tree_map,
+    "reference": lambda unary, pairwise, tree: _reference(unary, pairwise, tree),
+}
+
+
+def _brute_force_inputs(tree, height, width, kernel, regime, seed):
+    """float64 (unary [2, K, H, W], symmetric kernels [2, M, kh, kw]) with zero taps (-inf log-kernel)."""
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.rand(2, tree.num_nodes, height, width, generator=generator, dtype=torch.float64)
+    k = torch.rand(2, tree.num_messages, kernel, kernel, generator=generator, dtype=torch.float64)
+    if regime == "peaked":  # real-heatmap-like: powers of uniforms
+        unary, pairwise = u**4 + 1e-6, k**4
+    else:  # "wide": unaries down to 1e-130 and kernels 1e-8..1e-160, the regime test_triton_tree.py has
+        unary, pairwise = torch.exp(-300 * u**3), torch.exp(-350 * (k + 0.05))
+    pairwise[:, :, 0, 1:] = 0.0  # forbidden offsets
+    return unary, symmetric_kernels(pairwise, tree)
+
+
+@pytest.mark.parametrize("regime", ["peaked", "wide"])
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("name", list(BRUTE_FORCE_TREES))
+def test_max_marginals_and_map_match_brute_force(name, implementation, regime):
+    tree, height, width = BRUTE_FORCE_TREES[name]
+    unary, pairwise = _brute_force_inputs(tree, height, width, 3, regime, seed=len(name))
+    max_marginals, config = IMPLEMENTATIONS[implementation](unary, pairwise, tree)
+    for b in range(2):
+        expected = brute_force_max_marginals(unary[b], pairwise[b], tree)
+        # Relative entry by entry: the log-domain sums round to ~|log p| eps, i.e. 1e-13 at log p ~ -1000.
+        torch.testing.assert_close(max_marginals[b], expected, rtol=1e-11, atol=0)
+        best, log_joint = brute_force_map(unary[b], pairwise[b], tree)
+        # Continuous random inputs: the maximiser is unique, so the decoded configuration is it.
+        assert (log_joint == log_joint.max()).sum() == 1
+        assert torch.equal(config[b], best), f"image {b}: {config[b].tolist()} != {best.tolist()}"
+
+
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_map_with_ties_is_a_joint_maximiser(implementation):
+    # Quantised heatmaps and kernels: many configurations tie, so per-node choices can mix two
+    # different maximisers into a configuration that is not one; the decoded one must reach the maximum.
+    tree, height, width = BRUTE_FORCE_TREES["fork"]
+    generator = torch.Generator().manual_seed(11)
+    unary = torch.randint(1, 4, (2, tree.num_nodes, height, width), generator=generator).double()
+    pairwise = symmetric_kernels(torch.randint(0, 3, (2, tree.num_messages, 3, 3), generator=generator).double(), tree)
+    max_marginals, config = IMPLEMENTATIONS[implementation](unary, pairwise, tree)
+    for b in range(2):
+        torch.testing.assert_close(max_marginals[b], brute_force_max_marginals(unary[b], pairwise[b], tree), rtol=1e-12, atol=0)
+        _, log_joint = brute_force_map(unary[b], pairwise[b], tree)
+        assert (log_joint == log_joint.max()).sum() > 1  # the test is about ties
+        # Tied sums of logs may differ in the last bit; a non-maximiser is at least log(3 / 2) below.
+        assert config_log_prob(log_joint, config[b], width) >= log_joint.max() - 1e-9

@@ -128,6 +128,39 @@ struct PaddedFilter {
   }
 };
 
+// acc[i][j] += sum_{v in [v_begin, v_end)} taps[v - i fw] * img[v + j lanes ...] for the vectors j in
+// [J0, J1] only: the others would read nothing but the image's zero padding there.
+template <typename T, int J0, int J1>
+__attribute__((always_inline)) inline void accumulate_columns(typename Simd<T>::V (&acc)[Simd<T>::R][Simd<T>::NV], const T* img,
+                                                              const T* taps, int64_t v_begin, int64_t v_end, int64_t fw) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int R = S::R, NV = S::NV, lanes = S::lanes;
+  for (int64_t v = v_begin; v < v_end; ++v) {
+    V x[NV];
+#pragma GCC unroll 16
+    for (int j = J0; j <= J1; ++j) x[j] = S::load(img + v + j * lanes);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const V k = S::set1(taps[v - i * fw]);
+#pragma GCC unroll 16
+      for (int j = J0; j <= J1; ++j) acc[i][j] = S::fma(k, x[j], acc[i][j]);
+    }
+  }
+}
+
+// accumulate_columns<T, j0, j1> for run-time j0 <= j1 < NV.
+template <typename T, int J0 = 0, int J1 = 0>
+__attribute__((always_inline)) inline void accumulate_columns(int j0, int j1, typename Simd<T>::V (&acc)[Simd<T>::R][Simd<T>::NV],
+                                                              const T* img, const T* taps, int64_t v_begin, int64_t v_end, int64_t fw) {
+  constexpr int NV = Simd<T>::NV;
+  if constexpr (J0 < NV && J1 < NV) {
+    if (j0 == J0 && j1 == J1) return accumulate_columns<T, J0, J1>(acc, img, taps, v_begin, v_end, fw);
+    if (j0 == J0) return accumulate_columns<T, J0, J1 + 1>(j0, j1, acc, img, taps, v_begin, v_end, fw);
+    return accumulate_columns<T, J0 + 1, J0 + 1>(j0, j1, acc, img, taps, v_begin, v_end, fw);
+  }
+}
+
 // One R x C block of outputs at (x0, y0); writes only entries inside oh x ow.
 template <typename T>
 inline void correlate_block(const PaddedFilter<T>& filter, const PaddedImage<T>& image, int64_t x0, int64_t y0,
@@ -136,9 +169,32 @@ inline void correlate_block(const PaddedFilter<T>& filter, const PaddedImage<T>&
   using V = typename S::V;
   constexpr int R = S::R, NV = S::NV, lanes = S::lanes, C = NV * lanes;
   const int64_t fh = filter.fh, fw = filter.fw;
-  // Image rows and filter columns that can meet the non-zero part of the image.
+  // Image rows that can meet the non-zero part of the image.
   const int64_t s_begin = std::max(x0, image.row0), s_end = std::min(x0 + R - 1 + fh, image.row0 + image.h);
-  const int64_t v_begin = std::max<int64_t>(0, image.col0 - y0 - C + 1), v_end = std::min(fw, image.col0 + image.w - y0);
+  // Vector j of the block (columns y0 + j lanes ...) meets the image's non-zero columns for filter
+  // columns v in [lo_j, hi_j); both ends fall with j, so the vectors in use at any v are a range
+  // [j0, j1]. Split the v axis where that range changes; vectors wholly past ow are never used.
+  const int last = int(std::min<int64_t>(NV, (ow - y0 + lanes - 1) / lanes)) - 1;
+  int64_t cuts[2 * NV + 2];
+  int num_cuts = 0;
+  for (int j = 0; j <= last; ++j) {
+    cuts[num_cuts++] = std::clamp<int64_t>(image.col0 - y0 - (j + 1) * lanes + 1, 0, fw);
+    cuts[num_cuts++] = std::clamp<int64_t>(image.col0 + image.w - y0 - j * lanes, 0, fw);
+  }
+  std::sort(cuts, cuts + num_cuts);
+  struct Segment { int64_t begin, end; int j0, j1; };
+  Segment segments[2 * NV + 1];
+  int num_segments = 0;
+  for (int c = 0; c + 1 < num_cuts; ++c) {
+    const int64_t begin = cuts[c], end = cuts[c + 1];
+    if (begin >= end) continue;
+    int j0 = last + 1, j1 = -1;
+    for (int j = 0; j <= last; ++j) {
+      const int64_t lo = image.col0 - y0 - (j + 1) * lanes + 1, hi = image.col0 + image.w - y0 - j * lanes;
+      if (lo <= begin && end <= hi) j0 = std::min(j0, j), j1 = std::max(j1, j);
+    }
+    if (j0 <= j1) segments[num_segments++] = {begin, end, j0, j1};
+  }
   V acc[R][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
@@ -148,17 +204,8 @@ inline void correlate_block(const PaddedFilter<T>& filter, const PaddedImage<T>&
     const T* img = image.data.data() + s * image.cols + y0;
     // Row s - x0 - i of the filter for output row x0 + i, shifted by the R - 1 padding rows.
     const T* taps = filter.data.data() + (s - x0 + R - 1) * fw;
-    for (int64_t v = v_begin; v < v_end; ++v) {
-      V x[NV];
-#pragma GCC unroll 16
-      for (int j = 0; j < NV; ++j) x[j] = S::load(img + v + j * lanes);
-#pragma GCC unroll 16
-      for (int i = 0; i < R; ++i) {
-        const V k = S::set1(taps[v - i * fw]);
-#pragma GCC unroll 16
-        for (int j = 0; j < NV; ++j) acc[i][j] = S::fma(k, x[j], acc[i][j]);
-      }
-    }
+    for (int g = 0; g < num_segments; ++g)
+      accumulate_columns<T>(segments[g].j0, segments[g].j1, acc, img, taps, segments[g].begin, segments[g].end, fw);
   }
   const int64_t rows = std::min<int64_t>(R, oh - x0), cols = std::min<int64_t>(C, ow - y0);
   // Fully unrolled (constant indices) so that the accumulators can live in registers throughout.

@@ -12,6 +12,7 @@ import warnings
 
 import pytest
 import torch
+from tree_helpers import assert_entrywise
 from triton_aot import compile_for_sm80_and_sm90
 
 pytest.importorskip("triton")
@@ -259,25 +260,12 @@ def _peaked_inputs(name, layout, dtype):
     return tree, *(t.to(DEVICE) for t in canonical)
 
 
-def _assert_entrywise(actual, expected, rtol, floor, what):
-    """|actual - expected| <= rtol |expected| + floor * (largest |expected| of the map) at every entry."""
-    assert actual.shape == expected.shape, what
-    actual, expected = actual.double().cpu(), expected.double().cpu()
-    scale = expected.abs().amax((-2, -1), keepdim=True) if expected.dim() > 2 else expected.abs().amax()
-    excess = (actual - expected).abs() - (rtol * expected.abs() + floor * scale)
-    worst = int(excess.flatten().argmax())
-    assert excess.max() <= 0, (
-        f"{what}: entry {worst} is {actual.flatten()[worst].item():.6e}, expected {expected.flatten()[worst].item():.6e} "
-        f"(rtol {rtol}, floor {floor} of the map's peak)"
-    )
-
-
 def _check_peaked_forward(marginals, msgs, scales, reference, dtype):
     ref_marginals, ref_msgs, ref_scales = reference
     tol = VALUE_TOL[dtype]
-    _assert_entrywise(marginals, ref_marginals, what="marginals", **tol)
-    _assert_entrywise(msgs, ref_msgs, what="messages", **tol)
-    _assert_entrywise(scales, ref_scales, tol["rtol"], 0.0, "message scales")
+    assert_entrywise(marginals, ref_marginals, what="marginals", **tol)
+    assert_entrywise(msgs, ref_msgs, what="messages", **tol)
+    assert_entrywise(scales, ref_scales, tol["rtol"], 0.0, "message scales")
     # Where the marginal peaks: what the keypoint read-out uses.
     assert torch.equal(marginals.cpu().flatten(2).argmax(2), ref_marginals.flatten(2).argmax(2))
 
@@ -330,7 +318,7 @@ def test_peaked_inputs_match_reference_entry_by_entry(name, layout, dtype):
     ref_grads = torch.autograd.grad(reference[0], ref_inputs, grad.double().cpu())
     for got, want, what in zip(grads, ref_grads, ("unary", "pairwise", "weights")):
         assert got.dtype == dtype
-        _assert_entrywise(got, want, what=f"gradient of {what}", **GRAD_TOL[dtype])
+        assert_entrywise(got, want, what=f"gradient of {what}", **GRAD_TOL[dtype])
 
 
 @pytest.mark.parametrize("batch, size, kernel, shared_kernels", [(2, (6, 7), (3, 3), False), (2, (8, 6), (5, 3), True)])

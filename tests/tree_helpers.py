@@ -14,7 +14,7 @@ import torch
 
 from handops.tree import Tree
 
-__all__ = ["symmetric_kernels", "brute_force_log_joint", "brute_force_marginals", "brute_force_max_marginals", "brute_force_map", "config_log_prob"]
+__all__ = ["assert_entrywise", "symmetric_kernels", "brute_force_log_joint", "brute_force_marginals", "brute_force_max_marginals", "brute_force_map", "config_log_prob"]
 
 
 def symmetric_kernels(kernels: torch.Tensor, tree: Tree) -> torch.Tensor:
@@ -100,3 +100,16 @@ def config_log_prob(log_joint: torch.Tensor, config: torch.Tensor, width: int) -
     """log p (from :func:`brute_force_log_joint`) of a configuration [K, 2] (row, col)."""
     flat = config[:, 0] * width + config[:, 1]
     return log_joint[tuple(flat.tolist())]
+
+
+def assert_entrywise(actual, expected, rtol, floor, what):
+    """|actual - expected| <= rtol |expected| + floor * (largest |expected| of the map) at every entry."""
+    assert actual.shape == expected.shape, what
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    scale = expected.abs().amax((-2, -1), keepdim=True) if expected.dim() > 2 else expected.abs().amax()
+    excess = (actual - expected).abs() - (rtol * expected.abs() + floor * scale)
+    worst = int(excess.flatten().argmax())
+    assert excess.max() <= 0, (
+        f"{what}: entry {worst} is {actual.flatten()[worst].item():.6e}, expected {expected.flatten()[worst].item():.6e} "
+        f"(rtol {rtol}, floor {floor} of the map's peak)"
+    )

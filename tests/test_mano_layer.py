@@ -70,5 +70,6 @@ def test_6d_pose_convention_is_public_and_holds():
     rows = rotations[..., :2, :].flatten(-2)
     betas = torch.zeros(2, 10, dtype=torch.float64)
     want = layer(betas, rotations[:, 0], rotations[:, 1:]).vertices
-    torch.testing.assert_close(layer(betas, columns[:, 0], columns[:, 1:]).vertices, want)
+    # Observed 7e-17 m: the 6-D path rebuilds the same rotations to rounding.
+    torch.testing.assert_close(layer(betas, columns[:, 0], columns[:, 1:]).vertices, want, rtol=0, atol=1e-14)
     assert (layer(betas, rows[:, 0], rows[:, 1:]).vertices - want).norm(dim=-1).max() > 0.01

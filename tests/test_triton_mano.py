@@ -98,7 +98,8 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(tm, "TILE_LIMITS", dict(tm.TILE_LIMITS, BLOCK_V=16, CHAIN_BLOCK_B=8))
 
 
-@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+# Observed (relative to each tensor's largest entry): 1.8e-7 in float32, 6e-16 in float64.
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 5e-15), (torch.float32, 1e-6)])
 @pytest.mark.parametrize("num_betas", [10, 4])
 def test_matches_reference(dtype, rtol, num_betas):
     model, betas, rotations = _sample(batch=3, num_vertices=40, num_betas=num_betas, dtype=dtype, seed=num_betas)

@@ -163,17 +163,84 @@ def test_lm_without_noise_converges_to_the_keypoints():
     assert (result.reprojection_error < 0.05).all(), result.reprojection_error
 
 
+def _smoothed_energy(result, keypoints, camera, weights, eps):
+    """E_eps = sum_k w_k sqrt(|x_k - P(J_k + r)|^2 + eps^2) of a FitResult, from its joints (eps [B])."""
+    squared = (project(result.joints, camera) - keypoints).square().sum(-1)
+    return (weights * (squared + eps[:, None].square()).sqrt()).sum(-1)
+
+
 def test_lm_never_increases_the_energy_and_honours_weights():
+    # A hard start (0.6 rad off per joint, 10 cm too far), where LM's first full steps overshoot and are rejected.
     batch = 2
-    layer, betas, keypoints, init, truth, _ = _fit_problem(batch, 50, noise=0.0)
+    layer, betas, keypoints, init, truth, transl = _fit_problem(batch, 50, noise=0.0)
+    init["hand_pose"] = init["hand_pose"] + 0.6 * torch.randn(batch, 45, generator=GEN(57), dtype=torch.float64)
+    init["transl"] = transl + torch.tensor([0.0, 0.0, 0.1], dtype=torch.float64)
     keypoints[:, 8] += 80.0  # a wildly wrong index fingertip, weighted out
     weights = torch.ones(batch, 21, dtype=torch.float64)
     weights[:, 8] = 0.0
     camera = _camera(batch)
-    few = fit_keypoints2d(layer, keypoints, camera, betas, init=init, weights=weights, solver="lm", iterations=(2, 2))
-    more = fit_keypoints2d(layer, keypoints, camera, betas, init=init, weights=weights, solver="lm", iterations=(2, 20))
-    assert (more.reprojection_error <= few.reprojection_error + 1e-12).all()
-    assert (more.reprojection_error < 0.1).all(), more.reprojection_error
+    # The iterate after n pose iterations is the result of a fit capped at n (the fit is deterministic).
+    fits = [fit_keypoints2d(layer, keypoints, camera, betas, init=init, weights=weights, solver="lm", iterations=(3, n))
+            for n in range(31)]
+    # LM keeps a step only if it lowers E_eps at the current smoothing level, and eps only falls, so E_eps of the
+    # iterates never rises. Rules out keeping every step (the energy then rises where a step overshoots).
+    energies = torch.stack([_smoothed_energy(f, keypoints, camera, weights, f.smoothing) for f in fits])  # [31, B]
+    rises = energies[1:] - energies[:-1]
+    assert (rises <= 1e-9 * energies[:-1]).all(), rises.max()
+    rejected = [n for n in range(1, 31) if torch.equal(fits[n].hand_pose, fits[n - 1].hand_pose)]
+    assert rejected, "no step was rejected: this start does not exercise the rejection rule"
+    # Eq. 6.4 itself lies within eps sum_k w_k below E_eps.
+    for f, e in zip(fits, energies):
+        assert ((e - f.energy) <= f.smoothing * weights.sum(-1) + 1e-12).all() and (f.energy <= e).all()
+    # The zero-weight keypoint is ignored: the other 20 are fitted to a fraction of a pixel. Rules out a fit that
+    # drops the weights (the 80 px outlier would leave pixels of error elsewhere).
+    final = fit_keypoints2d(layer, keypoints, camera, betas, init=init, weights=weights, solver="lm", iterations=(5, 100),
+                            tolerance=1e-9)
+    assert (final.reprojection_error < 0.05).all(), final.reprojection_error
+
+
+def test_fit_reports_energy_iterations_and_convergence():
+    batch = 3
+    layer, betas, keypoints, init, _, _ = _fit_problem(batch, 60, noise=1.0)
+    camera = _camera(batch)
+    capped = fit_keypoints2d(layer, keypoints, camera, betas, init=init, solver="lm")
+    # Without a tolerance every iteration runs (LM's default early stop, 2 + 6) and nothing claims convergence.
+    assert capped.iterations.tolist() == [[2, 6]] * batch and not capped.converged.any()
+    tight = fit_keypoints2d(layer, keypoints, camera, betas, init=init, solver="lm", iterations=(20, 300), tolerance=1e-6)
+    # The rule ends the fit before the cap, at the finest smoothing, and the energy reported is Eq. 6.4 of the
+    # returned parameters (rules out a stale energy, e.g. the smoothed one or that of a rejected candidate).
+    # An image is converged exactly when the rule stopped it: before the cap, at the finest smoothing.
+    stopped = tight.iterations[:, 1] < 300
+    assert tight.converged.any() and torch.equal(tight.converged, stopped), tight.iterations
+    assert (tight.smoothing[stopped] <= 1e-5).all()
+    again = layer(betas, tight.global_orient, tight.hand_pose, tight.transl).joints
+    torch.testing.assert_close(tight.energy, (project(again, camera) - keypoints).norm(dim=-1).sum(-1))
+    assert (tight.energy[stopped] < capped.energy[stopped]).all()
+    # Adam: the thesis schedule runs every step without a tolerance; with one, images stop early and say so.
+    adam = fit_keypoints2d(layer, keypoints, camera, betas, init=init, iterations=(20, 10))
+    assert adam.iterations.tolist() == [[20, 10]] * batch and not adam.converged.any() and (adam.smoothing == 0).all()
+    loose = fit_keypoints2d(layer, keypoints, camera, betas, init=init, iterations=(200, 200), tolerance=0.5)
+    assert loose.converged.all() and (loose.iterations[:, 1] < 200).all(), loose.iterations
+
+
+@pytest.mark.parametrize("solver", ["adam", "lm"])
+def test_fit_of_an_empty_batch_is_empty(solver):
+    layer = ManoLayer(MODEL, use_pca=False)
+    empty = torch.zeros(0, 21, 2, dtype=torch.float64)
+    result = fit_keypoints2d(layer, empty, _camera(0), torch.zeros(0, 10, dtype=torch.float64), solver=solver)
+    assert result.global_orient.shape == (0, 3) and result.hand_pose.shape == (0, 45) and result.transl.shape == (0, 3)
+    assert result.joints.shape == (0, 21, 3) and result.energy.shape == (0,) and result.iterations.shape == (0, 2)
+
+
+def test_fit_in_half_precision_fits_in_float32():
+    batch = 2
+    layer, betas, keypoints, init, _, _ = _fit_problem(batch, 70)
+    half = fit_keypoints2d(layer, keypoints.half(), _camera(batch).half(), betas.half(),
+                           init={k: v.half() for k, v in init.items()}, solver="lm")
+    full = fit_keypoints2d(layer, keypoints.half().double(), _camera(batch), betas.half().double(),
+                           init={k: v.half().double() for k, v in init.items()}, solver="lm")
+    assert half.hand_pose.dtype == torch.float32
+    torch.testing.assert_close(half.energy, full.energy.float(), rtol=1e-3, atol=1e-3)
 
 
 def test_fit_input_errors():
@@ -191,12 +258,39 @@ def test_fit_input_errors():
         fit_keypoints2d(None, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas)
     with pytest.raises(ValueError, match="init may hold"):
         fit_keypoints2d(layer, torch.zeros(1, 21, 2, dtype=torch.float64), camera, betas, init={"betas": betas})
+    kp = project(layer(betas, _palm_to_camera(1, 0), torch.zeros(1, 45, dtype=torch.float64),
+                       torch.tensor([[0.0, 0.0, 0.5]], dtype=torch.float64)).joints, camera)
+    with pytest.raises(ValueError, match="pinhole intrinsic"):  # all zeros used to give NaN parameters
+        fit_keypoints2d(layer, kp, torch.zeros(1, 3, 3, dtype=torch.float64), betas)
+    with pytest.raises(ValueError, match="behind the camera"):  # used to leave errors of 1e7 px, nothing moving
+        fit_keypoints2d(layer, kp, camera, betas, init={"transl": torch.tensor([[0.0, 0.0, -0.5]], dtype=torch.float64)})
+    with pytest.raises(ValueError, match="non-negative ints"):
+        fit_keypoints2d(layer, kp, camera, betas, solver="lm", iterations=(2, -1))
+    with pytest.raises(ValueError, match="all zero"):  # used to report a reprojection error of 0
+        fit_keypoints2d(layer, kp, camera, betas, weights=torch.zeros(1, 21, dtype=torch.float64))
+    with pytest.raises(ValueError, match="tolerance"):
+        fit_keypoints2d(layer, kp, camera, betas, tolerance=-1e-3)
 
 
 def _objective(layer, shape, betas, poses, w):
     count = betas.shape[0]
     m = lambda b: layer(b, poses[:, :3], poses[:, 3:].reshape(count, 15, 3)).vertices  # noqa: E731
     return (w * (m(shape.expand(count, -1)) - m(betas)).flatten(1).norm(dim=-1)).sum()
+
+
+def _assert_calibration_minimises(layer, shape, betas, poses, w):
+    """Optimality of Eq. 6.7 itself: no step of 1e-2 or 1e-4 along any of +-e_s or 20 random unit directions
+    lowers the objective at ``shape``; and the case tells calibration from averaging: the confidence-weighted
+    mean of the betas scores clearly worse (so the mean, a plausible wrong implementation, fails this check)."""
+    value = _objective(layer, shape, betas, poses, w)
+    size = shape.shape[0]
+    directions = torch.cat([torch.eye(size, dtype=shape.dtype), -torch.eye(size, dtype=shape.dtype),
+                            torch.nn.functional.normalize(torch.randn(20, size, generator=GEN(99), dtype=shape.dtype), dim=1)])
+    for h in (1e-2, 1e-4):
+        for d in directions:
+            assert _objective(layer, shape + h * d, betas, poses, w) >= value * (1 - 1e-12), (h, d)
+    mean = (w[:, None] * betas).sum(0)
+    assert _objective(layer, mean, betas, poses, w) > (1 + 1e-3) * value
 
 
 def test_calibration_recovers_the_subject_shape():
@@ -215,10 +309,8 @@ def test_calibration_recovers_the_subject_shape():
     # Thesis L-error / W-error: far below what a single image's shape gets wrong.
     assert l_error < 0.5 * (l_img - l_true).abs().mean().item() and l_error < 0.004
     assert w_error < 0.5 * (w_img - w_true).abs().mean().item() and w_error < 0.002
-    # The IRLS result minimises Eq. 6.7: no better than the weighted mean of the betas.
-    w = torch.softmax(confidences / 0.33, 0)
-    mean = (w[:, None] * betas).sum(0)
-    assert _objective(layer, calibrated, betas, poses, w) <= _objective(layer, mean, betas, poses, w) + 1e-12
+    # The IRLS result minimises Eq. 6.7 (a sum of unsquared norms: not the weighted mean of the betas).
+    _assert_calibration_minimises(layer, calibrated, betas, poses, torch.softmax(confidences / 0.33, 0))
 
 
 def test_confidences_shift_the_calibration_towards_trusted_images():
@@ -231,9 +323,13 @@ def test_confidences_shift_the_calibration_towards_trusted_images():
     poses = torch.cat([_palm_to_camera(10, 52), _hand_pose(10, 53)], 1)
     confidences = torch.tensor([1.0] * 5 + [-1.0] * 5, dtype=torch.float64)
     rest = lambda b: hand_length_width(layer, b[None])[0]  # noqa: E731
-    attended = (rest(calibrate_shape(layer, betas, poses, confidences)) - rest(true_shape)).abs()
-    plain = (rest(calibrate_shape(layer, betas, poses, None)) - rest(true_shape)).abs()
+    attended_shape, plain_shape = calibrate_shape(layer, betas, poses, confidences), calibrate_shape(layer, betas, poses, None)
+    attended = (rest(attended_shape) - rest(true_shape)).abs()
+    plain = (rest(plain_shape) - rest(true_shape)).abs()
     assert attended < 0.2 * plain
+    # Both are the minimum of Eq. 6.7 under their weights (Eq. 6.6): softmax(c / 0.33), and 1/K each.
+    _assert_calibration_minimises(layer, attended_shape, betas, poses, torch.softmax(confidences / 0.33, 0))
+    _assert_calibration_minimises(layer, plain_shape, betas, poses, torch.full((10,), 0.1, dtype=torch.float64))
 
 
 def test_calibration_of_identical_shapes_is_exact():
@@ -241,5 +337,11 @@ def test_calibration_of_identical_shapes_is_exact():
     shape = torch.randn(10, generator=GEN(40), dtype=torch.float64)
     poses = torch.cat([_palm_to_camera(5, 41), _hand_pose(5, 42)], 1)
     torch.testing.assert_close(calibrate_shape(layer, shape.expand(5, -1), poses, torch.randn(5, dtype=torch.float64)), shape)
+    # Four identical shapes and a wildly different fifth: a sum of unsquared norms is minimised exactly at the
+    # shape the majority of the weight agrees on (the weighted mean would move 1/5 of the way to the outlier).
+    betas = torch.cat([shape.expand(4, -1), (shape + 3.0)[None]])
+    calibrated = calibrate_shape(layer, betas, poses, None)
+    torch.testing.assert_close(calibrated, shape, rtol=0, atol=1e-8)
+    _assert_calibration_minimises(layer, calibrated, betas, poses, torch.full((5,), 0.2, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"poses must be \[K, 48\]"):
         calibrate_shape(layer, shape.expand(5, -1), poses[:, :45])

@@ -158,13 +158,22 @@ std::vector<const T*> message_factors(const std::vector<int64_t>& incoming, int6
   return out;
 }
 
-// raw[p] = sum_q kernel[p - q + c] h[q] for h in s.h: with h placed at (ch, cw) of a zero image, this is
-// the correlation of the flipped kernel over it.
+// raw[p] = sum_q kernel[p - q + c] h[q] / kernel_max for h in s.h (maximum 1): with h placed at (ch, cw)
+// of a zero image, the correlation of the flipped kernel over it. The kernel is scaled to maximum 1 so
+// that only terms below 1e-38 of the largest can be flushed as denormals (direct_correlation.h).
 template <typename T>
-void convolve(const Plan& plan, const T* kernel, Scratch<T>& s) {
+void convolve(const Plan& plan, const T* kernel, T kernel_max, Scratch<T>& s) {
   s.image.place(s.h.data(), plan.H, plan.W, plan.ch, plan.cw);
-  s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/true);
+  s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/true, T(1) / kernel_max);
   direct::correlate(s.filter, s.image, s.raw.data(), plan.H, plan.W, plan.W);
+}
+
+template <typename T>
+T max_abs(const T* __restrict x, int64_t n) {
+  T peak = T(0);
+#pragma omp simd reduction(max : peak)
+  for (int64_t i = 0; i < n; ++i) peak = std::abs(x[i]) > peak ? std::abs(x[i]) : peak;
+  return peak;
 }
 
 template <typename T>
@@ -216,9 +225,16 @@ void forward_messages(const Plan& plan, const TreeSchedule& tree, const T* unary
           continue;
         }
         const T* kernel = kernels + m * plan.kernel_numel;
-        convolve(plan, kernel, s);
-        scales[m] = normalise_message(s.raw.data(), msgs + m * HW, HW, squared_norm(kernel, plan.kernel_numel),
-                                      squared_norm(s.h.data(), HW));
+        const T kernel_max = max_abs(kernel, plan.kernel_numel);
+        if (!(kernel_max > T(0))) {  // a zero kernel: a zero message, replaced by ones
+          std::fill(msgs + m * HW, msgs + (m + 1) * HW, T(1));
+          scales[m] = T(0);
+          continue;
+        }
+        convolve(plan, kernel, kernel_max, s);
+        // Everything in units of the scaled kernel; the scale returned is the raw convolution's peak.
+        const T kernel_sq_norm = squared_norm(kernel, plan.kernel_numel) / (kernel_max * kernel_max);
+        scales[m] = kernel_max * normalise_message(s.raw.data(), msgs + m * HW, HW, kernel_sq_norm, squared_norm(s.h.data(), HW));
       }
     });
   }
@@ -438,18 +454,22 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               // g_r = g_msg / peak (the scale is a constant). Input adjoint: g_h[q] = sum_p kernel[p - q + c] g_r[p],
               // the correlation of the kernel over g_r placed at (ch, cw). Kernel adjoint: g_kernel[a] =
               // sum_p g_r[p] h[p - a + c], the correlation of g_r over the padded h, read flipped.
-              T* g_r = s.h.data();  // s.h is free in the backward (the beliefs are in hs)
-              const T inv_peak = T(1) / peak;
+              // Both operands of each correlation are scaled to maximum magnitude 1 (denormals, see
+              // convolve) and the results scaled back.
               const T* gmsg = g_msgs.data() + m * HW;
-              for (int64_t x = 0; x < HW; ++x) g_r[x] = gmsg[x] * inv_peak;
-              s.grad_image.place(g_r, H, W, plan.ch, plan.cw);
-              s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/false);
+              const T g_max = max_abs(gmsg, HW), kernel_max = max_abs(kernel, kn);
+              if (!(g_max > T(0))) continue;  // no gradient reaches this message
+              s.grad_image.place(gmsg, H, W, plan.ch, plan.cw, T(1) / g_max);
+              s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/false, T(1) / kernel_max);
               direct::correlate(s.filter, s.grad_image, ghm, H, W, W);
+              const T h_scale = g_max * kernel_max / peak;
+              for (int64_t x = 0; x < HW; ++x) ghm[x] *= h_scale;
               s.image.place(h, H, W, plan.ch, plan.cw);
-              s.filter.place(g_r, H, W, /*flip=*/false);
+              s.filter.place(gmsg, H, W, /*flip=*/false, T(1) / g_max);
               direct::correlate(s.filter, s.image, s.raw.data(), plan.kh, plan.kw, plan.kw);
+              const T kernel_scale = g_max / peak;
               T* gk = gkb + m * kn;
-              for (int64_t x = 0; x < kn; ++x) gk[x] += s.raw[kn - 1 - x];
+              for (int64_t x = 0; x < kn; ++x) gk[x] += kernel_scale * s.raw[kn - 1 - x];
             }
           });
           // h_m = unary * prod(incoming but the reverse) / c_m: push g_h into its factors, serially

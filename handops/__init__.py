@@ -1,7 +1,7 @@
 """handops: fused, differentiable PyTorch ops for structured hand pose estimation."""
 
 from handops import _extension
-from handops import mano
+from handops import geometry, mano
 from handops.graph import Graph, hand_graph
 from handops.mano import ManoLayer, calibrate_shape, fit_keypoints2d
 from handops.ops.edge_conv import edge_conv
@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 HAS_EXTENSION = _extension.HAS_EXTENSION
 
 __all__ = [
-    "Tree", "hand_tree", "HAND_KEYPOINT_NAMES", "tree_marginals", "tree_map",
+    "geometry", "Tree", "hand_tree", "HAND_KEYPOINT_NAMES", "tree_marginals", "tree_map",
     "Graph", "hand_graph", "edge_conv", "mano", "ManoLayer", "fit_keypoints2d", "calibrate_shape",
     "HAS_EXTENSION", "__version__",
 ]

@@ -11,49 +11,19 @@ For B hands, with model tensors as in :class:`handops.mano.ManoModel` (V vertice
     vertices = sum_k weights[:, k] A_k [v_posed, 1] + transl
     joints   = translation of G_k + transl ("mano_joints", smplx's joints)
 
-The same computation as ``smplx.lbs`` with ``pose2rot`` done by :func:`axis_angle_to_matrix`.
+The same computation as ``smplx.lbs`` with ``pose2rot`` done by :func:`handops.geometry.axis_angle_to_matrix`.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = [
-    "axis_angle_to_matrix", "rotation_6d_to_matrix", "mano_forward_reference", "mano_skinning_reference",
-    "mano_keypoints_jacobian_reference", "OPENPOSE_FROM_MANO",
-]
+from handops.geometry import axis_angle_to_matrix
+# Not used here: importable from this old path only until every caller imports them from their public homes.
+from handops.geometry import rotation_6d_to_matrix  # noqa: F401
+from handops.mano.model import OPENPOSE_FROM_MANO  # noqa: F401
 
-# The 21 OpenPose keypoints from MANO's 16 joints (0 wrist, 1-3 index, 4-6 middle, 7-9 little,
-# 10-12 ring, 13-15 thumb) and the five fingertip vertices (16 thumb, 17 index, 18 middle, 19 ring, 20 little).
-OPENPOSE_FROM_MANO = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
-
-
-def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: [..., 3] axis-angle -> [..., 3, 3], R = I + a(t) K + b(t) K^2 with K = skew(v), t = |v|.
-
-    a = sin t / t and b = (1 - cos t) / t^2 are evaluated as series in t^2 near zero, so the value and
-    the gradient are exact and finite at a zero rotation.
-    """
-    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
-    small = theta2 < 1e-6
-    safe2 = torch.where(small, torch.ones_like(theta2), theta2)
-    theta = torch.sqrt(safe2)
-    a = torch.where(small, 1 - theta2 / 6 + theta2 * theta2 / 120, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24 + theta2 * theta2 / 720, (1 - torch.cos(theta)) / safe2)
-    x, y, z = rotvec.unbind(-1)
-    zero = torch.zeros_like(x)
-    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*rotvec.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=rotvec.dtype, device=rotvec.device).expand_as(k)
-    return eye + a * k + b * (k @ k)
-
-
-def rotation_6d_to_matrix(d6: torch.Tensor) -> torch.Tensor:
-    """The continuous 6-D representation (two columns of R) -> [..., 3, 3] by Gram-Schmidt."""
-    a1, a2 = d6[..., 0:3], d6[..., 3:6]
-    b1 = torch.nn.functional.normalize(a1, dim=-1)
-    b2 = torch.nn.functional.normalize(a2 - (b1 * a2).sum(-1, keepdim=True) * b1, dim=-1)
-    b3 = torch.cross(b1, b2, dim=-1)
-    return torch.stack([b1, b2, b3], dim=-1)
+__all__ = ["mano_forward_reference", "mano_skinning_reference", "mano_keypoints_jacobian_reference"]
 
 
 def _skin(rotations, transl, v_shaped, joints, posedirs, weights, parents):

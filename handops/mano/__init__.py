@@ -4,10 +4,10 @@ and calibration."""
 from handops.mano.fitting import FitResult, calibrate_shape, fit_keypoints2d
 from handops.mano.io import load, save
 from handops.mano.layer import ManoLayer, ManoOutput
-from handops.mano.model import MANO_PARENTS, OFFICIAL_FINGERTIP_IDS, ManoModel
+from handops.mano.model import MANO_PARENTS, OFFICIAL_FINGERTIP_IDS, OPENPOSE_FROM_MANO, ManoModel
 
 __all__ = [
-    "ManoModel", "ManoLayer", "ManoOutput", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS", "load", "save",
+    "ManoModel", "ManoLayer", "ManoOutput", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS", "OPENPOSE_FROM_MANO", "load", "save",
     "fit_keypoints2d", "calibrate_shape", "FitResult", "synthetic_model",
 ]
 

@@ -24,12 +24,16 @@ from dataclasses import dataclass, fields
 
 import torch
 
-__all__ = ["ManoModel", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS"]
+__all__ = ["ManoModel", "MANO_PARENTS", "OFFICIAL_FINGERTIP_IDS", "OPENPOSE_FROM_MANO"]
 
 # MANO's kinematic tree (kintree_table[0] of the official files, root first).
 MANO_PARENTS = (-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14)
 # Fingertip vertices of the official MANO meshes (778 vertices): thumb, index, middle, ring, little.
 OFFICIAL_FINGERTIP_IDS = (744, 320, 443, 554, 671)
+# The 21 OpenPose keypoints (``handops.hand_tree()``'s order) as entries of [MANO's 16 joints (0 wrist, 1-3 index,
+# 4-6 middle, 7-9 little, 10-12 ring, 13-15 thumb), the five fingertip vertices (16 thumb, 17 index, 18 middle,
+# 19 ring, 20 little)]: OpenPose keypoint k is entry OPENPOSE_FROM_MANO[k].
+OPENPOSE_FROM_MANO = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 
 
 @dataclass(frozen=True)

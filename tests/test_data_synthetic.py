@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -256,6 +257,34 @@ def test_cache_round_trip_equals_fresh(tmp_path):
     SyntheticHands(cache_dir=tmp_path, occlusion=0.9, **kwargs)
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
     assert cached.cache_key() != SyntheticHands(occlusion=0.9, **kwargs).cache_key()
+
+
+def test_cache_key_covers_every_source_file(tmp_path, monkeypatch):
+    """The shard cache key hashes every module of the synthetic package, the rasteriser and the hand model:
+    an edit of any one of them gives another key, so a stale cache is never read."""
+    import handops.mano.synthetic as model_source
+    from handops_models.data.synthetic import dataset
+
+    files = dataset.source_files()
+    package = Path(dataset.__file__).parent
+    assert set(package.rglob("*.py")) | {Path(render.__file__), Path(model_source.__file__)} == set(files)
+    copies = []
+    for i, path in enumerate(files):  # one folder each: the file names are hashed too
+        (tmp_path / str(i)).mkdir()
+        copies.append(tmp_path / str(i) / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    key = dataset.source_digest(copies)
+    assert key == dataset.source_digest(files)
+    for copy in copies:
+        text = copy.read_bytes()
+        copy.write_bytes(text + b"\n# edited\n")
+        assert dataset.source_digest(copies) != key, copy.name
+        copy.write_bytes(text)
+    # the cache key follows the source digest
+    ds = SyntheticHands(4, image_size=16, progress=False)
+    before = ds.cache_key()
+    monkeypatch.setattr(dataset, "_source_hash", lambda: "another source")
+    assert ds.cache_key() != before
 
 
 def test_left_hands_and_pca_poses():

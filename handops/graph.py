@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["Graph", "hand_graph"]
+__all__ = ["Graph", "hand_graph", "graph_from_edges"]
 
 
 class Graph:
@@ -93,3 +94,11 @@ def hand_graph(self_loops: bool = True) -> Graph:
     if self_loops:
         pairs |= {(k, k) for k in range(21)}
     return Graph(21, sorted(pairs, key=lambda e: (e[1], e[0])))
+
+
+@functools.lru_cache(maxsize=64)
+def graph_from_edges(num_nodes: int, edges: tuple[int, ...]) -> Graph:
+    """The :class:`Graph` with ``edges`` given flat (src, dst, src, dst, ...), as the registered ops receive it."""
+    if len(edges) % 2:
+        raise ValueError(f"edges must hold (src, dst) pairs, got {len(edges)} integers")
+    return Graph(num_nodes, list(zip(edges[0::2], edges[1::2])))

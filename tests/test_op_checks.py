@@ -8,6 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import handops
+from handops.ops import _checks, _registration
 from handops.ops import tree_marginals as tree_marginals_module
 
 TREE = handops.Tree([-1, 0, 0, 1])
@@ -38,8 +39,8 @@ class _SaysCuda(torch.Tensor):
 
 def _cuda_calls(monkeypatch, unary, pairwise):
     """The CUDA registration's forward and MAP functions, on _SaysCuda tensors, with a stub for the Triton kernels."""
-    stub = types.SimpleNamespace(tree_marginals_forward=lambda *args: "ran", tree_map_forward=lambda *args: "ran")
-    monkeypatch.setattr(tree_marginals_module, "_triton_module", lambda: stub)
+    stub = types.SimpleNamespace(OPS={"tree_marginals": lambda *args: "ran", "tree_map": lambda *args: "ran"})
+    monkeypatch.setattr(_registration, "triton_module", lambda name: stub)
     unary, pairwise = unary.as_subclass(_SaysCuda), pairwise.as_subclass(_SaysCuda)
     args = (TREE.flat_messages(), list(TREE.level_sizes))
     return [lambda: tree_marginals_module._cuda_forward(unary, pairwise[:, None], unary.new_ones(2, 1), *args),
@@ -72,6 +73,6 @@ def test_cuda_value_checks_still_refuse_bad_input(monkeypatch, bad):
 
 def test_cpu_value_checks_raise_value_errors():
     with pytest.raises(ValueError, match="unary must be finite, but it holds NaN"):
-        tree_marginals_module.check_values(unary=torch.tensor([0.5, float("nan")]))
+        _checks.check_values(unary=torch.tensor([0.5, float("nan")]))
     with pytest.raises(ValueError, match="unary must be non-negative, but its minimum is -1"):
-        tree_marginals_module.check_values(unary=torch.tensor([0.5, -1.0]))
+        _checks.check_values(unary=torch.tensor([0.5, -1.0]))

@@ -49,6 +49,29 @@ def _args(model, betas, rotations):
     return [t.to(DEVICE) for t in tensors] + [m.parents.tolist()]
 
 
+def _joint_basis(J_regressor, v_template, shapedirs):
+    """J_template = J_regressor v_template [16, 3] and J_shapedirs = J_regressor shapedirs [16, 3, S']."""
+    return J_regressor @ v_template, torch.einsum("jv,vks->jks", J_regressor, shapedirs)
+
+
+def _launch_forward(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents):
+    """(vertices, joints, transforms) from the registered schema's Triton function, for matrices and no
+    transl: what the tests below compare with ``mano_forward_reference`` (which takes J_regressor)."""
+    vertices, _, joints, transforms = tm.mano_skinning_forward(
+        betas, rotations, None, v_template, shapedirs, posedirs, *_joint_basis(J_regressor, v_template, shapedirs),
+        weights, parents, [])
+    return vertices, joints, transforms
+
+
+def _launch_backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs, posedirs,
+                     J_regressor, weights, parents):
+    """(grad_betas, grad_rotations) from the registered schema's Triton backward (see _launch_forward)."""
+    grad_betas, grad_rotations, _ = tm.mano_skinning_backward(
+        grad_vertices, None, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs, posedirs,
+        *_joint_basis(J_regressor, v_template, shapedirs), weights, parents, [])
+    return grad_betas, grad_rotations
+
+
 def _output_grads(batch, num_vertices, dtype, seed):
     gen = torch.Generator().manual_seed(seed)
     shapes = ((batch, num_vertices, 3), (batch, 16, 3), (batch, 16, 4, 4))
@@ -77,14 +100,14 @@ def _assert_close(actual, expected, rtol):
 
 def _check(model, betas, rotations, rtol, seed=1):
     args = _args(model, betas, rotations)
-    outputs = tm.mano_skinning_forward(*args)
+    outputs = _launch_forward(*args)
     batch, num_vertices = betas.shape[0], model.v_template.shape[0]
     grads = _output_grads(batch, num_vertices, betas.dtype, seed)
     ref_outputs, ref_grads = _reference(model, betas, rotations, grads)
     for got, want in zip(outputs, ref_outputs):
         assert got.dtype == betas.dtype and got.device.type == DEVICE
         _assert_close(got, want, rtol)
-    got_grads = tm.mano_skinning_backward(*grads, *args)
+    got_grads = _launch_backward(*grads, *args)
     for got, want, like in zip(got_grads, ref_grads, (betas, rotations)):
         assert got.dtype == betas.dtype and got.shape == like.shape
         _assert_close(got, want, rtol)
@@ -133,15 +156,15 @@ def test_joint_basis_of_the_full_model_with_a_subset_of_vertices():
     # model, a subset of the vertices gives the full model's outputs at that subset.
     model, betas, rotations = _sample(batch=2, num_vertices=40, num_betas=10, seed=18)
     betas_, rotations_, vt, sd, pd, jr, w, parents = _args(model, betas, rotations)
-    j_template, j_shapedirs = tm._joint_basis(jr, vt, sd)
+    j_template, j_shapedirs = _joint_basis(jr, vt, sd)
     keep = torch.tensor([3, 17, 0, 39, 21, 8])
-    full = tm.mano_skinning_forward(betas_, rotations_, vt, sd, pd, jr, w, parents)
+    full = _launch_forward(betas_, rotations_, vt, sd, pd, jr, w, parents)
     part = tm._forward(betas_, rotations_, vt[keep], sd[keep], pd[keep], j_template, j_shapedirs, w[keep], parents)
     _assert_close(part[0], full[0][:, keep], 1e-13)
     _assert_close(part[1], full[1], 1e-13)
     _assert_close(part[2], full[2], 1e-13)
     grads = _output_grads(2, 40, torch.float64, 19)
-    want = tm.mano_skinning_backward(grads[0] * (torch.arange(40) == 3)[:, None], *grads[1:], *_args(model, betas, rotations))
+    want = _launch_backward(grads[0] * (torch.arange(40) == 3)[:, None], *grads[1:], *_args(model, betas, rotations))
     sub = torch.zeros(2, len(keep), 3, dtype=torch.float64)
     sub[:, 0] = grads[0][:, 3]
     got = tm._backward(sub, *grads[1:], betas_, rotations_, vt[keep], sd[keep], pd[keep], j_template, j_shapedirs,
@@ -165,7 +188,7 @@ def test_op_schema_glue(axis_angle, with_transl):
     j_shapedirs = torch.einsum("jv,vks->jks", model.J_regressor, model.shapedirs)
     tensors = (model.v_template[keep], model.shapedirs[keep], model.posedirs[keep], j_template, j_shapedirs, model.weights[keep])
     parents, ids = model.parents.tolist(), [0, 15, 16 + 3, 7, 16 + 6, 16 + 3]
-    got = tm.op_forward(betas, pose, transl, *tensors, parents, ids)
+    got = tm.mano_skinning_forward(betas, pose, transl, *tensors, parents, ids)
     inputs = [betas.clone().requires_grad_(), pose.clone().requires_grad_(), (transl if with_transl else torch.zeros(3, 3,
               dtype=torch.float64)).clone().requires_grad_()]
     want = mano_skinning_reference(*inputs, *tensors, parents, ids)
@@ -176,7 +199,7 @@ def test_op_schema_glue(axis_angle, with_transl):
     grads[2] = None  # any output gradient may be missing
     want_grads = torch.autograd.grad([w for w, g in zip(want, grads) if g is not None], inputs,
                                      [g for g in grads if g is not None])
-    got_grads = tm.op_backward(*grads, betas, pose, *tensors, parents, ids)
+    got_grads = tm.mano_skinning_backward(*grads, betas, pose, *tensors, parents, ids)
     for g, w in zip(got_grads, want_grads):
         assert g.shape == w.shape
         _assert_close(g, w, 1e-12)
@@ -185,7 +208,7 @@ def test_op_schema_glue(axis_angle, with_transl):
 def test_identity_rotations_give_the_shaped_template():
     model, betas, _ = _sample(batch=2, num_vertices=30, num_betas=6, seed=7)
     eye = torch.eye(3, dtype=torch.float64).expand(2, 16, 3, 3).contiguous()
-    vertices, joints, transforms = tm.mano_skinning_forward(*_args(model, betas, eye))
+    vertices, joints, transforms = _launch_forward(*_args(model, betas, eye))
     v_shaped = model.v_template + torch.einsum("bl,vkl->bvk", betas, model.shapedirs[..., :6])
     _assert_close(vertices, v_shaped, 1e-13)
     _assert_close(joints, torch.einsum("jv,bvk->bjk", model.J_regressor, v_shaped), 1e-13)
@@ -199,7 +222,7 @@ def test_gradient_of_one_output_at_a_time():
     for index in range(3):
         grads = [g if i == index else None for i, g in enumerate(full)]
         _, want = _reference(model, betas, rotations, grads)
-        got = tm.mano_skinning_backward(*grads, *args)  # None is a zero gradient
+        got = _launch_backward(*grads, *args)  # None is a zero gradient
         for g, w in zip(got, want):
             _assert_close(g, w, 1e-12)
         assert got[1].abs().max() > 0  # every output depends on the rotations
@@ -208,15 +231,15 @@ def test_gradient_of_one_output_at_a_time():
 def test_empty_batch():
     model, betas, rotations = _sample(batch=0, num_vertices=30, num_betas=10)
     args = _args(model, betas, rotations)
-    vertices, joints, transforms = tm.mano_skinning_forward(*args)
+    vertices, joints, transforms = _launch_forward(*args)
     assert vertices.shape == (0, 30, 3) and joints.shape == (0, 16, 3) and transforms.shape == (0, 16, 4, 4)
-    grad_betas, grad_rotations = tm.mano_skinning_backward(vertices, joints, transforms, *args)
+    grad_betas, grad_rotations = _launch_backward(vertices, joints, transforms, *args)
     assert grad_betas.shape == (0, 10) and grad_rotations.shape == (0, 16, 3, 3)
-    tensors = (*args[2:5], *tm._joint_basis(args[5], args[2], args[3]), args[6])
+    tensors = (*args[2:5], *_joint_basis(args[5], args[2], args[3]), args[6])
     pose = torch.zeros(0, 16, 3, dtype=torch.float64)
-    outputs = tm.op_forward(betas, pose, torch.zeros(0, 3, dtype=torch.float64), *tensors, args[7], [0, 20])
+    outputs = tm.mano_skinning_forward(betas, pose, torch.zeros(0, 3, dtype=torch.float64), *tensors, args[7], [0, 20])
     assert [tuple(o.shape) for o in outputs] == [(0, 30, 3), (0, 2, 3), (0, 16, 3), (0, 16, 4, 4)]
-    grads = tm.op_backward(*outputs, betas, pose, *tensors, args[7], [0, 20])
+    grads = tm.mano_skinning_backward(*outputs, betas, pose, *tensors, args[7], [0, 20])
     assert [tuple(g.shape) for g in grads] == [(0, 10), (0, 16, 3), (0, 3)]
 
 
@@ -240,9 +263,9 @@ def test_non_contiguous_inputs():
     grads = _output_grads(3, 30, torch.float64, 11)
     grads_nc = [g.transpose(-1, -2).contiguous().transpose(-1, -2) for g in grads]
     ref_outputs, ref_grads = _reference(model, betas, rotations, grads)
-    for got, want in zip(tm.mano_skinning_forward(*nc, args[7]), ref_outputs):
+    for got, want in zip(_launch_forward(*nc, args[7]), ref_outputs):
         _assert_close(got, want, 1e-12)
-    for got, want in zip(tm.mano_skinning_backward(*grads_nc, *nc, args[7]), ref_grads):
+    for got, want in zip(_launch_backward(*grads_nc, *nc, args[7]), ref_grads):
         _assert_close(got, want, 1e-12)
 
 
@@ -253,8 +276,8 @@ def test_hands_are_independent_and_a_nan_hand_stays_its_own():
     bad[1, 4, 0, 0] = float("nan")
     args, bad_args = _args(model, betas, rotations), _args(model, betas, bad)
     grads = _output_grads(3, 30, torch.float64, 13)
-    clean = tm.mano_skinning_forward(*args) + tm.mano_skinning_backward(*grads, *args)
-    dirty = tm.mano_skinning_forward(*bad_args) + tm.mano_skinning_backward(*grads, *bad_args)
+    clean = _launch_forward(*args) + _launch_backward(*grads, *args)
+    dirty = _launch_forward(*bad_args) + _launch_backward(*grads, *bad_args)
     for c, d in zip(clean, dirty):
         assert torch.equal(c[[0, 2]], d[[0, 2]])
         assert torch.isnan(d[1]).any()
@@ -264,8 +287,8 @@ def test_backward_is_deterministic(small_tiles):
     model, betas, rotations = _sample(batch=5, num_vertices=40, num_betas=10, dtype=torch.float32, seed=14)
     args = _args(model, betas, rotations)
     grads = _output_grads(5, 40, torch.float32, 15)
-    first = tm.mano_skinning_backward(*grads, *args)
-    second = tm.mano_skinning_backward(*grads, *args)
+    first = _launch_backward(*grads, *args)
+    second = _launch_backward(*grads, *args)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
@@ -276,24 +299,22 @@ def test_bad_inputs_raise_clear_errors():
     def call(index, value):
         bad = list(args)
         bad[index] = value
-        return tm.mano_skinning_forward(*bad)
+        return _launch_forward(*bad)
 
     with pytest.raises(ValueError, match="betas must be"):
         call(0, betas[0])
-    with pytest.raises(ValueError, match="rotations must be"):
+    with pytest.raises(ValueError, match="pose must be"):
         call(1, rotations[:1])
     with pytest.raises(ValueError, match="only 10 shape blend shapes"):
         call(0, torch.zeros(2, 11, dtype=torch.float64))
     with pytest.raises(ValueError, match="posedirs"):
         call(4, args[4][..., :134])
-    with pytest.raises(ValueError, match="J_regressor"):
-        call(5, args[5][:, :19])
     with pytest.raises(ValueError, match="weights"):
         call(6, args[6][:, :15])
     with pytest.raises(TypeError, match="dtype of betas"):
         call(1, rotations.float())
     with pytest.raises(TypeError, match="float32 or float64"):
-        tm.mano_skinning_forward(*[t.half() if isinstance(t, torch.Tensor) else t for t in args])
+        _launch_forward(*[t.half() if isinstance(t, torch.Tensor) else t for t in args])
     with pytest.raises(RuntimeError, match="device"):
         call(3, args[3].to("meta"))
     with pytest.raises(ValueError, match=r"parents\[5\]"):
@@ -302,12 +323,14 @@ def test_bad_inputs_raise_clear_errors():
         call(7, args[7][:15])
     grads = _output_grads(2, 20, torch.float64, 0)
     with pytest.raises(ValueError, match="grad_vertices"):
-        tm.mano_skinning_backward(grads[0][:, :19], *grads[1:], *args)
-    tensors = (*args[2:5], *tm._joint_basis(args[5], args[2], args[3]), args[6])
+        _launch_backward(grads[0][:, :19], *grads[1:], *args)
+    tensors = (*args[2:5], *_joint_basis(args[5], args[2], args[3]), args[6])
     with pytest.raises(ValueError, match="keypoint_ids"):
-        tm.op_forward(betas, rotations, None, *tensors, args[7], [0, 36])
+        tm.mano_skinning_forward(betas, rotations, None, *tensors, args[7], [0, 36])
     with pytest.raises(ValueError, match="pose must be"):
-        tm.op_forward(betas, rotations[..., 0, :2], None, *tensors, args[7], [0])
+        tm.mano_skinning_forward(betas, rotations[..., 0, :2], None, *tensors, args[7], [0])
+    with pytest.raises(ValueError, match="J_template"):
+        tm.mano_skinning_forward(betas, rotations, None, *tensors[:3], tensors[3][:15], *tensors[4:], args[7], [0])
     with pytest.raises(ValueError, match="J_shapedirs"):
         tm._forward(betas, rotations, *tensors[:4], tensors[4][..., :3], tensors[5], args[7])
 

@@ -44,9 +44,9 @@ from handops._triton.tree_marginals import (
     _tile_coords,
     kernel_signature,
 )
-from handops.graph import Graph
+from handops.graph import Graph, graph_from_edges
 
-__all__ = ["edge_conv_forward", "edge_conv_backward", "compile_specs", "KERNELS"]
+__all__ = ["OPS", "edge_conv_forward", "edge_conv_backward", "compile_specs", "KERNELS"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,6 +295,16 @@ def edge_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
         **sizes.pick(_edge_weight_bias_grad_kernel),
     )
     return grad_x, grad_weight, grad_bias
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered ops, with their schema arguments (see handops/ops/_registration.py)
+# ---------------------------------------------------------------------------------------------
+
+OPS = {
+    "edge_conv": lambda x, weight, bias, edges: edge_conv_forward(x, weight, bias, graph_from_edges(x.shape[1], tuple(edges))),
+    "edge_conv_backward": lambda grad, x, weight, edges: edge_conv_backward(grad, x, weight, graph_from_edges(x.shape[1], tuple(edges))),
+}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,14 +1,14 @@
 """Triton kernels of the fused MANO skinning op ``handops::mano_skinning`` (thesis Sec. 2.5) and its backward.
 
-Shapes (as the registered op passes them): betas [B, S] with S <= S', rotations [B, 16, 3, 3] (the root
-first), v_template [V, 3], shapedirs [V, 3, S'] (the first S used), posedirs [V, 3, 135],
-J_regressor [16, V], weights [V, 16], parents 16 ints (parents[0] < 0, 0 <= parents[k] < k).
-Outputs vertices [B, V, 3], joints [B, 16, 3], transforms [B, 16, 4, 4]; no global translation.
+The registered ops are ``OPS["mano_skinning"]`` (``mano_skinning_forward``) and
+``OPS["mano_skinning_backward"]``, with the schema of ``handops::mano_skinning``; the contract is
+``handops/_reference/mano.py``'s ``mano_skinning_reference``. Inside, ``_forward`` / ``_backward`` take
+betas [B, S] with S <= S', rotations [B, 16, 3, 3] (the root first), v_template [V, 3], shapedirs
+[V, 3, S'] (the first S used), posedirs [V, 3, 135], the joint basis J_template = J_regressor v_template
+[16, 3] and J_shapedirs = J_regressor shapedirs [16, 3, S'] (J is linear in the shape), weights [V, 16],
+parents 16 ints (parents[0] < 0, 0 <= parents[k] < k), and return vertices [B, V, 3], joints [B, 16, 3],
+transforms [B, 16, 4, 4] without the global translation:
 
-Forward (``mano_skinning_forward``), the maths of ``handops/_reference/mano.py``:
-
-    J_template = J_regressor v_template [16, 3],  J_shapedirs = J_regressor shapedirs [16, 3, S']
-                                          (host side, two matmuls: J is linear in the shape)
     J_k   = J_template[k] + J_shapedirs[k, :, :S] betas                      (rest joints)
     R'_0  = R_0,  t_0 = J_0;   R'_k = R'_p R_k,  t_k = R'_p J_k + a_p  (p = parents[k])
     a_k   = t_k - R'_k J_k,  A_k = [R'_k | a_k; 0 0 0 1],  joints_k = t_k
@@ -27,7 +27,7 @@ Forward (``mano_skinning_forward``), the maths of ``handops/_reference/mano.py``
   chunks of BLOCK_P), each entry of [M_v | m_v] one [BLOCK_V, 16] x [16, BLOCK_B] ``tl.dot`` with
   the weights. Only vertices is written.
 
-Backward (``mano_skinning_backward``), with g_v = grad_vertices[b, v] (the forward is recomputed,
+Backward, with g_v = grad_vertices[b, v] (the forward is recomputed,
 the chain first; nothing is saved):
 
 * ``_skin_adjoint_kernel`` (same grid as ``_skin_kernel``) writes per-vertex-block partial sums
@@ -46,17 +46,16 @@ the chain first; nothing is saved):
       grad_betas = sum_blk gbeta_part + J_shapedirs[:, :, :S]^T gJ
   The bottom row of grad_transforms is ignored (that row is constant).
 
-``op_forward`` / ``op_backward`` have the registered op's current schema (handops::mano_skinning with
-pose as axis-angle [B, 16, 3] or matrices, transl, keypoint_ids, and the joint basis as inputs): torch
-glue around ``_forward`` / ``_backward`` for transl and the keypoint gather (its gradient a one-hot
-product, deterministic), with Rodrigues and its adjoint in ``_rodrigues_kernel``.
+``mano_skinning_forward`` / ``mano_skinning_backward`` (the registered schema: pose as axis-angle
+[B, 16, 3] or matrices, transl, keypoint_ids) are torch glue around ``_forward`` / ``_backward`` for
+transl and the keypoint gather (its gradient a one-hot product, deterministic), with Rodrigues and its
+adjoint in ``_rodrigues_kernel``.
 
-Launches: forward two matmuls (the joint basis) + ``_chain_forward_kernel`` + ``_skin_kernel``;
-backward two matmuls + the chain + ``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. For an
-axis-angle pose, ``op_forward`` adds one ``_rodrigues_kernel`` launch (R from r, computed in float64) and
-``op_backward`` two (R again, and dL/dr from dL/dR analytically), instead of torch ops and autograd. ``_forward``
-and ``_backward`` take the joint basis (J_template, J_shapedirs) instead of J_regressor and skip the
-matmuls; the joints then need not come from the vertices given (e.g. a subset of the mesh).
+Launches: forward ``_chain_forward_kernel`` + ``_skin_kernel``; backward the chain +
+``_skin_adjoint_kernel`` + ``_chain_backward_kernel``. An axis-angle pose adds one
+``_rodrigues_kernel`` launch to the forward (R from r, computed in float64) and two to the backward (R
+again, and dL/dr from dL/dR analytically). The joints come from the joint basis, so they need not come
+from the vertices given (e.g. a subset of the mesh).
 
 Everything computes in the input dtype (float32 or float64; every tensor must have the dtype of
 betas, the incoming gradients are cast to it). fp32 ``tl.dot`` uses input_precision="ieee" (no TF32).
@@ -74,7 +73,7 @@ import triton.language as tl
 
 from handops._triton.tree_marginals import _constexpr_names, kernel_signature
 
-__all__ = ["mano_skinning_forward", "mano_skinning_backward", "op_forward", "op_backward", "compile_specs", "KERNELS"]
+__all__ = ["OPS", "mano_skinning_forward", "mano_skinning_backward", "compile_specs", "KERNELS"]
 
 NUM_JOINTS = 16
 NUM_POSE = 135  # (16 - 1) * 9 pose features
@@ -618,8 +617,7 @@ def _check(betas, rotations, named: dict):
     if betas.shape[1] > shapedirs.shape[2]:
         raise ValueError(f"mano_skinning: betas has {betas.shape[1]} coefficients but the model has only "
                          f"{shapedirs.shape[2]} shape blend shapes")
-    expected = {"posedirs": (num_vertices, 3, NUM_POSE), "weights": (num_vertices, 16), "J_regressor": (16, num_vertices),
-                "J_template": (16, 3)}
+    expected = {"posedirs": (num_vertices, 3, NUM_POSE), "weights": (num_vertices, 16), "J_template": (16, 3)}
     for name, shape in expected.items():
         if name in named and tuple(named[name].shape) != shape:
             raise ValueError(f"mano_skinning: {name} must be {list(shape)} with V = {num_vertices}, got {list(named[name].shape)}")
@@ -628,15 +626,6 @@ def _check(betas, rotations, named: dict):
         if j_shapedirs.dim() != 3 or tuple(j_shapedirs.shape[:2]) != (16, 3) or j_shapedirs.shape[2] < betas.shape[1]:
             raise ValueError(f"mano_skinning: J_shapedirs must be [16, 3, S'] with S' >= {betas.shape[1]}, "
                              f"got {list(j_shapedirs.shape)}")
-
-
-def _joint_basis(J_regressor, v_template, shapedirs):
-    """J_template [16, 3] and J_shapedirs [16, 3, S']: J is linear in the shape, so the regressor is
-    applied to the template and to every blend shape once per call (two matmuls)."""
-    num_vertices, _, num_full = shapedirs.shape
-    j_template = J_regressor @ v_template
-    j_shapedirs = (J_regressor @ shapedirs.reshape(num_vertices, 3 * num_full)).view(16, 3, num_full)
-    return j_template, j_shapedirs
 
 
 def _run_chain(betas, rotations, j_template, j_shapedirs, table, sizes):
@@ -737,24 +726,6 @@ def _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_t
     return grad_betas[:, :given_betas], grad_rotations
 
 
-def mano_skinning_forward(betas, rotations, v_template, shapedirs, posedirs, J_regressor, weights, parents):
-    """(vertices [B, V, 3], joints [B, 16, 3], transforms [B, 16, 4, 4]); see the module docstring.
-    Equal to ``mano_forward_reference`` (``handops::mano_skinning``'s arguments and results)."""
-    _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "J_regressor": J_regressor})
-    return _forward(betas, rotations, v_template, shapedirs, posedirs, *_joint_basis(J_regressor, v_template, shapedirs),
-                    weights, parents)
-
-
-def mano_skinning_backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs,
-                           posedirs, J_regressor, weights, parents):
-    """(grad_betas [B, S], grad_rotations [B, 16, 3, 3]) of sum(grad_vertices * vertices) +
-    sum(grad_joints * joints) + sum(grad_transforms * transforms); a None gradient counts as zeros.
-    Equal to autograd through ``mano_forward_reference``; the model tensors are constants."""
-    _check(betas, rotations, {"v_template": v_template, "shapedirs": shapedirs, "J_regressor": J_regressor})
-    return _backward(grad_vertices, grad_joints, grad_transforms, betas, rotations, v_template, shapedirs, posedirs,
-                     *_joint_basis(J_regressor, v_template, shapedirs), weights, parents)
-
-
 # ---------------------------------------------------------------------------------------------
 # The registered op's schema (pose as axis-angle or matrices, transl, keypoints)
 # ---------------------------------------------------------------------------------------------
@@ -800,9 +771,11 @@ def _keypoint_table(ids: tuple[int, ...], num_vertices: int, device) -> torch.Te
 
 
 def _check_pose(betas, pose, transl):
+    if not isinstance(betas, torch.Tensor) or betas.dim() != 2:
+        raise ValueError(f"mano_skinning: betas must be [B, S], got {list(getattr(betas, 'shape', []))}")
     if not isinstance(pose, torch.Tensor) or pose.dim() not in (3, 4):
         raise ValueError("mano_skinning: pose must be [B, 16, 3] axis-angle or [B, 16, 3, 3] matrices")
-    batch = betas.shape[0] if betas.dim() == 2 else -1
+    batch = betas.shape[0]
     if tuple(pose.shape) not in ((batch, 16, 3), (batch, 16, 3, 3)):
         raise ValueError(f"mano_skinning: pose must be [B, 16, 3] axis-angle or [B, 16, 3, 3] matrices with B = {batch}, "
                          f"got {list(pose.shape)}")
@@ -813,7 +786,7 @@ def _check_pose(betas, pose, transl):
             raise TypeError(f"mano_skinning: every tensor must have the dtype of betas ({betas.dtype}), {name} is {t.dtype}")
 
 
-def op_forward(betas, pose, transl, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights, parents, keypoint_ids):
+def mano_skinning_forward(betas, pose, transl, v_template, shapedirs, posedirs, J_template, J_shapedirs, weights, parents, keypoint_ids):
     """``handops::mano_skinning`` as registered: (vertices [B, V, 3], keypoints [B, n, 3], joints [B, 16, 3],
     transforms [B, 16, 4, 4]), transl added to all four (the translation column of A_k), equal to
     ``mano_skinning_reference``. pose [B, 16, 3] axis-angle or [B, 16, 3, 3]; keypoint id < 16 a joint,
@@ -830,7 +803,7 @@ def op_forward(betas, pose, transl, v_template, shapedirs, posedirs, J_template,
     return vertices, keypoints, joints, transforms
 
 
-def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, betas, pose, v_template, shapedirs, posedirs,
+def mano_skinning_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, betas, pose, v_template, shapedirs, posedirs,
                 J_template, J_shapedirs, weights, parents, keypoint_ids):
     """``handops::mano_skinning_backward`` as registered: (grad_betas [B, S], grad_pose (pose's shape),
     grad_transl [B, 3]); any output gradient may be None. The keypoint gradients are added to the joints'
@@ -853,6 +826,9 @@ def op_backward(grad_vertices, grad_keypoints, grad_joints, grad_transforms, bet
                                            shapedirs, posedirs, J_template, J_shapedirs, weights, parents)
     grad_pose = _rotations_backward(pose, grad_rotations) if pose.dim() == 3 else grad_rotations
     return grad_betas, grad_pose, grad_transl
+
+
+OPS = {"mano_skinning": mano_skinning_forward, "mano_skinning_backward": mano_skinning_backward}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -43,9 +43,9 @@ import triton
 import triton.language as tl
 
 from handops._reference.tree_marginals import MESSAGE_FLOOR, zero_message_threshold
-from handops.tree import Tree, hand_tree
+from handops.tree import Tree, hand_tree, tree_from_schedule
 
-__all__ = ["tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS", "kernel_signature"]
+__all__ = ["OPS", "tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS"]
 
 _FLOOR = tl.constexpr(MESSAGE_FLOOR)
 
@@ -914,6 +914,23 @@ def tree_map_forward(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree):
         tree.root, num_nodes, num_messages, width, hw, **sizes.pick(_map_decode_kernel),
     )
     return max_marginals, config
+
+
+# ---------------------------------------------------------------------------------------------
+# The registered ops, with their schema arguments (see handops/ops/_registration.py)
+# ---------------------------------------------------------------------------------------------
+
+def _tree(messages, level_sizes) -> Tree:
+    return tree_from_schedule(tuple(messages), tuple(level_sizes))
+
+
+OPS = {
+    "tree_marginals": lambda unary, pairwise, weights, messages, level_sizes: tree_marginals_forward(
+        unary, pairwise, weights, _tree(messages, level_sizes)),
+    "tree_marginals_backward": lambda grad, unary, pairwise, weights, msgs, scales, messages, level_sizes: tree_marginals_backward(
+        grad, unary, pairwise, weights, msgs, scales, _tree(messages, level_sizes)),
+    "tree_map": lambda unary, pairwise, messages, level_sizes: tree_map_forward(unary, pairwise, _tree(messages, level_sizes)),
+}
 
 
 # ---------------------------------------------------------------------------------------------

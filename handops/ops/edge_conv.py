@@ -11,11 +11,12 @@ import functools
 
 import torch
 
-from handops import _extension
-from handops.ops._dispatch import register_autograd, triton_module
 from handops._reference.edge_conv import edge_conv_reference
-from handops.graph import Graph
-from handops.ops.tree_marginals import _check_tensor, _describe
+from handops.graph import Graph, graph_from_edges
+from handops.ops._checks import check_tensor as _check_tensor
+from handops.ops._checks import describe as _describe
+from handops.ops._dispatch import register_autograd
+from handops.ops._registration import register_backends
 
 __all__ = ["edge_conv"]
 
@@ -64,9 +65,6 @@ def edge_conv(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.T
     return y[:, 0] if single_layer else y
 
 
-@functools.lru_cache(maxsize=64)
-def _graph(num_nodes: int, edges: tuple[int, ...]) -> Graph:
-    return Graph(num_nodes, list(zip(edges[0::2], edges[1::2])))
 
 
 @torch.library.register_fake("handops::edge_conv")
@@ -97,11 +95,11 @@ _edge_conv_op = register_autograd("edge_conv", _backward, _setup_context)
 
 
 def _reference_forward(x, weight, bias, edges):
-    return edge_conv_reference(x, weight, bias, _graph(x.shape[1], tuple(edges))).contiguous()
+    return edge_conv_reference(x, weight, bias, graph_from_edges(x.shape[1], tuple(edges))).contiguous()
 
 
 def _reference_backward(grad, x, weight, edges):
-    graph = _graph(x.shape[1], tuple(edges))
+    graph = graph_from_edges(x.shape[1], tuple(edges))
     with torch.enable_grad():
         inputs = [x.detach().requires_grad_(True), weight.detach().requires_grad_(True)]
         bias = weight.new_zeros(weight.shape[:2], requires_grad=True)
@@ -109,27 +107,5 @@ def _reference_backward(grad, x, weight, edges):
     return tuple(torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs + [bias]))
 
 
-_triton_module = functools.partial(triton_module, "edge_conv")
-
-
-def _cuda_forward(x, weight, bias, edges):
-    module = _triton_module()
-    if module is None:
-        return _reference_forward(x, weight, bias, edges)
-    return module.edge_conv_forward(x, weight, bias, _graph(x.shape[1], tuple(edges)))
-
-
-def _cuda_backward(grad, x, weight, edges):
-    module = _triton_module()
-    if module is None:
-        return _reference_backward(grad, x, weight, edges)
-    return module.edge_conv_backward(grad, x, weight, _graph(x.shape[1], tuple(edges)))
-
-
-torch.library.register_kernel("handops::edge_conv", None, _reference_forward)
-torch.library.register_kernel("handops::edge_conv_backward", None, _reference_backward)
-torch.library.register_kernel("handops::edge_conv", "cuda", _cuda_forward)
-torch.library.register_kernel("handops::edge_conv_backward", "cuda", _cuda_backward)
-if not _extension.HAS_EXTENSION:
-    torch.library.register_kernel("handops::edge_conv", "cpu", _reference_forward)
-    torch.library.register_kernel("handops::edge_conv_backward", "cpu", _reference_backward)
+_cuda_forward = register_backends("edge_conv", _reference_forward, triton="edge_conv")
+_cuda_backward = register_backends("edge_conv_backward", _reference_backward, triton="edge_conv")

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from handops import _extension
 from handops._reference.mano import mano_keypoints_jacobian_reference, mano_skinning_reference
 from handops.mano.model import ManoModel
-from handops.ops._dispatch import register_autograd, triton_module
+from handops.ops._dispatch import register_autograd
+from handops.ops._registration import register_backends
 
 __all__ = ["SkinningModel", "mano_skinning", "mano_keypoints_jacobian"]
 
@@ -171,20 +171,6 @@ def _reference_jacobian(*args):
         return tuple(t.contiguous() for t in mano_keypoints_jacobian_reference(*args))
 
 
-def _cuda_forward(*args):
-    module = triton_module("mano_skinning")
-    return module.op_forward(*args) if module is not None else _reference_forward(*args)
-
-
-def _cuda_backward(*args):
-    module = triton_module("mano_skinning")
-    return module.op_backward(*args) if module is not None else _reference_backward(*args)
-
-
-torch.library.register_kernel("handops::mano_skinning", "cuda", _cuda_forward)
-torch.library.register_kernel("handops::mano_skinning_backward", "cuda", _cuda_backward)
-for _op, _kernel in (("mano_skinning", _reference_forward), ("mano_skinning_backward", _reference_backward),
-                     ("mano_keypoints_jacobian", _reference_jacobian)):
-    torch.library.register_kernel(f"handops::{_op}", None, _kernel)
-    if not _extension.HAS_EXTENSION:
-        torch.library.register_kernel(f"handops::{_op}", "cpu", _kernel)
+_cuda_forward = register_backends("mano_skinning", _reference_forward, triton="mano_skinning")
+_cuda_backward = register_backends("mano_skinning_backward", _reference_backward, triton="mano_skinning")
+register_backends("mano_keypoints_jacobian", _reference_jacobian)  # no GPU kernel: CUDA runs the reference

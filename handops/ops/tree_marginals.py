@@ -8,33 +8,17 @@ CPU tensors run the C++ kernel of ``csrc/cpu``, CUDA tensors the Triton kernels 
 
 from __future__ import annotations
 
-import functools
-import os
-
 import torch
 
-from handops import _extension
-from handops.ops._dispatch import register_autograd, triton_module
 from handops._reference import tree_marginals as _ref
+from handops.ops._checks import check_tensor as _check_tensor
+from handops.ops._checks import check_values
+from handops.ops._checks import describe as _describe
+from handops.ops._dispatch import register_autograd
+from handops.ops._registration import register_backends
 from handops.tree import Tree, tree_from_schedule
 
 __all__ = ["tree_marginals", "tree_map"]
-
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _describe(t: torch.Tensor) -> str:
-    return f"shape {list(t.shape)}, dtype {t.dtype}, device {t.device}"
-
-
-def _check_tensor(name: str, t, ranks: tuple[int, ...]) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-    if t.dim() not in ranks:
-        wanted = " or ".join(f"{r}-D" for r in ranks)
-        raise ValueError(f"{name} must be {wanted}, got {_describe(t)}")
 
 
 def _canonical_inputs(unary, pairwise, tree, weights, allow_mixture=True):
@@ -143,28 +127,6 @@ def tree_map(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree) -> tuple[t
 # ---------------------------------------------------------------------------------------------
 
 
-def check_values(**tensors: torch.Tensor) -> None:
-    """Every entry non-negative and finite, else an error naming the tensor (the C++ kernels' own check).
-
-    Off CUDA a ValueError says what was wrong. On CUDA reading the answer back would synchronise with
-    the host on every call and break CUDA graph capture, so unless the environment sets
-    ``HANDOPS_SYNC_CHECKS=1`` (read per call) one fused test per tensor is queued with
-    ``torch._assert_async`` instead: no sync, capturable, and bad input fails as a device-side assert at
-    the next synchronisation (which ends the CUDA context; rerun with ``HANDOPS_SYNC_CHECKS=1`` for the
-    ValueError).
-    """
-    for name, t in tensors.items():
-        if not t.numel():
-            continue
-        if t.is_cuda and os.environ.get("HANDOPS_SYNC_CHECKS") != "1":
-            torch._assert_async((torch.isfinite(t) & (t >= 0)).all(), f"handops: {name} must be finite and non-negative")
-            continue
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name} must be finite, but it holds NaN or Inf entries ({_describe(t)})")
-        if bool((t < 0).any()):
-            raise ValueError(f"{name} must be non-negative, but its minimum is {t.min().item():.4g} ({_describe(t)})")
-
-
 @torch.library.register_fake("handops::tree_marginals")
 def _tree_marginals_fake(unary, pairwise, weights, messages, level_sizes):
     torch._check(unary.dim() == 4 and pairwise.dim() == 5 and weights.dim() == 2)
@@ -228,41 +190,8 @@ def _reference_map(unary, pairwise, messages, level_sizes):
     return _ref.tree_map_reference(unary, pairwise, tree)
 
 
-_triton_module = functools.partial(triton_module, "tree_marginals")
-
-
-def _cuda_forward(unary, pairwise, weights, messages, level_sizes):
-    module = _triton_module()
-    if module is None:
-        return _reference_forward(unary, pairwise, weights, messages, level_sizes)
-    check_values(unary=unary, pairwise=pairwise, weights=weights)
-    return module.tree_marginals_forward(unary, pairwise, weights, tree_from_schedule(tuple(messages), tuple(level_sizes)))
-
-
-def _cuda_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes):
-    module = _triton_module()
-    if module is None:
-        return _reference_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes)
-    tree = tree_from_schedule(tuple(messages), tuple(level_sizes))
-    return module.tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, tree)
-
-
-def _cuda_map(unary, pairwise, messages, level_sizes):
-    module = _triton_module()
-    if module is None or not hasattr(module, "tree_map_forward"):
-        return _reference_map(unary, pairwise, messages, level_sizes)
-    check_values(unary=unary, pairwise=pairwise)
-    return module.tree_map_forward(unary, pairwise, tree_from_schedule(tuple(messages), tuple(level_sizes)))
-
-
-# Any device without a kernel of its own (and the CPU when the extension is missing) runs the reference.
-torch.library.register_kernel("handops::tree_marginals", None, _reference_forward)
-torch.library.register_kernel("handops::tree_marginals_backward", None, _reference_backward)
-torch.library.register_kernel("handops::tree_map", None, _reference_map)
-torch.library.register_kernel("handops::tree_marginals", "cuda", _cuda_forward)
-torch.library.register_kernel("handops::tree_marginals_backward", "cuda", _cuda_backward)
-torch.library.register_kernel("handops::tree_map", "cuda", _cuda_map)
-if not _extension.HAS_EXTENSION:
-    torch.library.register_kernel("handops::tree_marginals", "cpu", _reference_forward)
-    torch.library.register_kernel("handops::tree_marginals_backward", "cpu", _reference_backward)
-    torch.library.register_kernel("handops::tree_map", "cpu", _reference_map)
+_cuda_forward = register_backends("tree_marginals", _reference_forward, triton="tree_marginals",
+                                  check=lambda unary, pairwise, weights, *_: check_values(unary=unary, pairwise=pairwise, weights=weights))
+_cuda_backward = register_backends("tree_marginals_backward", _reference_backward, triton="tree_marginals")
+_cuda_map = register_backends("tree_map", _reference_map, triton="tree_marginals",
+                              check=lambda unary, pairwise, *_: check_values(unary=unary, pairwise=pairwise))

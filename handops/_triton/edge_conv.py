@@ -37,13 +37,7 @@ import torch
 import triton
 import triton.language as tl
 
-from handops._triton.tree_marginals import (
-    _compute_dtype,
-    _constexpr_names,
-    _direct_conv_tile,
-    _tile_coords,
-    kernel_signature,
-)
+from handops._triton._common import compute_dtype, constexpr_names, direct_conv_tile, kernel_signature, tile_coords
 from handops.graph import Graph, graph_from_edges
 
 __all__ = ["OPS", "edge_conv_forward", "edge_conv_backward", "compile_specs", "KERNELS"]
@@ -65,13 +59,13 @@ def _edge_conv_aggregate_kernel(
     node = tl.program_id(1)
     image = image_head // heads
     head = image_head % heads
-    rows, cols = _tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
+    rows, cols = tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
     acc = tl.zeros([BLOCK_H, BLOCK_W], x_ptr.dtype.element_ty)
     for i in range(tl.load(in_start_tab + node), tl.load(in_start_tab + node + 1)):
         edge = tl.load(in_edge_tab + i)
         src = tl.load(edge_src_tab + edge)
         kernel = weight_ptr + (head * num_edges + edge) * (kh * kw)
-        along = _direct_conv_tile(x_ptr + (image * num_nodes + src) * (H * W), kernel, rows, cols, H, W, kh, kw, x_ptr.dtype.element_ty, False)
+        along = direct_conv_tile(x_ptr + (image * num_nodes + src) * (H * W), kernel, rows, cols, H, W, kh, kw, x_ptr.dtype.element_ty, False)
         if HAS_BIAS:
             along += tl.load(bias_ptr + head * num_edges + edge)
         acc += along
@@ -90,7 +84,7 @@ def _edge_conv_input_grad_kernel(
     """grad_x[b, s] on one tile: sum over edges e = (s, d), heads h of A_hat[d] * corr(grad[b, h, d], weight[h, e])."""
     image = tl.program_id(0).to(tl.int64)
     node = tl.program_id(1)
-    rows, cols = _tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
+    rows, cols = tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
     acc = tl.zeros([BLOCK_H, BLOCK_W], grad_ptr.dtype.element_ty)
     for i in range(tl.load(out_start_tab + node), tl.load(out_start_tab + node + 1)):
         edge = tl.load(out_edge_tab + i)
@@ -99,7 +93,7 @@ def _edge_conv_input_grad_kernel(
         for head in range(0, heads):
             g = grad_ptr + ((image * heads + head) * num_nodes + dst) * (H * W)
             kernel = weight_ptr + (head * num_edges + edge) * (kh * kw)
-            along += _direct_conv_tile(g, kernel, rows, cols, H, W, kh, kw, grad_ptr.dtype.element_ty, True)
+            along += direct_conv_tile(g, kernel, rows, cols, H, W, kh, kw, grad_ptr.dtype.element_ty, True)
         acc += tl.load(node_scale_ptr + dst) * along
     out = gx_ptr + (image * num_nodes + node) * (H * W)
     tl.store(out + rows * W + cols, acc, mask=(rows < H) & (cols < W))
@@ -208,7 +202,7 @@ class _Sizes:
 
     def pick(self, kernel, **extra) -> dict:
         """The constexpr arguments of ``kernel`` (``extra`` for those that are not tile sizes)."""
-        return {name: extra[name] if name in extra else getattr(self, name) for name in _constexpr_names(kernel)}
+        return {name: extra[name] if name in extra else getattr(self, name) for name in constexpr_names(kernel)}
 
 
 # Largest tiles; smaller maps get the next power of two above their size. 16x32 output tiles give a
@@ -247,7 +241,7 @@ def _check_shapes(x, weight, bias, graph: Graph):
 
 def edge_conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, graph: Graph) -> torch.Tensor:
     """y [B, Hd, K, H, W] of thesis Eq. 5.2 (see the module docstring)."""
-    dtype = _compute_dtype(*[t for t in (x, weight, bias) if t is not None])
+    dtype = compute_dtype(*[t for t in (x, weight, bias) if t is not None])
     x, weight = (t.to(dtype).contiguous() for t in (x, weight))
     bias = None if bias is None else bias.to(dtype).contiguous()
     _check_shapes(x, weight, bias, graph)
@@ -269,7 +263,7 @@ def edge_conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 
 def edge_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, graph: Graph):
     """(grad_x [B, K, H, W], grad_weight [Hd, E, kh, kw], grad_bias [Hd, E]) of sum(grad * y)."""
-    dtype = _compute_dtype(grad, x, weight)
+    dtype = compute_dtype(grad, x, weight)
     grad, x, weight = (t.to(dtype).contiguous() for t in (grad, x, weight))
     _check_shapes(x, weight, None, graph)
     batch, num_nodes, height, width = x.shape
@@ -319,14 +313,14 @@ def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size: int 
     ``triton.compile``: the forward once with and once without bias, the backward kernels once each.
 
     The constexprs are the ones the launchers pick; heads, batch and the graph are int32 runtime
-    arguments and tables (see ``tree_marginals.kernel_signature`` for the argument types).
+    arguments and tables (see ``_common.kernel_signature`` for the argument types).
     """
     if isinstance(kernel_size, int):
         kernel_size = (kernel_size, kernel_size)
     sizes = _sizes(height, width, *kernel_size)
     specs = []
     for kernel in KERNELS:
-        variants = [{"HAS_BIAS": True}, {"HAS_BIAS": False}] if "HAS_BIAS" in _constexpr_names(kernel) else [{}]
+        variants = [{"HAS_BIAS": True}, {"HAS_BIAS": False}] if "HAS_BIAS" in constexpr_names(kernel) else [{}]
         for extra in variants:
             specs.append((kernel, kernel_signature(kernel, dtype), sizes.pick(kernel, **extra)))
     return specs

@@ -71,7 +71,7 @@ import torch
 import triton
 import triton.language as tl
 
-from handops._triton.tree_marginals import _constexpr_names, kernel_signature
+from handops._triton._common import constexpr_names, kernel_signature
 
 __all__ = ["OPS", "mano_skinning_forward", "mano_skinning_backward", "compile_specs", "KERNELS"]
 
@@ -566,7 +566,7 @@ def _pick(kernel, sizes: dict) -> dict:
     values = dict(sizes, PRECISION="ieee", BLOCK_R=RODRIGUES_BLOCK, BACKWARD=False)
     if kernel in (_chain_forward_kernel, _chain_backward_kernel):
         values["BLOCK_B"] = sizes["CHAIN_BLOCK_B"]
-    return {name: values[name] for name in _constexpr_names(kernel)}
+    return {name: values[name] for name in constexpr_names(kernel)}
 
 
 @functools.lru_cache(maxsize=32)

@@ -43,6 +43,7 @@ import triton
 import triton.language as tl
 
 from handops._reference.tree_marginals import MESSAGE_FLOOR, zero_message_threshold
+from handops._triton._common import compute_dtype, constexpr_names, direct_conv_tile, kernel_signature, tile_coords
 from handops.tree import Tree, hand_tree, tree_from_schedule
 
 __all__ = ["OPS", "tree_marginals_forward", "tree_marginals_backward", "tree_map_forward", "compile_specs", "KERNELS"]
@@ -117,37 +118,6 @@ def _chain_backward_tile(g, u_ptr, f_base, gf_base, fac_ptr, nf, consts, slots, 
 
 
 @triton.jit
-def _direct_conv_tile(src, k_ptr, rows, cols, H, W, kh, kw, dtype: tl.constexpr, TRANSPOSE: tl.constexpr):
-    """sum_t K[t] x[p - (t - c)] (TRANSPOSE: x[p + (t - c)]) over a tile, zero outside the map."""
-    ch = kh // 2
-    cw = kw // 2
-    acc = tl.zeros(rows.shape, dtype) + tl.zeros(cols.shape, dtype)
-    for a in range(0, kh):
-        if TRANSPOSE:
-            r = rows + (a - ch)
-        else:
-            r = rows - (a - ch)
-        row_ok = (r >= 0) & (r < H)
-        for t in range(0, kw):
-            if TRANSPOSE:
-                c = cols + (t - cw)
-            else:
-                c = cols - (t - cw)
-            ok = row_ok & (c >= 0) & (c < W)
-            x = tl.load(src + r * W + c, mask=ok, other=0.0)
-            acc += tl.load(k_ptr + a * kw + t) * x
-    return acc
-
-
-@triton.jit
-def _tile_coords(tile, H, W, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr):
-    tiles_w = tl.cdiv(W, BLOCK_W)
-    rows = (tile // tiles_w) * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-    cols = (tile % tiles_w) * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-    return rows, cols
-
-
-@triton.jit
 def _first_argmax(x_ptr, HW, BLOCK: tl.constexpr):
     """Row-major index of the first maximum of a map (0 when every entry is -inf), like torch.argmax."""
     peak = tl.full([BLOCK], float("-inf"), x_ptr.dtype.element_ty)
@@ -207,9 +177,9 @@ def _message_conv_kernel(
     model = pair % num_models
     m = tl.load(msg_tab + item)
     k_ptr = pairwise_ptr + ((image * kernel_batched * num_models + model) * num_messages + m) * (kh * kw)
-    rows, cols = _tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
+    rows, cols = tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
     base = (pair * num_items + item) * (H * W)
-    acc = _direct_conv_tile(h_ptr + base, k_ptr, rows, cols, H, W, kh, kw, h_ptr.dtype.element_ty, False)
+    acc = direct_conv_tile(h_ptr + base, k_ptr, rows, cols, H, W, kh, kw, h_ptr.dtype.element_ty, False)
     tl.store(raw_ptr + base + rows * W + cols, acc, mask=(rows < H) & (cols < W))
 
 
@@ -377,9 +347,9 @@ def _message_conv_transpose_kernel(
     model = pair % num_models
     m = tl.load(msg_tab + item)
     k_ptr = pairwise_ptr + ((image * kernel_batched * num_models + model) * num_messages + m) * (kh * kw)
-    rows, cols = _tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
+    rows, cols = tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
     base = (pair * num_items + item) * (H * W)
-    acc = _direct_conv_tile(graw_ptr + base, k_ptr, rows, cols, H, W, kh, kw, graw_ptr.dtype.element_ty, True)
+    acc = direct_conv_tile(graw_ptr + base, k_ptr, rows, cols, H, W, kh, kw, graw_ptr.dtype.element_ty, True)
     tl.store(gh_ptr + base + rows * W + cols, acc, mask=(rows < H) & (cols < W))
 
 
@@ -484,7 +454,7 @@ def _max_conv_kernel(
     m = tl.load(msg_tab + item)
     src = log_h_ptr + (image * num_messages + m) * (H * W)
     k_ptr = log_k_ptr + (image * kernel_batched * num_messages + m) * (kh * kw)
-    rows, cols = _tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
+    rows, cols = tile_coords(tl.program_id(2), H, W, BLOCK_H, BLOCK_W)
     ch = kh // 2
     cw = kw // 2
     best = tl.full([BLOCK_H, BLOCK_W], float("-inf"), log_h_ptr.dtype.element_ty)
@@ -689,14 +659,9 @@ class _Sizes:
 
     def pick(self, kernel) -> dict:
         """The constexpr arguments of ``kernel``."""
-        return {name: getattr(self, name) for name in _constexpr_names(kernel)}
+        return {name: getattr(self, name) for name in constexpr_names(kernel)}
 
 
-@functools.cache
-def _constexpr_names(kernel) -> tuple[str, ...]:
-    # Read from the Python signature: works for jitted and interpreted kernels alike.
-    params = inspect.signature(kernel.fn).parameters.values()
-    return tuple(p.name for p in params if "constexpr" in str(p.annotation))
 
 
 # Largest tiles; smaller maps get the next power of two above their size. 16x32 conv tiles give a
@@ -722,13 +687,6 @@ def _sizes(height: int, width: int, kh: int, kw: int, tree: Tree) -> _Sizes:
         conv_tiles=triton.cdiv(height, block_h) * triton.cdiv(width, block_w),
         tap_tiles=triton.cdiv(taps, block_t),
     )
-
-
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    dtype = tensors[0].dtype
-    for t in tensors[1:]:
-        dtype = torch.promote_types(dtype, t.dtype)
-    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def _check_shapes(unary, pairwise, tree, weights=None):
@@ -765,7 +723,7 @@ def _run_levels(unary, pairwise, msgs, plan, sizes, levels, h, raw, finish_level
 
 def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights: torch.Tensor, tree: Tree):
     """Marginals [B, K, H, W] (mixture over the L models) and normalised messages [B, L, M, H, W]."""
-    dtype = _compute_dtype(unary, pairwise, weights)
+    dtype = compute_dtype(unary, pairwise, weights)
     unary, pairwise, weights = (t.to(dtype).contiguous() for t in (unary, pairwise, weights))
     _check_shapes(unary, pairwise, tree, weights)
     batch, num_nodes, height, width = unary.shape
@@ -811,7 +769,7 @@ def tree_marginals_forward(unary: torch.Tensor, pairwise: torch.Tensor, weights:
 
 def tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, tree: Tree):
     """(g_unary [B,K,H,W], g_pairwise [Bp,L,M,kh,kw], g_weights [B,L]) of sum(grad * marginals)."""
-    dtype = _compute_dtype(unary, pairwise, weights)
+    dtype = compute_dtype(unary, pairwise, weights)
     grad, unary, pairwise, weights, msgs, scales = (
         t.to(dtype).contiguous() for t in (grad, unary, pairwise, weights, msgs, scales)
     )
@@ -871,7 +829,7 @@ def tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, tree: 
 
 def tree_map_forward(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree):
     """Max-marginals [B, K, H, W] (maximum 1 per map) and a MAP configuration [B, K, 2] int64."""
-    dtype = _compute_dtype(unary, pairwise)
+    dtype = compute_dtype(unary, pairwise)
     unary, pairwise = (t.to(dtype).contiguous() for t in (unary, pairwise))
     _check_shapes(unary, pairwise, tree)
     batch, num_nodes, height, width = unary.shape
@@ -969,23 +927,3 @@ def compile_specs(dtype: torch.dtype, height: int, width: int, kernel_size, tree
         kernel_size = (kernel_size, kernel_size)
     sizes = _sizes(height, width, kernel_size[0], kernel_size[1], tree if tree is not None else hand_tree())
     return [(kernel, kernel_signature(kernel, dtype, _INT_POINTERS), sizes.pick(kernel)) for kernel in KERNELS]
-
-
-def kernel_signature(kernel, dtype: torch.dtype, int_pointers: dict[str, str] | None = None) -> dict[str, str]:
-    """The ``triton.compile`` signature of ``kernel`` by argument naming: ``*_ptr`` a tensor of ``dtype``
-    (or the type ``int_pointers`` names), ``*_tab`` an int32 table, a constexpr annotation a
-    constexpr, anything else an int32 scalar."""
-    pointer = {torch.float32: "*fp32", torch.float64: "*fp64"}[dtype]
-    int_pointers = int_pointers or {}
-    constexprs = _constexpr_names(kernel)
-    signature = {}
-    for name in kernel.arg_names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = int_pointers.get(name, pointer)
-        elif name.endswith("_tab"):
-            signature[name] = "*i32"
-        else:
-            signature[name] = "i32"
-    return signature

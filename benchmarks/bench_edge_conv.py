@@ -17,7 +17,6 @@ The literal reference takes seconds per call at 10 heads, so a call whose warm-u
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from tqdm import tqdm
 
 import handops
 from benchmarks import harness
@@ -35,7 +33,6 @@ from handops._reference.edge_conv import edge_conv_reference
 
 OP = "edge_conv"
 MODES = ("forward", "forward+backward")
-BASELINE = "handops"
 SINGLE_CALL_S = 2.0
 
 
@@ -77,8 +74,9 @@ def make_weights(heads: int, kernel: int, graph: handops.Graph, seed: int = 1) -
     return 0.01 * torch.randn(heads, graph.num_edges, kernel, kernel, generator=gen)
 
 
-def _workload(provider, x, weight, graph, mode: str) -> Callable[[], object]:
+def _workload(provider, inputs: tuple, mode: str) -> Callable[[], object]:
     """The call to time: a no-grad forward, or forward + gradients w.r.t. x and weight."""
+    x, weight, graph = inputs
     if mode == "forward":
 
         def forward():
@@ -97,69 +95,57 @@ def _workload(provider, x, weight, graph, mode: str) -> Callable[[], object]:
     return forward_backward
 
 
+def _heads_label(heads: int) -> str:
+    """'1 head', '10 heads'."""
+    return f"{heads} head{'s' if heads != 1 else ''}"
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = harness.benchmark_parser(__doc__.split("\n")[0], OP, list(PROVIDERS))
+
+def _cases(args: argparse.Namespace) -> list[harness.Case]:
+    """Per head count (a table each), per batch size: (x, weight, graph) on the device."""
+    graph = handops.hand_graph()
+
+    def inputs_of(heads: int, batch: int) -> Callable[[torch.device], tuple]:
+        def make_on(device: torch.device) -> tuple:
+            x = make_heatmaps(batch, args.size, args.size, graph)
+            return x.to(device), make_weights(heads, args.kernel, graph).to(device), graph
+
+        return make_on
+
+    return [
+        harness.Case(
+            batch,
+            inputs_of(heads, batch),
+            {"heads": heads, "H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel},
+            group=_heads_label(heads),
+            heading=f"{_heads_label(heads)}, weight [{heads}, {graph.num_edges}, {args.kernel}, {args.kernel}]:",
+        )
+        for heads in args.heads
+        for batch in args.batch_sizes
+    ]
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, nargs="+", default=[1, 10], help="head counts Hd (default 1 10)")
-    return parser.parse_args(argv)
+
+
+SPEC = harness.BenchmarkSpec(
+    op=OP,
+    description=__doc__.splitlines()[0],
+    providers=PROVIDERS,
+    modes=MODES,
+    cases=_cases,
+    workload=_workload,
+    title=lambda args: f"{OP}: hand graph, H=W={args.size}, {args.kernel}x{args.kernel} kernels",
+    add_arguments=_add_arguments,
+    timing=harness.TimingPolicy(single_call_s=SINGLE_CALL_S),
+    quick_argv=("--batch-sizes", "1", "--heads", "1"),
+)
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    """Measures every case, appends the CSV, writes the plot; returns the markdown table(s)."""
-    args = parse_args(argv)
-    return harness.run_with_threads(args.threads, lambda: _benchmark(args))
-
-
-def _benchmark(args: argparse.Namespace) -> str:
-    device, graph = torch.device(args.device), handops.hand_graph()
-    policy = harness.TimingPolicy.quick() if args.quick else harness.TimingPolicy(single_call_s=SINGLE_CALL_S)
-    jobs = [(h, b, mode, p) for h in args.heads for b in args.batch_sizes for mode in MODES for p in args.providers]
-
-    measurements, heatmaps, weights = [], {}, {}
-    with harness.CpuContention() as contention, tqdm(jobs, desc=OP, unit="measurement") as progress:
-        for heads, batch, mode, provider in progress:
-            progress.set_postfix_str(f"Hd={heads} B={batch} {mode} {provider}")
-            if batch not in heatmaps:  # one input per size, shared by every provider
-                heatmaps[batch] = make_heatmaps(batch, args.size, args.size, graph).to(device)
-            if heads not in weights:
-                weights[heads] = make_weights(heads, args.kernel, graph).to(device)
-            call = _workload(PROVIDERS[provider], heatmaps[batch], weights[heads], graph, mode)
-            median_ms, repeats = harness.time_median(call, device, policy)
-            shape = {"heads": heads, "H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}
-            measurements.append(harness.Measurement(provider, mode, batch, median_ms, repeats, shape))
-
-    backend = harness.handops_backend(device, OP)
-    extra = {"handops_version": handops.__version__, "handops_backend": backend}
-    harness.append_csv(args.csv, OP, measurements, device, extra)
-    title = f"{OP}: hand graph, H=W={args.size}, {args.kernel}x{args.kernel} kernels, {harness.device_name(device)}"
-    # The harness plots one panel per mode: make that one panel per (Hd, mode).
-    labelled = [dataclasses.replace(m, mode=_label(m.shape["heads"], m.mode)) for m in measurements]
-    panels = [_label(h, mode) for h in args.heads for mode in MODES]
-    harness.plot(args.plot, labelled, args.providers, panels, title)
-
-    notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}"]
-    if backend == "reference" and "handops" in args.providers:
-        notes.append("(handops has no compiled kernel here: its column times the reference behind the op)")
-    if device.type == "cpu" and contention.share is not None and contention.share > 0.1:
-        share = f"{100 * contention.share:.0f}%"
-        notes.append(f"(warning: tasks waited for a CPU {share} of the run: other processes skew these timings)")
-    tables = []
-    for heads in args.heads:
-        of_heads = [m for m in measurements if m.shape["heads"] == heads]
-        heading = f"{_label(heads)}, weight [{heads}, {graph.num_edges}, {args.kernel}, {args.kernel}]:"
-        tables.append(heading + "\n\n" + harness.markdown_table(of_heads, args.providers, BASELINE))
-    return "\n".join(notes) + "\n\n" + "\n\n".join(tables) + "\n"
-
-
-def _label(heads: int, mode: str | None = None) -> str:
-    """'1 head', '10 heads', or with a mode: '10 heads, forward'."""
-    text = f"{heads} head{'s' if heads != 1 else ''}"
-    return text if mode is None else f"{text}, {mode}"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    print(run(argv))
+    """Measures every case, appends the CSV, writes the plot; returns the markdown tables (one per head count)."""
+    return harness.run_benchmark(SPEC, argv)
 
 
 if __name__ == "__main__":
-    main()
+    print(run())

@@ -16,6 +16,8 @@ Fitting (mode ``fit``): N synthetic images (keypoints of known poses, 1 px noise
 schedule (200 Adam steps at 1e-2 on the translation, then 60 at 1e-3 on pose and translation):
 ``handops.mano.fit_keypoints2d`` against the same two-stage loop written with smplx, and
 ``fit_keypoints2d(..., solver="lm")`` (provider ``handops_lm``: Levenberg-Marquardt, 2 + 6 iterations).
+The fit is not a case of the sweep (one timed call per provider, reporting images per second and the
+error it reached, in a table of its own): the spec declares it as its ``supplement``.
 
     python -m benchmarks.bench_mano [--batch-sizes 1 64 256 1024] [--quick] [--fit-images 1024] [--skip-fit]
 """
@@ -23,6 +25,7 @@ schedule (200 Adam steps at 1e-2 on the translation, then 60 at 1e-3 on pose and
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import tempfile
@@ -44,8 +47,6 @@ from handops.mano.fitting import project
 OP = "mano"
 MODES = ("forward", "forward+backward", "joints_only")
 PROVIDER_MODES = {"handops": MODES, "smplx": ("forward", "forward+backward")}
-PROVIDERS = tuple(PROVIDER_MODES)
-BASELINE = "handops"
 DTYPE = torch.float32
 # OpenPose keypoint k is entry OPENPOSE_FROM_MANO[k] of [16 MANO joints, 5 fingertip vertices (thumb .. little)].
 OPENPOSE_FROM_MANO = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
@@ -87,34 +88,42 @@ def smplx_keypoints(smplx_model, fingertip_ids: torch.Tensor, betas, global_orie
     return torch.cat([out.joints, out.vertices[:, fingertip_ids]], 1)[:, list(OPENPOSE_FROM_MANO)]
 
 
-def _call(provider: str, models, inputs: dict[str, torch.Tensor], with_vertices: bool = True):
-    """(vertices or None, the joints the loss uses): 16 MANO joints with vertices, else the 21 keypoints."""
-    ours, theirs = models
-    if provider == "smplx":
-        out = theirs(**inputs)
-        return out.vertices, out.joints
+def _handops_layer(models, inputs: dict[str, torch.Tensor], with_vertices: bool = True):
+    """(vertices or None, the joints the loss uses) from ManoLayer: 16 MANO joints with vertices, else the 21 keypoints."""
+    ours, _ = models
     out = ours(inputs["betas"], inputs["global_orient"], inputs["hand_pose"], inputs["transl"], with_vertices=with_vertices)
     return (out.vertices, out.mano_joints) if with_vertices else (None, out.joints)
 
 
-def _workload(provider: str, models, inputs: dict[str, torch.Tensor], mode: str) -> Callable[[], object]:
+def _smplx_layer(models, inputs: dict[str, torch.Tensor], with_vertices: bool = True):
+    """(vertices, 16 joints) from smplx.MANO, which always computes the vertices."""
+    _, theirs = models
+    out = theirs(**inputs)
+    return out.vertices, out.joints
+
+
+PROVIDERS = {"handops": _handops_layer, "smplx": _smplx_layer}
+
+
+def _workload(provider, inputs: tuple, mode: str) -> Callable[[], object]:
     """The call to time: a no-grad forward, or forward + gradients of the four inputs."""
+    models, poses = inputs
     if mode == "forward":
 
         def forward():
             with torch.no_grad():
-                return _call(provider, models, inputs)
+                return provider(models, poses)
 
         return forward
-    leaves = {k: v.detach().requires_grad_(True) for k, v in inputs.items()}
+    leaves = {k: v.detach().requires_grad_(True) for k, v in poses.items()}
     with_vertices = mode != "joints_only"
     gen = torch.Generator().manual_seed(1)
-    vertices, joints = _call(provider, models, leaves, with_vertices)
+    vertices, joints = provider(models, leaves, with_vertices)
     grad_v = None if vertices is None else torch.randn(vertices.shape, generator=gen, dtype=DTYPE)
     grad_j = torch.randn(joints.shape, generator=gen, dtype=DTYPE)
 
     def forward_backward():
-        vertices, joints = _call(provider, models, leaves, with_vertices)
+        vertices, joints = provider(models, leaves, with_vertices)
         loss = (joints * grad_j).sum() + (0 if vertices is None else (vertices * grad_v).sum())
         return torch.autograd.grad(loss, list(leaves.values()))
 
@@ -162,9 +171,37 @@ def fit_smplx(smplx_model, fingertip_ids, keypoints2d, camera_K, betas, init, it
         return global_orient, hand_pose, transl, reprojection() / 21
 
 
-def _fit_measurements(args, models, model, shape: dict) -> tuple[list[harness.Measurement], str]:
-    """Times one fit of ``--fit-images`` images per provider; the measurements and a small table."""
-    ours, theirs = models
+@functools.cache
+def _loaded_models():
+    """:func:`load_models`, once per process: every case, the title and the fit share them."""
+    return load_models()
+
+
+def _csv_shape() -> dict[str, object]:
+    """The CSV's size columns: V and S, and the fit's columns (empty in the layer rows)."""
+    model = _loaded_models()[2]
+    return {"V": int(model.v_template.shape[0]), "S": 10, **dict.fromkeys(FIT_COLUMNS, "")}
+
+
+def _cases(args: argparse.Namespace) -> list[harness.Case]:
+    """Per batch size: ((ManoLayer, smplx.MANO), the poses), on the CPU."""
+
+    def inputs_of(batch: int) -> Callable[[torch.device], tuple]:
+        def make_on(device: torch.device) -> tuple:  # the CPU (SPEC.devices): the poses stay there
+            ours, theirs, model = _loaded_models()
+            return (ours, theirs), make_poses(batch, model)
+
+        return make_on
+
+    return [harness.Case(batch, inputs_of(batch), _csv_shape()) for batch in args.batch_sizes]
+
+
+def _fit(args: argparse.Namespace) -> tuple[list[harness.Measurement], str]:
+    """Times one fit of ``--fit-images`` images per provider (none with --skip-fit); the measurements and a table."""
+    if args.skip_fit:
+        return [], ""
+    ours, theirs, model = _loaded_models()
+    shape = _csv_shape()
     keypoints, K, betas, init = make_fit_problem(args.fit_images, ours, model)
     iterations = tuple(args.fit_iterations)
     with torch.no_grad():
@@ -199,66 +236,40 @@ def _fit_measurements(args, models, model, shape: dict) -> tuple[list[harness.Me
     return measurements, header + "\n" + "\n".join(rows)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = harness.benchmark_parser(__doc__.split("\n")[0], OP, list(PROVIDERS))
-    parser.set_defaults(batch_sizes=[1, 64, 256, 1024])  # --size and --kernel do not apply here
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(batch_sizes=[1, 64, 256, 1024], device="cpu")  # --size and --kernel do not apply here
     parser.add_argument("--fit-images", type=int, default=1024, help="images fitted at once (default 1024)")
     parser.add_argument("--fit-iterations", type=int, nargs=2, default=[200, 60], metavar=("TRANSL", "POSE"),
                         help="Adam steps of the two stages (default 200 60, the thesis schedule)")
     parser.add_argument("--lm-iterations", type=int, nargs=2, default=[2, 6], metavar=("TRANSL", "POSE"),
                         help="Levenberg-Marquardt iterations of the two stages (default 2 6, the solver's default)")
     parser.add_argument("--skip-fit", action="store_true", help="time the layers only")
-    return parser.parse_args(argv)
+
+
+SPEC = harness.BenchmarkSpec(
+    op=OP,
+    description=__doc__.splitlines()[0],
+    providers=PROVIDERS,
+    modes=MODES,
+    cases=_cases,
+    workload=_workload,
+    title=lambda args: f"{OP}: synthetic hand (V={_csv_shape()['V']}), float32",
+    measures=lambda provider, case, mode: mode in PROVIDER_MODES[provider],
+    add_arguments=_add_arguments,
+    devices=("cpu",),  # smplx and the fit run where the inputs are
+    notes=("(joints_only: handops with with_vertices=False; its smplx column is smplx's full forward+backward)",),
+    # The joints_only row sets handops' joints-only path against smplx's full forward+backward.
+    borrowed_cells={("smplx", "joints_only"): "forward+backward"},
+    supplement=_fit,
+    quick_argv=("--batch-sizes", "1", "64"),
+    requires=("smplx",),
+)
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    """Measures every case, appends the CSV, writes the plot; returns the markdown table(s)."""
-    args = parse_args(argv)
-    return harness.run_with_threads(args.threads, lambda: _benchmark(args))
-
-
-def _benchmark(args: argparse.Namespace) -> str:
-    device = torch.device(args.device)
-    if device.type != "cpu":
-        raise ValueError("bench_mano runs on the CPU (smplx and the fit run where the inputs are)")
-    ours, theirs, model = load_models()
-    models = (ours, theirs)
-    policy = harness.TimingPolicy.quick() if args.quick else harness.TimingPolicy()
-    shape = {"V": int(model.v_template.shape[0]), "S": 10, **dict.fromkeys(FIT_COLUMNS, "")}
-    jobs = [(b, mode, p) for b in args.batch_sizes for mode in MODES for p in args.providers if mode in PROVIDER_MODES[p]]
-
-    measurements, inputs_batch, inputs = [], None, None
-    with harness.CpuContention() as contention:
-        for batch, mode, provider in (progress := tqdm(jobs, desc=OP, unit="measurement")):
-            progress.set_postfix_str(f"B={batch} {mode} {provider}")
-            if batch != inputs_batch:  # one set of inputs per batch size, shared by every provider
-                inputs_batch, inputs = batch, make_poses(batch, model)
-            median_ms, repeats = harness.time_median(_workload(provider, models, inputs, mode), device, policy)
-            measurements.append(harness.Measurement(provider, mode, batch, median_ms, repeats, shape))
-        fit_rows, fit_table = ([], "") if args.skip_fit else _fit_measurements(args, models, model, shape)
-
-    backend = harness.handops_backend(device, OP)
-    extra = {"handops_version": handops.__version__, "handops_backend": backend}
-    harness.append_csv(args.csv, OP, measurements + fit_rows, device, extra)
-    title = f"{OP}: synthetic hand (V={shape['V']}), float32, {harness.device_name(device)}"
-    modes = [mode for mode in MODES if any(m.mode == mode for m in measurements)]  # joints_only needs handops
-    harness.plot(args.plot, measurements, args.providers, modes, title)
-
-    # The joints_only row sets handops' joints-only path against smplx's full forward+backward.
-    shown = measurements + [harness.Measurement("smplx", "joints_only", m.batch, m.median_ms, m.repeats)
-                            for m in measurements if m.provider == "smplx" and m.mode == "forward+backward"]
-    table = harness.markdown_table(shown, args.providers, BASELINE)
-    notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}",
-             "(joints_only: handops with with_vertices=False; its smplx column is smplx's full forward+backward)"]
-    if device.type == "cpu" and contention.share is not None and contention.share > 0.1:
-        share = f"{100 * contention.share:.0f}%"
-        notes.append(f"(warning: tasks waited for a CPU {share} of the run: other processes skew these timings)")
-    return "\n".join(notes) + "\n\n" + table + "\n" + (f"\n{fit_table}\n" if fit_table else "")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    print(run(argv))
+    """Measures every case and the fit, appends the CSV, writes the plot; returns the markdown tables."""
+    return harness.run_benchmark(SPEC, argv)
 
 
 if __name__ == "__main__":
-    main()
+    print(run())

@@ -14,6 +14,10 @@ would, through ``__getitems__``):
 Prints a table (seconds, samples/s) and appends one row per mode to
 ``benchmarks/results/synthetic_data.csv`` with the project's CSV helper (``median_ms`` is the time of
 the whole pass; ``samples_per_s`` is beside it).
+
+Not a :class:`harness.BenchmarkSpec`: one provider, no batch sweep and no plot; each mode is one pass
+timed once, and the modes depend on each other in order (``cache_read`` reads what ``cache_write``
+wrote), so its loop is its own; it shares the harness's CSV, contention check and thread setting.
 """
 
 from __future__ import annotations
@@ -127,9 +131,9 @@ def _benchmark(args: argparse.Namespace) -> str:
     for mode, t in times.items():
         label = f"{mode} ({args.workers})" if mode == "fresh_workers" else mode
         lines.append(f"| {label} | {args.num} | {t:.2f} | {rate[mode]:.0f} |")
-    if contention.share is not None and contention.share > 0.1:
-        lines.append(f"\n(warning: tasks waited for a CPU {100 * contention.share:.0f}% of the run: "
-                     "other processes skew these timings)")
+    warning = harness.contention_warning(contention)
+    if warning:
+        lines.append("\n" + warning)
     return "\n".join(lines)
 
 

@@ -28,7 +28,6 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-from tqdm import tqdm
 
 import handops
 from benchmarks import harness
@@ -38,8 +37,6 @@ from handops._reference.tree_marginals import tree_marginals_reference
 OP = "tree_marginals"
 PASSES = ("forward", "forward+backward")
 INPUTS = ("peaked", "random")
-MODES = tuple(f"{kind} {mode}" for kind in INPUTS for mode in PASSES)
-BASELINE = "handops"
 
 
 def _thesis_reference(unary: torch.Tensor, pairwise: torch.Tensor, tree: handops.Tree) -> torch.Tensor:
@@ -78,8 +75,9 @@ def make_inputs(kind: str, batch: int, height: int, width: int, kernel: int, tre
     return unary.view(batch, num_nodes, height, width), pairwise.view(batch, num_messages, kernel, kernel)
 
 
-def _workload(provider, unary, pairwise, tree, mode: str) -> Callable[[], object]:
+def _workload(provider, inputs: tuple, mode: str) -> Callable[[], object]:
     """The call to time: a no-grad forward, or forward + gradients w.r.t. unary and pairwise."""
+    unary, pairwise, tree = inputs
     if mode == "forward":
 
         def forward():
@@ -97,63 +95,43 @@ def _workload(provider, unary, pairwise, tree, mode: str) -> Callable[[], object
     return forward_backward
 
 
+def _cases(args: argparse.Namespace) -> list[harness.Case]:
+    """Per batch size, each kind of input: (unary, pairwise, tree) on the device."""
+    tree = handops.hand_tree()
+    shape = {"H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = harness.benchmark_parser(__doc__.split("\n")[0], OP, list(PROVIDERS))
+    def inputs_of(kind: str, batch: int) -> Callable[[torch.device], tuple]:
+        def make_on(device: torch.device) -> tuple:
+            unary, pairwise = make_inputs(kind, batch, args.size, args.size, args.kernel, tree)
+            return unary.to(device), pairwise.to(device), tree
+
+        return make_on
+
+    return [harness.Case(batch, inputs_of(kind, batch), shape, kind=kind) for batch in args.batch_sizes for kind in args.inputs]
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=list(INPUTS))
-    return parser.parse_args(argv)
+
+
+SPEC = harness.BenchmarkSpec(
+    op=OP,
+    description=__doc__.splitlines()[0],
+    providers=PROVIDERS,
+    modes=PASSES,
+    cases=_cases,
+    workload=_workload,
+    title=lambda args: f"{OP}: H=W={args.size}, {args.kernel}x{args.kernel} kernels",
+    measures=lambda provider, case, mode: case.kind in EXACT_ON.get(provider, INPUTS),
+    add_arguments=_add_arguments,
+    quick_argv=("--batch-sizes", "1", "--size", "24", "--kernel", "23"),  # the references take seconds at 46 and 45
+)
 
 
 def run(argv: Sequence[str] | None = None) -> str:
-    """Measures every case, appends the CSV, writes the plot; returns the markdown table(s)."""
-    args = parse_args(argv)
-    return harness.run_with_threads(args.threads, lambda: _benchmark(args))
-
-
-def _benchmark(args: argparse.Namespace) -> str:
-    device, tree = torch.device(args.device), handops.hand_tree()
-    policy = harness.TimingPolicy.quick() if args.quick else harness.TimingPolicy()
-    shape = {"H": args.size, "W": args.size, "kh": args.kernel, "kw": args.kernel}
-    jobs = [
-        (b, kind, mode, p)
-        for b in args.batch_sizes
-        for kind in args.inputs
-        for mode in PASSES
-        for p in args.providers
-        if kind in EXACT_ON.get(p, INPUTS)
-    ]
-
-    measurements, inputs_key, inputs = [], None, None
-    with harness.CpuContention() as contention, tqdm(jobs, desc=OP, unit="measurement") as progress:
-        for batch, kind, mode, provider in progress:
-            progress.set_postfix_str(f"B={batch} {kind} {mode} {provider}")
-            if (batch, kind) != inputs_key:  # one set of inputs per batch size and kind, shared by every provider
-                inputs_key = (batch, kind)
-                inputs = [t.to(device) for t in make_inputs(kind, batch, args.size, args.size, args.kernel, tree)]
-            call = _workload(PROVIDERS[provider], *inputs, tree, mode)
-            median_ms, repeats = harness.time_median(call, device, policy)
-            measurements.append(harness.Measurement(provider, f"{kind} {mode}", batch, median_ms, repeats, shape))
-
-    backend = harness.handops_backend(device, OP)
-    extra = {"handops_version": handops.__version__, "handops_backend": backend}
-    harness.append_csv(args.csv, OP, measurements, device, extra)
-    title = f"{OP}: H=W={args.size}, {args.kernel}x{args.kernel} kernels, {harness.device_name(device)}"
-    modes = [f"{kind} {mode}" for kind in args.inputs for mode in PASSES]
-    harness.plot(args.plot, measurements, args.providers, modes, title)
-
-    table = harness.markdown_table(measurements, args.providers, BASELINE)
-    notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}"]
-    if backend == "reference" and "handops" in args.providers:
-        notes.append("(handops has no compiled kernel here: its column times the reference behind the op)")
-    if device.type == "cpu" and contention.share is not None and contention.share > 0.1:
-        share = f"{100 * contention.share:.0f}%"
-        notes.append(f"(warning: tasks waited for a CPU {share} of the run: other processes skew these timings)")
-    return "\n".join(notes) + "\n\n" + table + "\n"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    print(run(argv))
+    """Measures every case, appends the CSV, writes the plot; returns the markdown table."""
+    return harness.run_benchmark(SPEC, argv)
 
 
 if __name__ == "__main__":
-    main()
+    print(run())

@@ -1,36 +1,53 @@
-"""Shared benchmark plumbing: timing, the CSV log, the markdown table and the plot.
+"""Shared benchmark plumbing: the declarative spec of an op benchmark, and the loop that runs it.
 
-A benchmark module measures ``Measurement`` s (one provider, mode and batch size each) and hands
-them to :func:`markdown_table`, :func:`append_csv` and :func:`plot`.
+An op benchmark (``bench_*.py``) declares a :class:`BenchmarkSpec`: its providers, the cases (inputs
+shared by every provider), the modes and the workload (the call to time). The harness does the rest,
+one way for every op:
+
+* :func:`run_benchmark` is the command line: it sweeps every (case, mode, provider) with a progress bar,
+  times each with :func:`time_median`, appends the CSV (:func:`append_csv`), draws the plot
+  (:func:`plot`) and returns the markdown table(s) (:func:`markdown_table`);
+* ``benchmarks/test_benchmarks.py`` runs the same (case, mode, provider) jobs, :func:`measurement_jobs`,
+  under pytest-benchmark (``pytest benchmarks --benchmark-only``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import datetime
 import math
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+
+import handops
 
 __all__ = [
+    "Case",
+    "BenchmarkSpec",
     "Measurement",
     "TimingPolicy",
     "CpuContention",
+    "run_benchmark",
+    "measurement_jobs",
+    "benchmark_parser",
     "device_name",
+    "synchronized",
     "time_median",
     "gaussian_blobs",
     "markdown_table",
     "append_csv",
     "plot",
-    "benchmark_parser",
+    "contention_warning",
     "run_with_threads",
     "handops_backend",
 ]
@@ -40,7 +57,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class Measurement:
-    """The median time of one provider in one mode at one batch size; ``shape`` holds the other sizes."""
+    """The median time of one provider in one mode at one batch size; ``shape`` holds the other sizes (CSV columns)."""
 
     provider: str
     mode: str
@@ -48,6 +65,7 @@ class Measurement:
     median_ms: float
     repeats: int
     shape: dict[str, int] = field(default_factory=dict)
+    group: str = ""  # the table (and plot panels) it belongs to: its case's group
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,174 @@ class TimingPolicy:
     @classmethod
     def quick(cls) -> TimingPolicy:
         return cls(warmup_s=0.0, budget_s=0.05, min_repeats=1, max_repeats=3)
+
+
+def _always(provider: str, case: Case, mode: str) -> bool:
+    return True
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One set of inputs, timed for every provider in every mode.
+
+    ``make_inputs(device)`` builds them when the case is measured: the tuple the spec's workload takes.
+    ``kind`` names them within a table: the case's rows read "<kind> <mode>" (e.g. "peaked forward").
+    Cases of one ``group`` share a table, headed by ``heading``, and plot panels titled "<group>, <mode>".
+    ``shape`` holds the sizes other than B, written as CSV columns.
+    """
+
+    batch: int
+    make_inputs: Callable[[torch.device], tuple]
+    shape: Mapping[str, object] = field(default_factory=dict)
+    kind: str = ""
+    group: str = ""
+    heading: str = ""
+
+    @property
+    def label(self) -> str:
+        """What the progress bar and the pytest ids call the case, e.g. "10 heads B=8" or "B=1 peaked"."""
+        return " ".join(part for part in (self.group, f"B={self.batch}", self.kind) if part)
+
+    def row_mode(self, mode: str) -> str:
+        """The mode as the table, the CSV and the plot name it: prefixed by the case's kind."""
+        return f"{self.kind} {mode}" if self.kind else mode
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """What an op benchmark declares; :func:`run_benchmark` (and ``benchmarks/test_benchmarks.py``) does the rest.
+
+    op: the op's name: CSV ``op`` column, default CSV and plot file names, the backend looked up.
+    description: the command line's help text.
+    providers: name -> the implementation that the workload calls (the first is the default column order).
+    modes: what is timed per case and provider, e.g. ("forward", "forward+backward").
+    cases: the cases the parsed command line asks for, in sweep order.
+    workload: (provider, case inputs, mode) -> the zero-argument call to time; its set-up is not timed.
+    title: the parsed command line -> the table and plot title (the device's name is appended).
+    baseline: the provider the ratio columns divide by.
+    measures: (provider name, case, mode) -> whether that provider is timed there (e.g. only where it is exact).
+    add_arguments: adds the op's own flags (e.g. --heads) or defaults to :func:`benchmark_parser`'s.
+    timing: the timing policy without --quick.
+    devices: the device types the benchmark runs on (None: any).
+    notes: lines printed under the title, explaining the table.
+    borrowed_cells: (provider, mode) -> the mode whose time that provider shows in that row of the table
+        (a provider without such a mode of its own; the CSV and the plot keep only what was measured).
+    supplement: a measurement outside the sweep (bench_mano's fitting), run after it: parsed command line ->
+        (its measurements, appended to the CSV; its markdown, printed after the tables).
+    quick_argv: the flags of the quick sizes that ``pytest benchmarks`` times by default.
+    requires: modules a provider needs (pytest skips the benchmark without them).
+    """
+
+    op: str
+    description: str
+    providers: Mapping[str, Callable]
+    modes: Sequence[str]
+    cases: Callable[[argparse.Namespace], Sequence[Case]]
+    workload: Callable[[Callable, tuple, str], Callable[[], object]]
+    title: Callable[[argparse.Namespace], str]
+    baseline: str = "handops"
+    measures: Callable[[str, Case, str], bool] = _always
+    add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    timing: TimingPolicy = TimingPolicy()
+    devices: tuple[str, ...] | None = None
+    notes: Sequence[str] = ()
+    borrowed_cells: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    supplement: Callable[[argparse.Namespace], tuple[list[Measurement], str]] | None = None
+    quick_argv: Sequence[str] = ()
+    requires: Sequence[str] = ()
+
+
+def benchmark_parser(spec: BenchmarkSpec) -> argparse.ArgumentParser:
+    """The command line of an op benchmark: the flags every one shares, then the spec's own."""
+    parser = argparse.ArgumentParser(description=spec.description)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--size", type=int, default=46, help="heatmap height = width (default 46)")
+    parser.add_argument("--kernel", type=int, default=45, help="odd kernel height = width (default 45)")
+    parser.add_argument("--providers", nargs="+", choices=list(spec.providers), default=list(spec.providers))
+    parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--csv", type=Path, default=RESULTS_DIR / f"{spec.op}.csv")
+    parser.add_argument("--plot", type=Path, default=RESULTS_DIR / f"{spec.op}.png")
+    spec.add_arguments(parser)
+    return parser
+
+
+def measurement_jobs(spec: BenchmarkSpec, cases: Sequence[Case], providers: Sequence[str]) -> list[tuple[Case, str, str]]:
+    """Every (case, mode, provider) to time, in sweep order: case by case, mode by mode, provider by provider."""
+    return [
+        (case, mode, provider)
+        for case in cases
+        for mode in spec.modes
+        for provider in providers
+        if spec.measures(provider, case, mode)
+    ]
+
+
+def run_benchmark(spec: BenchmarkSpec, argv: Sequence[str] | None = None) -> str:
+    """The command line of an op benchmark: times every job, appends the CSV, writes the plot; returns the markdown."""
+    args = benchmark_parser(spec).parse_args(argv)
+    return run_with_threads(args.threads, lambda: _run(spec, args))
+
+
+def _sweep(spec: BenchmarkSpec, cases: Sequence[Case], providers: Sequence[str], device: torch.device,
+           policy: TimingPolicy) -> list[Measurement]:
+    """Times every job of :func:`measurement_jobs` with a progress bar; one set of inputs per case."""
+    measurements: list[Measurement] = []
+    inputs_of, inputs = None, ()
+    with tqdm(measurement_jobs(spec, cases, providers), desc=spec.op, unit="measurement") as progress:
+        for case, mode, provider in progress:
+            progress.set_postfix_str(f"{case.label} {mode} {provider}")
+            if case is not inputs_of:  # the inputs are shared by every provider and mode of the case
+                inputs_of, inputs = case, ()  # let the last case's tensors go before making the next
+                inputs = case.make_inputs(device)
+            call = spec.workload(spec.providers[provider], inputs, mode)
+            median_ms, repeats = time_median(call, device, policy)
+            mode_name = case.row_mode(mode)
+            measurements.append(Measurement(provider, mode_name, case.batch, median_ms, repeats, dict(case.shape), case.group))
+    return measurements
+
+
+def _run(spec: BenchmarkSpec, args: argparse.Namespace) -> str:
+    """The sweep and the spec's supplement, then the CSV rows, the plot and the markdown (notes, tables, supplement)."""
+    device = torch.device(args.device)
+    if spec.devices is not None and device.type not in spec.devices:
+        raise ValueError(f"the {spec.op} benchmark runs on {' or '.join(spec.devices)}, not {device.type}")
+    policy = TimingPolicy.quick() if args.quick else spec.timing
+    cases = spec.cases(args)
+
+    with CpuContention() as contention:
+        measurements = _sweep(spec, cases, args.providers, device, policy)
+        supplement, supplement_text = spec.supplement(args) if spec.supplement is not None else ([], "")
+
+    backend = handops_backend(device, spec.op)
+    extra = {"handops_version": handops.__version__, "handops_backend": backend}
+    append_csv(args.csv, spec.op, measurements + supplement, device, extra)
+    title = f"{spec.title(args)}, {device_name(device)}"
+    # One plot panel per (group, mode): "10 heads, forward".
+    in_panels = [dataclasses.replace(m, mode=f"{m.group}, {m.mode}" if m.group else m.mode) for m in measurements]
+    plot(args.plot, in_panels, args.providers, list(dict.fromkeys(m.mode for m in in_panels)), title)
+
+    notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}", *spec.notes]
+    if backend == "reference" and "handops" in args.providers:
+        notes.append("(handops has no compiled kernel here: its column times the reference behind the op)")
+    warning = contention_warning(contention) if device.type == "cpu" else None
+    notes += [warning] if warning else []
+    headings = {case.group: case.heading for case in cases}
+    tables = []
+    for group in dict.fromkeys(m.group for m in measurements):
+        rows = [m for m in measurements if m.group == group]
+        rows += [dataclasses.replace(m, provider=provider, mode=mode)
+                 for (provider, mode), source in spec.borrowed_cells.items()
+                 for m in rows if m.provider == provider and m.mode == source]
+        table = markdown_table(rows, args.providers, spec.baseline)
+        tables.append(f"{headings[group]}\n\n{table}" if headings[group] else table)
+    text = "\n".join(notes) + "\n\n" + "\n\n".join(tables) + "\n"
+    return text + (f"\n{supplement_text}\n" if supplement_text else "")
 
 
 class CpuContention:
@@ -101,6 +287,13 @@ class CpuContention:
             self.share = (stalled - self._stalled) * 1e-6 / max(time.perf_counter() - self._start, 1e-9)
 
 
+def contention_warning(contention: CpuContention) -> str | None:
+    """The line to print under a table when other processes held the CPUs for over 10% of the run."""
+    if contention.share is None or contention.share <= 0.1:
+        return None
+    return f"(warning: tasks waited for a CPU {100 * contention.share:.0f}% of the run: other processes skew these timings)"
+
+
 def device_name(device: torch.device) -> str:
     """The GPU's name, or the CPU model from /proc/cpuinfo."""
     if device.type == "cuda":
@@ -115,14 +308,26 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a wait for ``device``: CUDA kernels run asynchronously; time them, not their launch."""
+    if device.type != "cuda":
+        return fn
+
+    def call_and_wait() -> object:
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result
+
+    return call_and_wait
+
+
 def time_median(fn: Callable[[], object], device: torch.device, policy: TimingPolicy) -> tuple[float, int]:
     """(median milliseconds per call of ``fn``, number of timed calls)."""
+    call = synchronized(fn, device)
 
     def timed_call() -> float:
         start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)  # kernels run asynchronously; time them, not their launch
+        call()
         return time.perf_counter() - start
 
     warmup_end = time.perf_counter() + policy.warmup_s
@@ -241,21 +446,6 @@ def plot(path: Path, measurements: Sequence[Measurement], providers: Sequence[st
     figure.savefig(os.fspath(path), dpi=120)
 
 
-def benchmark_parser(description: str, op: str, providers: Sequence[str]) -> argparse.ArgumentParser:
-    """The command-line flags every op benchmark shares (a module adds its own, e.g. --heads)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--size", type=int, default=46, help="heatmap height = width (default 46)")
-    parser.add_argument("--kernel", type=int, default=45, help="odd kernel height = width (default 45)")
-    parser.add_argument("--providers", nargs="+", choices=list(providers), default=list(providers))
-    parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--csv", type=Path, default=RESULTS_DIR / f"{op}.csv")
-    parser.add_argument("--plot", type=Path, default=RESULTS_DIR / f"{op}.png")
-    return parser
-
-
 def run_with_threads(threads: int | None, benchmark: Callable[[], str]) -> str:
     """benchmark() with torch.set_num_threads(threads) (None: torch's default), restored afterwards."""
     default_threads = torch.get_num_threads()
@@ -269,7 +459,6 @@ def run_with_threads(threads: int | None, benchmark: Callable[[], str]) -> str:
 
 def handops_backend(device: torch.device, op: str) -> str:
     """What the handops op dispatches to on ``device``: its kernels, or the reference fallback."""
-    import handops
     from handops.ops._dispatch import triton_module
 
     if device.type == "cpu":

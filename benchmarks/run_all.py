@@ -4,7 +4,8 @@
     python benchmarks/run_all.py
 
 A benchmark module plugs in with one entry in ``BENCHMARKS``: its name and its ``run(argv) -> str``
-(measure, append the CSV, write the plot, return the markdown table).
+(measure, append the CSV, write the plot, return the markdown table). An op benchmark's ``run`` is
+``harness.run_benchmark(SPEC, argv)``; ``pytest benchmarks --benchmark-only`` times the same specs' jobs.
 """
 
 from __future__ import annotations

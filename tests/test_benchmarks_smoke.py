@@ -1,6 +1,8 @@
-"""The benchmark harness runs end to end at tiny sizes: table, CSV rows and plot."""
+"""The benchmark harness runs end to end at tiny sizes: table, CSV rows and plot; pytest-benchmark runs the same jobs."""
 
 import csv
+import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +149,41 @@ def test_entry_points_start_as_module_and_script(how):
     result = subprocess.run([sys.executable, *how, "--help"], cwd=root, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--quick" in result.stdout
+
+
+def _pytest_benchmarks(*flags: str) -> subprocess.CompletedProcess:
+    """``python -m pytest benchmarks <flags>`` from the repository root (no .pytest_cache written)."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider", *flags]
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_pytest_benchmark_collects_every_job_at_quick_sizes():
+    """One test per (case, mode, provider) of each spec at its quick sizes: fft_levels on random inputs only."""
+    ids = [line.split("[", 1)[1][:-1] for line in _pytest_benchmarks("--collect-only").stdout.splitlines()
+           if line.startswith("benchmarks/test_benchmarks.py::test_op_benchmark[")]
+    assert len(ids) == len(set(ids))
+    by_op = {op: [i for i in ids if i.startswith(op + "-")] for op in ("tree_marginals", "edge_conv", "mano")}
+    tree_providers, passes = list(bench_tree_marginals.PROVIDERS), bench_tree_marginals.PASSES
+    assert len(by_op["tree_marginals"]) == len(passes) * (2 * len(tree_providers) - 1)  # B=1, peaked and random
+    assert "tree_marginals-B=1_random-forward-fft_levels" in ids and "tree_marginals-B=1_peaked-forward-fft_levels" not in ids
+    assert len(by_op["edge_conv"]) == len(bench_edge_conv.MODES) * len(bench_edge_conv.PROVIDERS)  # B=1, one head
+    assert "edge_conv-1_head_B=1-forward+backward-literal_reference" in ids
+    if importlib.util.find_spec("smplx") is not None:
+        modes_per_batch = sum(len(modes) for modes in bench_mano.PROVIDER_MODES.values())
+        assert len(by_op["mano"]) == 2 * modes_per_batch and "mano-B=64-joints_only-handops" in ids
+        assert "mano-B=64-joints_only-smplx" not in ids
+    assert len(ids) == sum(len(of_op) for of_op in by_op.values())
+
+
+def test_pytest_benchmark_times_and_groups_by_op_case_mode(tmp_path):
+    """Under --benchmark-only each job is timed and grouped by op, case and mode, with its sizes in extra_info."""
+    report = tmp_path / "benchmarks.json"
+    _pytest_benchmarks("--benchmark-only", "-k", "edge_conv and handops", "--benchmark-json", str(report),
+                       "--benchmark-min-rounds", "1", "--benchmark-max-time", "0.001")
+    timed = json.loads(report.read_text())["benchmarks"]
+    assert {b["group"] for b in timed} == {"edge_conv 1 head B=1 forward", "edge_conv 1 head B=1 forward+backward"}
+    assert all(b["stats"]["min"] > 0 for b in timed)
+    assert {(b["extra_info"]["provider"], b["extra_info"]["heads"], b["extra_info"]["H"]) for b in timed} == {("handops", 1, 46)}

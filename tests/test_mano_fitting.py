@@ -7,9 +7,8 @@ import pytest
 import torch
 
 import handops
-from handops._reference.mano import axis_angle_to_matrix
+from handops.geometry import axis_angle_to_matrix, project
 from handops.mano import ManoLayer, calibrate_shape, fit_keypoints2d, synthetic_model
-from handops.mano.fitting import project
 
 MODEL = synthetic_model(0)
 GEN = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731

@@ -1,35 +1,8 @@
-"""ManoLayer and the rotation helpers (smplx parity lives in test_mano_parity.py)."""
+"""ManoLayer (smplx parity lives in test_mano_parity.py, the rotation helpers in test_geometry.py)."""
 
-import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-
-from handops._reference.mano import axis_angle_to_matrix, rotation_6d_to_matrix
-
-
-def test_axis_angle_matches_scipy():
-    rotvec = torch.randn(64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 2
-    rotvec[:4] *= 1e-5  # the series branch
-    expected = torch.from_numpy(Rotation.from_rotvec(rotvec.numpy()).as_matrix())
-    torch.testing.assert_close(axis_angle_to_matrix(rotvec), expected, rtol=0, atol=1e-12)
-
-
-@pytest.mark.parametrize("scale", [0.0, 1e-5, 1e-2, 1.0])
-def test_axis_angle_gradient_is_finite_and_exact(scale):
-    rotvec = (torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * scale).requires_grad_()
-    assert torch.autograd.gradcheck(axis_angle_to_matrix, (rotvec,))
-    axis_angle_to_matrix(rotvec).sum().backward()
-    assert torch.isfinite(rotvec.grad).all()
-
-
-def test_rotation_6d_round_trip():
-    matrices = torch.from_numpy(Rotation.random(16, random_state=0).as_matrix())
-    d6 = torch.cat([matrices[..., 0], matrices[..., 1]], -1)
-    torch.testing.assert_close(rotation_6d_to_matrix(d6), matrices)
-    noisy = rotation_6d_to_matrix(d6 + 0.1)
-    torch.testing.assert_close(noisy @ noisy.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(16, 3, 3))
-    assert torch.allclose(torch.linalg.det(noisy), torch.ones(16, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("with_vertices", [True, False])

@@ -5,12 +5,8 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from handops._reference.mano import (
-    axis_angle_to_matrix,
-    mano_forward_reference,
-    mano_keypoints_jacobian_reference,
-    mano_skinning_reference,
-)
+from handops._reference.mano import mano_forward_reference, mano_keypoints_jacobian_reference, mano_skinning_reference
+from handops.geometry import axis_angle_to_matrix
 from handops.ops.mano_skinning import SkinningModel, mano_keypoints_jacobian, mano_skinning
 from mano_helpers import random_mano_model
 

@@ -11,9 +11,16 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from handops.geometry import project
 from handops.mano.layer import ManoLayer
 
-__all__ = ["FitResult", "fit_keypoints2d", "calibrate_shape", "project"]
+# `project` is no longer defined here (handops.geometry.project is); it stays importable from this module for the
+# callers that import it from here (benchmarks/), and means the same for points in front of the camera.
+__all__ = ["FitResult", "fit_keypoints2d", "calibrate_shape"]
+
+# Projections divide by max(z, PROJECTION_MIN_DEPTH): a keypoint that a step moves to or behind the camera gives a
+# large finite residual and gradient instead of inf or nan (the start must be in front; see _check_in_front).
+PROJECTION_MIN_DEPTH = 1e-6
 
 # LM: the first damping (relative to diag(H)); the smoothing levels eps (pixels) of the continuation, from above a
 # network's keypoint noise down to where sqrt(d^2 + eps^2) - d <= eps is negligible against a few-pixel energy; the
@@ -49,15 +56,10 @@ class FitResult:
     smoothing: torch.Tensor
 
 
-def project(points: torch.Tensor, camera_K: torch.Tensor) -> torch.Tensor:
-    """Pinhole projection: points [B, N, 3] (camera frame, z > 0) with intrinsics [B, 3, 3] -> [B, N, 2] pixels."""
-    uvw = points @ camera_K.transpose(1, 2)
-    return uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6)
-
-
 def _reprojection(joints, transl, keypoints2d, camera_K, weights):
     """Per image: sum_k w_k |x_k - P(J_k + r)|_2 (Eq. 6.4 with per-keypoint confidences) and the weighted mean."""
-    distance = (project(joints + transl[:, None], camera_K) - keypoints2d).norm(dim=-1)  # [B, 21]
+    pixels = project(joints + transl[:, None], camera_K, min_depth=PROJECTION_MIN_DEPTH)
+    distance = (pixels - keypoints2d).norm(dim=-1)  # [B, 21]
     energy = (weights * distance).sum(-1)
     return energy, energy / weights.sum(-1)
 
@@ -228,7 +230,7 @@ def _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_
 
     def translation_stage_energy():
         uvw = fixed + (camera_K * transl[:, None, :]).sum(-1)[:, None]
-        distance = (uvw[..., :2] / uvw[..., 2:].clamp_min(1e-6) - keypoints2d).norm(dim=-1)
+        distance = (uvw[..., :2] / uvw[..., 2:].clamp_min(PROJECTION_MIN_DEPTH) - keypoints2d).norm(dim=-1)
         return (weights * distance).sum(-1)
 
     def full_energy():
@@ -267,19 +269,17 @@ def _fit_adam(layer, keypoints2d, camera_K, betas, weights, global_orient, hand_
 def _projection_jacobian(points, camera_K):
     """Pixels [B, N, 2] of points [B, N, 3] and d pixel / d point [B, N, 2, 3]: with q = K X,
     u_i = q_i / q_2, so du_i/dX = (K_i - u_i K_2) / q_2. Points at or behind the camera give z <= 0."""
-    q = points @ camera_K.transpose(1, 2)
-    z = q[..., 2:]
-    pixels = q[..., :2] / z.clamp_min(1e-6)
+    pixels, z = project(points, camera_K, min_depth=PROJECTION_MIN_DEPTH, return_depth=True)
     rows = camera_K[:, None, :2, :] - pixels[..., None] * camera_K[:, None, 2:, :]  # [B, N, 2, 3]
-    return pixels, rows / z[..., None].clamp_min(1e-6), z[..., 0]
+    return pixels, rows / z[..., None, None].clamp_min(PROJECTION_MIN_DEPTH), z
 
 
 def _smoothed_energy(points, keypoints2d, camera_K, weights, eps):
     """[B]: E_eps = sum_k w_k sqrt(|P(X_k) - x_k|^2 + eps^2) for eps [B]; inf for a keypoint at or behind the camera."""
-    q = points @ camera_K.transpose(1, 2)
-    squared = (q[..., :2] / q[..., 2:].clamp_min(1e-6) - keypoints2d).square().sum(-1)
+    pixels, z = project(points, camera_K, min_depth=PROJECTION_MIN_DEPTH, return_depth=True)
+    squared = (pixels - keypoints2d).square().sum(-1)
     energy = (weights * (squared + eps[:, None].square()).sqrt()).sum(-1)
-    return torch.where((q[..., 2] > 1e-4).all(-1), energy, torch.full_like(energy, float("inf")))
+    return torch.where((z > 1e-4).all(-1), energy, torch.full_like(energy, float("inf")))
 
 
 def _lm_normal_equations(residual, rows, weights, eps, radial):

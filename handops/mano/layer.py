@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from handops._reference.mano import OPENPOSE_FROM_MANO, axis_angle_to_matrix, rotation_6d_to_matrix
-from handops.mano.model import ManoModel
+from handops.geometry import axis_angle_to_matrix, rotation_6d_to_matrix
+from handops.mano.model import OPENPOSE_FROM_MANO, ManoModel
 from handops.ops.mano_skinning import SkinningModel, mano_skinning
 
 __all__ = ["ManoLayer", "ManoOutput"]
@@ -42,10 +42,11 @@ class ManoLayer(torch.nn.Module):
     [B, 15, 6] 6-D or [B, 15, 3, 3] matrices. The mean pose is added only to axis-angle and PCA poses.
 
     The 6-D representation is the first two *columns* of the rotation matrix R (Zhou et al. 2019):
-    ``torch.cat([R[..., :, 0], R[..., :, 1]], -1)``, turned back into R by Gram-Schmidt. pytorch3d's
-    ``matrix_to_rotation_6d`` stores the first two *rows* instead (``R[..., :2, :].flatten(-2)``); read
-    as columns that is a different rotation (centimetres of vertex error, silently), so convert such
-    poses with pytorch3d's ``rotation_6d_to_matrix`` and pass the matrices.
+    ``torch.cat([R[..., :, 0], R[..., :, 1]], -1)`` (``handops.geometry.matrix_to_rotation_6d``), turned back
+    into R by Gram-Schmidt (``handops.geometry.rotation_6d_to_matrix``). pytorch3d's ``matrix_to_rotation_6d``
+    stores the first two *rows* instead (``R[..., :2, :].flatten(-2)``); read as columns that is a different
+    rotation (centimetres of vertex error, silently), so convert such poses with pytorch3d's
+    ``rotation_6d_to_matrix`` and pass the matrices.
     """
 
     def __init__(self, model_or_path: ManoModel | str | Path, use_pca: bool = True, num_pca_comps: int = 6,

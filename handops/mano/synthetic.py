@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from handops.geometry import axis_angle_to_matrix
 from handops.mano.model import MANO_PARENTS, ManoModel
 
 __all__ = ["synthetic_model", "SHAPE_COMPONENTS", "SHAPE_SIGMA", "FINGER_JOINTS", "hand_length_width"]
@@ -442,17 +443,6 @@ def synthetic_model(seed: int = 0, is_right: bool = True) -> ManoModel:
 # a small evaluator and a picture
 
 
-def _rodrigues(aa: np.ndarray) -> np.ndarray:
-    """Axis-angle [N, 3] -> rotation matrices [N, 3, 3]."""
-    theta = np.linalg.norm(aa, axis=1, keepdims=True)
-    k = aa / np.maximum(theta, 1e-12)
-    kx = np.zeros((len(aa), 3, 3))
-    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    kx = kx - kx.transpose(0, 2, 1)
-    th = theta[:, :, None]
-    return np.eye(3) + np.sin(th) * kx + (1 - np.cos(th)) * kx @ kx
-
-
 def _forward(model: ManoModel, betas=None, hand_pose=None) -> tuple[np.ndarray, np.ndarray]:
     """MANO forward (no global rotation) in numpy, as smplx evaluates it: vertices [V, 3], joints [16, 3]."""
     m = {k: getattr(model, k).numpy() for k in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights")}
@@ -460,7 +450,7 @@ def _forward(model: ManoModel, betas=None, hand_pose=None) -> tuple[np.ndarray, 
     pose = np.zeros(45) if hand_pose is None else np.asarray(hand_pose, dtype=float)
     vs = m["v_template"] + m["shapedirs"] @ betas
     j = m["J_regressor"] @ vs
-    rot = _rodrigues(np.concatenate([np.zeros(3), pose]).reshape(16, 3))
+    rot = axis_angle_to_matrix(torch.from_numpy(np.concatenate([np.zeros(3), pose]).reshape(16, 3))).numpy()
     vp = vs + m["posedirs"] @ (rot[1:] - np.eye(3)).reshape(-1)
     parents = model.parents.numpy()
     glob = np.zeros((16, 4, 4))

@@ -143,6 +143,7 @@ def draw_mesh(image, vertices, faces, K, mode: str = "wireframe", colour=(80, 22
     opacity ``alpha``."""
     from PIL import Image, ImageDraw
 
+    from handops.geometry import project
     from handops_models.data import render
 
     if mode not in ("wireframe", "filled"):
@@ -172,8 +173,8 @@ def draw_mesh(image, vertices, faces, K, mode: str = "wireframe", colour=(80, 22
         out = arr.astype(np.float32)
         out[mask] = (1 - alpha) * out[mask] + alpha * shaded[mask]
         return (out + 0.5).astype(np.uint8)
-    uv, z = render.project(v[None], Km[None])
-    uv, z = uv[0].numpy(), z[0].numpy()
+    uv, z = project(v, Km, return_depth=True)
+    uv, z = uv.numpy(), z.numpy()
     tri = v[f]
     normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], dim=-1)
     front = ((normal * tri[:, 0]).sum(-1) < 0).numpy() & (z[f.numpy()] > 0).all(1)

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
+from handops.geometry import project
+
 __all__ = [
-    "Fragments", "PixelFragments", "project", "rasterize", "rasterize_pixels", "vertex_normals", "interpolate",
+    "Fragments", "PixelFragments", "rasterize", "rasterize_pixels", "vertex_normals", "interpolate",
     "interpolate_at", "interpolate_pixels", "shade",
     "pixel_grid", "stripes",
 ]
@@ -70,17 +72,6 @@ class PixelFragments:
         bary = torch.zeros(n, 3, device=dev)
         depth[self.pixels], face[self.pixels], bary[self.pixels] = self.depth, self.face, self.bary
         return Fragments(depth.view(self.shape), face.view(self.shape), bary.view(*self.shape, 3))
-
-
-def project(points: torch.Tensor, K: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pinhole projection of ``points`` [B, N, 3] with ``K`` [B, 3, 3]: (uv [B, N, 2] pixels, z [B, N])."""
-    if points.dim() != 3 or points.shape[-1] != 3:
-        raise ValueError(f"points must be [B, N, 3], got {list(points.shape)}")
-    if K.shape != (points.shape[0], 3, 3):
-        raise ValueError(f"K must be [B, 3, 3] with B = {points.shape[0]}, got {list(K.shape)}")
-    h = torch.einsum("bij,bnj->bni", K.to(points.dtype), points)
-    z = h[..., 2]
-    return h[..., :2] / z[..., None], z
 
 
 def _size(size) -> tuple[int, int]:
@@ -126,9 +117,11 @@ def rasterize_pixels(vertices: torch.Tensor, faces: torch.Tensor, K: torch.Tenso
         raise ValueError(f"vertices must be [B, V, 3], got {list(vertices.shape)}")
     if faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be [F, 3], got {list(faces.shape)}")
+    if K.shape != (vertices.shape[0], 3, 3):
+        raise ValueError(f"K must be [B, 3, 3] with B = {vertices.shape[0]}, got {list(K.shape)}")
     height, width = _size(size)
     batch, n_vert, dev = vertices.shape[0], vertices.shape[1], vertices.device
-    uv, z = project(vertices.float(), K.float())
+    uv, z = project(vertices.float(), K.float(), return_depth=True)  # z: camera depth (K's last row is 0, 0, 1)
     faces = faces.to(dev, torch.long)
     n_faces = faces.shape[0]
     # corner coordinates as contiguous rows over the batch's faces (b * F + f): rows[c][k], c in (x, y, z)

@@ -43,45 +43,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from handops._reference.mano import axis_angle_to_matrix
+from handops.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 
 __all__ = [
     "Transform", "Compose", "HandCrop", "Resize", "Rotate", "RandomRotation", "Scale", "RandomScale",
-    "HorizontalFlip", "RandomHorizontalFlip", "ColorJitter", "apply_affine", "matrix_to_axis_angle",
+    "HorizontalFlip", "RandomHorizontalFlip", "ColorJitter", "apply_affine",
 ]
 
 _MIRROR = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
-
-
-def matrix_to_axis_angle(rot: torch.Tensor) -> torch.Tensor:
-    """Rotation matrices [..., 3, 3] -> axis-angle [..., 3] (angle in [0, pi]), via the unit quaternion."""
-    r = rot.double()
-    m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
-    q = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    q = q.clamp_min(0).sqrt() / 2  # |w|, |x|, |y|, |z|
-    # signs from the off-diagonal differences, relative to the largest component (numerically stable)
-    w, x, y, z = q.unbind(-1)
-    best = q.argmax(-1)
-    sx = r[..., 2, 1] - r[..., 1, 2]
-    sy = r[..., 0, 2] - r[..., 2, 0]
-    sz = r[..., 1, 0] - r[..., 0, 1]
-    cands = [
-        torch.stack([w, sx / (4 * w.clamp_min(1e-12)), sy / (4 * w.clamp_min(1e-12)), sz / (4 * w.clamp_min(1e-12))], -1),
-        torch.stack([sx / (4 * x.clamp_min(1e-12)), x, (r[..., 0, 1] + r[..., 1, 0]) / (4 * x.clamp_min(1e-12)),
-                     (r[..., 0, 2] + r[..., 2, 0]) / (4 * x.clamp_min(1e-12))], -1),
-        torch.stack([sy / (4 * y.clamp_min(1e-12)), (r[..., 0, 1] + r[..., 1, 0]) / (4 * y.clamp_min(1e-12)), y,
-                     (r[..., 1, 2] + r[..., 2, 1]) / (4 * y.clamp_min(1e-12))], -1),
-        torch.stack([sz / (4 * z.clamp_min(1e-12)), (r[..., 0, 2] + r[..., 2, 0]) / (4 * z.clamp_min(1e-12)),
-                     (r[..., 1, 2] + r[..., 2, 1]) / (4 * z.clamp_min(1e-12)), z], -1),
-    ]
-    quat = torch.stack(cands, -2).gather(-2, best[..., None, None].expand(*best.shape, 1, 4)).squeeze(-2)
-    quat = quat * torch.where(quat[..., :1] < 0, -1.0, 1.0)  # w >= 0: angle in [0, pi]
-    quat = quat / quat.norm(dim=-1, keepdim=True)
-    vec = quat[..., 1:]
-    sin_half = vec.norm(dim=-1, keepdim=True)
-    angle = 2 * torch.atan2(sin_half, quat[..., :1])
-    scale = torch.where(sin_half > 1e-12, angle / sin_half.clamp_min(1e-12), 2.0 / quat[..., :1].clamp_min(1e-12))
-    return (vec * scale).to(rot.dtype)
 
 
 def _image_size(sample: dict, who: str) -> tuple[int, int]:

@@ -1,10 +1,9 @@
 """Shared helpers of the real-format loaders: safe file reading with errors that name the file, array
-validation, projection, boxes, rotations and MANO pose conversions."""
+validation, boxes and MANO pose conversions (projection and rotations: :mod:`handops.geometry`)."""
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +11,7 @@ import torch
 
 __all__ = [
     "FormatError", "require_file", "load_json", "load_npz", "load_yaml", "load_text_matrix", "read_image",
-    "as_array", "check_intrinsics", "project", "bbox_from_keypoints", "in_image", "matrix_to_axis_angle", "axis_angle_to_matrix",
-    "mano_arrays", "make_sample",
+    "as_array", "check_intrinsics", "bbox_from_keypoints", "in_image", "mano_arrays", "make_sample",
 ]
 
 
@@ -128,12 +126,6 @@ def _describe_shape(value) -> str:
     return type(value).__name__
 
 
-def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """[N, 3] camera points -> [N, 2] pixels, (u, v) = (K X)[:2] / (K X)[2]."""
-    uvw = points @ K.T
-    return uvw[:, :2] / uvw[:, 2:3]
-
-
 def bbox_from_keypoints(kp2d: np.ndarray) -> np.ndarray:
     return np.array([kp2d[:, 0].min(), kp2d[:, 1].min(), kp2d[:, 0].max(), kp2d[:, 1].max()])
 
@@ -142,34 +134,6 @@ def in_image(kp2d: np.ndarray, width: int, height: int) -> np.ndarray:
     """Keypoints on the image: pixel centres run from 0 to size - 1, so the image covers [-0.5, size - 0.5)."""
     x, y = kp2d[:, 0], kp2d[:, 1]
     return (x >= -0.5) & (x < width - 0.5) & (y >= -0.5) & (y < height - 0.5)
-
-
-def axis_angle_to_matrix(rotvec: np.ndarray) -> np.ndarray:
-    """Rodrigues for one [3] rotation vector (float64)."""
-    theta = float(np.linalg.norm(rotvec))
-    if theta < 1e-12:
-        return np.eye(3)
-    k = rotvec / theta
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + math.sin(theta) * kx + (1 - math.cos(theta)) * kx @ kx
-
-
-def matrix_to_axis_angle(R: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation -> [3] rotation vector with angle in [0, pi] (stable near 0 and pi)."""
-    cos = np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)
-    theta = math.acos(cos)
-    axis = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]])
-    if theta < 1e-6:
-        return axis / 2  # sin(theta) ~ theta
-    if math.pi - theta > 1e-4:
-        return axis / (2 * math.sin(theta)) * theta
-    # near pi: R = I + 2 k k^T - ..., take the axis from the largest diagonal of (R + I) / 2
-    b = (R + np.eye(3)) / 2
-    i = int(np.argmax(np.diag(b)))
-    k = b[:, i] / math.sqrt(max(b[i, i], 1e-12))
-    if axis @ k < 0:
-        k = -k
-    return k / np.linalg.norm(k) * theta
 
 
 def mano_arrays(model, name: str) -> tuple[np.ndarray, np.ndarray]:

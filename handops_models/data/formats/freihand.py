@@ -43,10 +43,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
+from handops.geometry import project
 from handops_models.data.formats._common import (
-    FormatError, bbox_from_keypoints, check_intrinsics, in_image, load_json, make_sample, mano_arrays, project, read_image,
+    FormatError, bbox_from_keypoints, check_intrinsics, in_image, load_json, make_sample, mano_arrays, read_image,
 )
 
 __all__ = ["FreiHAND", "FREIHAND_TRAINING_SIZE", "FREIHAND_EVALUATION_SIZE", "FREIHAND_VERSIONS"]
@@ -170,7 +172,7 @@ class FreiHAND(Dataset):
             if (xyz[:, 2] <= 0).any():
                 raise FormatError(f"{self.root / (self.split + '_xyz.json')}: entry {i}: keypoints must lie in "
                                   f"front of the camera (z > 0), got z min {xyz[:, 2].min():.4g}")
-            kp2d = project(xyz, K)
+            kp2d = project(torch.as_tensor(xyz, dtype=torch.float64), torch.as_tensor(K, dtype=torch.float64)).numpy()
             values.update(keypoints3d=xyz, keypoints2d=kp2d, bbox=bbox_from_keypoints(kp2d),
                           visibility=in_image(kp2d, image.shape[2], image.shape[1]))
         if self.mano is not None:

@@ -44,11 +44,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
+from handops.geometry import axis_angle_to_matrix, matrix_to_axis_angle, project
 from handops_models.data.formats._common import (
-    FormatError, axis_angle_to_matrix, bbox_from_keypoints, check_intrinsics, in_image, load_text_matrix, make_sample, mano_arrays,
-    matrix_to_axis_angle, project, read_image, require_file,
+    FormatError, bbox_from_keypoints, check_intrinsics, in_image, load_text_matrix, make_sample, mano_arrays, read_image,
+    require_file,
 )
 
 __all__ = ["HUMBIHands", "read_humbi_calibration"]
@@ -183,7 +185,7 @@ class HUMBIHands(Dataset):
         kp3d = to_camera(self._read(recon / f"keypoints_{s}.txt", 21, "keypoints"))
         if (kp3d[:, 2] <= 0).any():
             raise FormatError(f"{recon / f'keypoints_{s}.txt'}: keypoints are behind camera {cam}")
-        kp2d = project(kp3d, crop_K)
+        kp2d = project(torch.as_tensor(kp3d, dtype=torch.float64), torch.as_tensor(crop_K, dtype=torch.float64)).numpy()
         values = dict(image=image, K=crop_K, keypoints3d=kp3d, keypoints2d=kp2d, bbox=bbox_from_keypoints(kp2d),
                       visibility=in_image(kp2d, width, height), subject=subject, is_left=side == "left")
         vertices = recon / f"vertices_{s}.txt"
@@ -196,7 +198,9 @@ class HUMBIHands(Dataset):
             if self._mano[side] is not None:
                 components, mean = self._mano[side]
                 hand = params[6:26] @ components[:20] + (0 if self.flat_hand_mean else mean)
-                root = matrix_to_axis_angle(R @ axis_angle_to_matrix(params[3:6]))
+                # the global orientation in this camera's frame: R_root' = R R_root
+                root_world = axis_angle_to_matrix(torch.as_tensor(params[3:6], dtype=torch.float64))
+                root = matrix_to_axis_angle(torch.as_tensor(R, dtype=torch.float64) @ root_world).numpy()
                 values["pose"] = np.concatenate([root, hand])
         return make_sample(**values)
 

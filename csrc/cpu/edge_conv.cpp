@@ -27,6 +27,10 @@
 namespace handops {
 namespace {
 
+// Images are summed into this many partial kernel gradients at most (a fixed number, so that the
+// result is the same for every thread count; more chunks only allow more threads to share the work).
+constexpr int64_t kGradientChunks = 8;
+
 struct EdgeList {
   int64_t num_nodes = 0, num_edges = 0;
   std::vector<int64_t> src, dst;
@@ -184,14 +188,17 @@ void edge_conv_backward_kernel_impl(const at::Tensor& grad, const at::Tensor& x,
   const T* xp = x.data_ptr<T>();
   const T* gp = grad.data_ptr<T>();
   T* gxp = g_x.data_ptr<T>();
-  // Kernel-gradient spectra summed over images, one accumulator per thread.
-  const int64_t slots = at::get_num_threads();
-  std::vector<Spectra<T>> gw_hat(slots, Spectra<T>(0, spec));
+  // Kernel-gradient spectra summed over images in a fixed number of chunks of consecutive images,
+  // each chunk in image order and the chunks in chunk order: the sum (its rounding) does not depend
+  // on the thread count.
+  const int64_t chunks = std::min<int64_t>(B, kGradientChunks);
+  std::vector<Spectra<T>> gw_hat(std::max<int64_t>(chunks, 1), Spectra<T>(0, spec));
   for (auto& s : gw_hat) s = Spectra<T>(Hd * E, spec);
 
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    Spectra<T>& acc = gw_hat[at::get_thread_num()];
-    for (int64_t b = b0; b < b1; ++b) {
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+    Spectra<T>& acc = gw_hat[c];
+    for (int64_t b = c * B / chunks; b < (c + 1) * B / chunks; ++b) {
       Spectra<T> x_hat(K, spec), g_hat(Hd * K, spec);
       at::parallel_for(0, K + Hd * K, 1, [&](int64_t i0, int64_t i1) {
         std::vector<T>& work = thread_workspace<T>(fft.workspace_numel());
@@ -230,9 +237,10 @@ void edge_conv_backward_kernel_impl(const at::Tensor& grad, const at::Tensor& x,
         }
       });
     }
+    }
   });
-  for (int64_t slot = 1; slot < slots; ++slot)
-    for (size_t v = 0; v < gw_hat[0].data.size(); ++v) gw_hat[0].data[v] += gw_hat[slot].data[v];
+  for (int64_t c = 1; c < chunks; ++c)
+    for (size_t v = 0; v < gw_hat[0].data.size(); ++v) gw_hat[0].data[v] += gw_hat[c].data[v];
   T* gwp = g_weight.data_ptr<T>();
   at::parallel_for(0, Hd * E, 1, [&](int64_t i0, int64_t i1) {
     std::vector<T>& work = thread_workspace<T>(fft.workspace_numel());

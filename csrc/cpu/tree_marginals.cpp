@@ -38,6 +38,10 @@ namespace {
 
 constexpr double kMessageFloor = 1e-30;
 
+// Images are summed into this many partial gradients of shared kernels at most (a fixed number, so
+// that the result is the same for every thread count).
+constexpr int64_t kSharedGradientChunks = 8;
+
 template <typename T>
 using Buffer = std::vector<T>;
 
@@ -381,19 +385,22 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
   const T* scale_all = scales.data_ptr<T>();
   T* gu = g_unary.data_ptr<T>();
   T* gw = g_weights.data_ptr<T>();
-  // Shared kernels collect gradients from every image: one accumulator per thread, summed at the end.
-  const int64_t slots = Bp == 1 ? at::get_num_threads() : 0;
-  Buffer<T> shared_grad(slots * L * model_numel, T(0));
+  // Shared kernels collect gradients from every image: images are split into a fixed number of chunks
+  // of consecutive images, each summed in image order into its own accumulator, and the chunks are
+  // summed in order at the end, so the result does not depend on the thread count. Per-image kernels
+  // need no accumulator: every image is its own chunk.
+  const int64_t chunks = Bp == 1 ? std::min<int64_t>(B, kSharedGradientChunks) : B;
+  Buffer<T> shared_grad(Bp == 1 ? chunks * L * model_numel : 0, T(0));
   T* gk_all = g_pairwise.data_ptr<T>();
   g_unary.zero_();
   g_pairwise.zero_();
 
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    const int64_t slot = Bp == 1 ? at::get_thread_num() : 0;
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     Buffer<T> belief(HW), g_belief(HW), partial(HW), g_msgs(M * HW), g_h(M * HW), hs(M * HW);
     std::vector<double> log_c(M);
     std::vector<char> h_zero(M);
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t slot = c0; slot < c1; ++slot)
+    for (int64_t b = slot * B / chunks; b < (slot + 1) * B / chunks; ++b) {
       const T* ub = u + b * K * HW;
       const T* gb = gout + b * K * HW;
       T* gub = gu + b * K * HW;
@@ -492,7 +499,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
   });
   if (Bp == 1) {
     T* gk = gk_all;
-    for (int64_t slot = 0; slot < slots; ++slot)
+    for (int64_t slot = 0; slot < chunks; ++slot)
       for (int64_t x = 0; x < L * model_numel; ++x) gk[x] += shared_grad[slot * L * model_numel + x];
   }
 }

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import handops
-from handops._reference.mano import OPENPOSE_FROM_MANO
+from handops.mano import OPENPOSE_FROM_MANO
 from handops_models import viz
 from handops_models.data import preview, render
 from handops_models.data.sample import SAMPLE_KEYS, check_sample

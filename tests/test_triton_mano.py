@@ -383,7 +383,7 @@ def test_the_cuda_registration_runs_these_kernels_with_the_ops_arguments():
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 2e-6)])
 def test_rodrigues_kernel_matches_the_reference_and_its_gradient(dtype, tol):
-    from handops._reference.mano import axis_angle_to_matrix
+    from handops.geometry import axis_angle_to_matrix
 
     gen = torch.Generator().manual_seed(8)
     pose = 1.5 * torch.randn(3, 16, 3, generator=gen, dtype=torch.float64)

@@ -19,9 +19,6 @@ from __future__ import annotations
 import torch
 
 from handops.geometry import axis_angle_to_matrix
-# Not used here: importable from this old path only until every caller imports them from their public homes.
-from handops.geometry import rotation_6d_to_matrix  # noqa: F401
-from handops.mano.model import OPENPOSE_FROM_MANO  # noqa: F401
 
 __all__ = ["mano_forward_reference", "mano_skinning_reference", "mano_keypoints_jacobian_reference"]
 

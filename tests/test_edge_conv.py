@@ -120,48 +120,6 @@ def test_gradcheck_hand_graph_without_bias():
     assert torch.autograd.gradcheck(lambda x_, w_: handops.edge_conv(x_, w_, HAND), args)
 
 
-def test_opcheck():
-    for bias in (False, True):
-        x, weight, b = sample(CHAIN, bias=bias)
-        args = (x.requires_grad_(), weight.requires_grad_(), None if b is None else b.requires_grad_(), CHAIN.flat_edges())
-        torch.library.opcheck(torch.ops.handops.edge_conv, args)
-
-
-def test_torch_compile_fullgraph():
-    x, weight, b = sample(HAND, dtype=torch.float32)
-
-    def layer(x_, w_, b_):
-        return torch.relu(handops.edge_conv(x_, w_, HAND, b_)).mean(1)
-
-    compiled = torch.compile(layer, fullgraph=True, backend="eager")
-    torch.testing.assert_close(compiled(x, weight, b), layer(x, weight, b))
-
-
-def test_empty_batch():
-    x, weight, b = sample(HAND, batch=0)
-    x.requires_grad_(), weight.requires_grad_(), b.requires_grad_()
-    y = handops.edge_conv(x, weight, HAND, b)
-    assert y.shape == (0, 2, 21, 9, 8)
-    y.sum().backward()
-    assert x.grad.shape == x.shape and torch.equal(weight.grad, torch.zeros_like(weight)) and torch.equal(b.grad, torch.zeros_like(b))
-
-
-def test_non_contiguous_inputs():
-    x, weight, b = sample(HAND)
-    x_t = x.transpose(-1, -2).contiguous().transpose(-1, -2)
-    weight_t = weight.transpose(0, 1).contiguous().transpose(0, 1)
-    b_t = b.t().contiguous().t()
-    assert not (x_t.is_contiguous() or weight_t.is_contiguous() or b_t.is_contiguous())
-    torch.testing.assert_close(handops.edge_conv(x_t, weight_t, HAND, b_t), handops.edge_conv(x, weight, HAND, b))
-
-
-def test_half_inputs_compute_in_float32():
-    x, weight, b = sample(CHAIN, dtype=torch.float32)
-    got = handops.edge_conv(x.half(), weight.half(), CHAIN, b.half())
-    assert got.dtype == torch.float16
-    torch.testing.assert_close(got.float(), handops.edge_conv(x.half().float(), weight.half().float(), CHAIN, b.half().float()), rtol=1e-2, atol=1e-2)
-
-
 @pytest.mark.parametrize(
     "args, error, match",
     [

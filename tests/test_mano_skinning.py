@@ -158,36 +158,6 @@ def test_opcheck():
         torch.library.opcheck(torch.ops.handops.mano_keypoints_jacobian, op_args(sm, betas, pose, transl, keypoint_ids(10)))
 
 
-def test_torch_compile_fullgraph():
-    _, sm, betas, pose, transl = sample(batch=2, num_vertices=30)
-    ids = keypoint_ids(30)
-
-    def fn(b, p, t):
-        vertices, keypoints, joints, transforms = mano_skinning(sm, b, p, t, ids)
-        return vertices.square().sum() + keypoints.sum() + joints.sum() + transforms.sum()
-
-    compiled = torch.compile(fn, fullgraph=True)
-    leaves = [t.clone().requires_grad_() for t in (betas, pose, transl)]
-    loss = compiled(*leaves)
-    torch.testing.assert_close(loss, fn(betas, pose, transl))
-    grads = torch.autograd.grad(loss, leaves)
-    leaves2 = [t.clone().requires_grad_() for t in (betas, pose, transl)]
-    for got, want in zip(grads, torch.autograd.grad(fn(*leaves2), leaves2)):
-        torch.testing.assert_close(got, want)
-
-
-def test_empty_batch():
-    _, sm, betas, pose, transl = sample(batch=0, num_vertices=12)
-    leaves = [t.requires_grad_() for t in (betas, pose, transl)]
-    vertices, keypoints, joints, transforms = mano_skinning(sm, *leaves, (1, 20))
-    assert vertices.shape == (0, 12, 3) and keypoints.shape == (0, 2, 3)
-    assert joints.shape == (0, 16, 3) and transforms.shape == (0, 16, 4, 4)
-    grads = torch.autograd.grad(vertices.sum() + keypoints.sum() + joints.sum() + transforms.sum(), leaves)
-    assert [g.shape for g in grads] == [(0, 10), (0, 16, 3), (0, 3)]
-    points, jacobian = mano_keypoints_jacobian(sm, betas.detach(), pose.detach(), None, (1, 20))
-    assert points.shape == (0, 2, 3) and jacobian.shape == (0, 2, 3, 48)
-
-
 def test_non_contiguous_inputs():
     _, sm, betas, pose, transl = sample(batch=4, num_vertices=30)
     ids = keypoint_ids(30)

@@ -248,18 +248,19 @@ def test_half_inputs_compute_in_float32(case, dtype):
 def test_thread_count_does_not_change_the_result(case):
     """1 and 2 threads give bitwise equal outputs and gradients (rules out a reduction whose order
     depends on the work split, e.g. shared-kernel gradients summed per thread in thread order)."""
-    inputs = case.make(torch.float32, 5)
     threads = torch.get_num_threads()
-    results = []
-    try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(grads_of(case, inputs) if case.differentiable else (case.call(*inputs), ()))
-    finally:
-        torch.set_num_threads(threads)
-    (out1, grads1), (out2, grads2) = results
-    assert_same_outputs(out1, out2, rtol=0, atol=0)
-    assert_same_outputs(tuple(grads1), tuple(grads2), rtol=0, atol=0)
+    for batch in (1, 5):  # one image splits the work by message, several by image
+        inputs = case.make(torch.float32, batch)
+        results = []
+        try:
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                results.append(grads_of(case, inputs) if case.differentiable else (case.call(*inputs), ()))
+        finally:
+            torch.set_num_threads(threads)
+        (out1, grads1), (out2, grads2) = results
+        assert_same_outputs(out1, out2, rtol=0, atol=0)
+        assert_same_outputs(tuple(grads1), tuple(grads2), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.triton], ids=ids)

@@ -72,21 +72,6 @@ def test_full_size_maps_match_reference(batch):
     _assert_matches_reference(*_inputs(tree, batch, 46, 46, 45, torch.float32, adaptive=True, seed=2), tree)
 
 
-def test_thread_count_does_not_change_the_result():
-    # One image runs the per-level split of the messages; several, the per-image split.
-    tree = handops.hand_tree()
-    for batch in (1, 5):
-        unary, pairwise = _inputs(tree, batch, 12, 12, 7, torch.float32, adaptive=True, seed=3)
-        threads = torch.get_num_threads()
-        try:
-            torch.set_num_threads(1)
-            serial = handops.tree_map(unary, pairwise, tree)
-        finally:
-            torch.set_num_threads(threads)
-        parallel = handops.tree_map(unary, pairwise, tree)
-        assert torch.equal(serial[0], parallel[0]) and torch.equal(serial[1], parallel[1])
-
-
 def _delta(height, width, row, col, dtype=torch.float64):
     out = torch.zeros(height, width, dtype=dtype)
     out[row, col] = 1.0
@@ -173,35 +158,6 @@ def test_ties_break_like_the_reference(dtype):
     _assert_matches_reference(unary, pairwise, tree)
 
 
-def test_non_contiguous_inputs():
-    tree = handops.hand_tree()
-    unary, pairwise = _inputs(tree, 2, 12, 14, 5, torch.float32, adaptive=True, seed=7)
-    expected = handops.tree_map(unary, pairwise, tree)
-    wide = torch.zeros(2, tree.num_nodes, 12, 28)
-    wide[..., ::2] = unary
-    cases = [
-        (unary.transpose(2, 3).contiguous().transpose(2, 3), pairwise.transpose(0, 1).contiguous().transpose(0, 1)),
-        (wide[..., ::2], pairwise),
-        (unary, pairwise[:1].expand(2, -1, -1, -1)),
-    ]
-    for u, p in cases:
-        assert not (u.is_contiguous() and p.is_contiguous())
-        _assert_matches_reference(u, p, tree)
-    for u, p in cases[:2]:  # the same values as the contiguous inputs
-        got = handops.tree_map(u, p, tree)
-        torch.testing.assert_close(got[0], expected[0])
-        assert torch.equal(got[1], expected[1])
-
-
-def test_empty_batch():
-    tree = handops.hand_tree()
-    unary = torch.rand(0, tree.num_nodes, 6, 7)
-    for pairwise in (torch.rand(tree.num_messages, 3, 3), torch.rand(0, tree.num_messages, 3, 3)):
-        max_marginals, config = handops.tree_map(unary, pairwise, tree)
-        assert max_marginals.shape == (0, tree.num_nodes, 6, 7)
-        assert config.shape == (0, tree.num_nodes, 2) and config.dtype == torch.int64
-
-
 def _op_args(tree=None, batch=2, height=6, width=7, kernel=3, dtype=torch.float32):
     tree = tree or handops.Tree([-1, 0, 0, 1])
     generator = torch.Generator().manual_seed(8)
@@ -277,31 +233,6 @@ def test_wrong_ranks_and_mismatches_through_the_public_function():
         handops.tree_map(unary, pairwise[..., :2], tree)
     with pytest.raises(ValueError, match="batch size"):
         handops.tree_map(unary, pairwise.expand(3, -1, -1, -1), tree)
-
-
-def test_opcheck():
-    for dtype in (torch.float32, torch.float64):
-        unary, pairwise, messages, level_sizes = _op_args(dtype=dtype)
-        torch.library.opcheck(torch.ops.handops.tree_map, (unary, pairwise, messages, level_sizes))
-    tree = handops.hand_tree()
-    unary, pairwise = _inputs(tree, 2, 9, 8, 5, torch.float32, adaptive=True)
-    torch.library.opcheck(torch.ops.handops.tree_map, (unary, pairwise, tree.flat_messages(), list(tree.level_sizes)))
-
-
-def test_torch_compile_fullgraph():
-    tree = handops.hand_tree()
-    unary, pairwise = _inputs(tree, 2, 10, 9, 5, torch.float32, adaptive=False, seed=9)
-
-    def decode(unary, pairwise):
-        max_marginals, config = handops.tree_map(unary * 2.0, pairwise, tree)
-        return max_marginals.sum(dim=(-2, -1)), config
-
-    torch._dynamo.reset()
-    compiled = torch.compile(decode, fullgraph=True, backend="inductor")
-    got = compiled(unary, pairwise)
-    want = decode(unary, pairwise)
-    torch.testing.assert_close(got[0], want[0])
-    assert torch.equal(got[1], want[1])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -128,66 +128,6 @@ def test_gradcheck_hand_tree():
     assert torch.autograd.gradcheck(lambda u, p: handops.tree_marginals(u, p, HAND), args, eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
-def test_opcheck():
-    for layout in ["adaptive", "shared", "adaptive_pool"]:
-        unary, pairwise, weights = sample_inputs(SMALL_TREES[1], layout=layout)
-        pairwise = pairwise[None, None] if pairwise.dim() == 3 else (pairwise[:, None] if weights is None else pairwise)
-        weights = unary.new_ones(unary.shape[0], 1) if weights is None else weights
-        for t in (unary, pairwise, weights):
-            t.requires_grad_()
-        args = (unary, pairwise, weights, SMALL_TREES[1].flat_messages(), list(SMALL_TREES[1].level_sizes))
-        torch.library.opcheck(torch.ops.handops.tree_marginals, args)
-
-
-def test_torch_compile_fullgraph():
-    unary, pairwise, _ = sample_inputs(SMALL_TREES[0], dtype=torch.float32)
-
-    def model(u, p):
-        return handops.tree_marginals(torch.relu(u), torch.relu(p), SMALL_TREES[0]).amax(dim=(-2, -1))
-
-    compiled = torch.compile(model, fullgraph=True, backend="eager")
-    torch.testing.assert_close(compiled(unary, pairwise), model(unary, pairwise))
-
-
-def test_empty_batch():
-    unary, pairwise, _ = sample_inputs(HAND, batch=0)
-    unary.requires_grad_(), pairwise.requires_grad_()
-    out = handops.tree_marginals(unary, pairwise, HAND)
-    assert out.shape == (0, 21, 9, 8)
-    out.sum().backward()
-    assert unary.grad.shape == unary.shape and pairwise.grad.shape == pairwise.shape
-
-
-def test_non_contiguous_inputs():
-    # Strided views the op must read through its strides (or copy): a plain .contiguous() round
-    # trip would not do, and a kernel that assumed dense rows would read every other tap or image.
-    unary, pairwise, weights = sample_inputs(HAND, layout="adaptive_pool", size=(8, 9), kernel=(3, 5))
-    unary_t = unary.transpose(-1, -2).contiguous().transpose(-1, -2)  # column-major maps
-    wide = pairwise.new_zeros(*pairwise.shape[:-1], 2 * pairwise.shape[-1])
-    wide[..., ::2] = pairwise
-    pairwise_t = wide[..., ::2]  # every other column of a wider buffer
-    strided_weights = torch.stack([weights, weights], -1)[..., 0]
-    for t in (unary_t, pairwise_t, strided_weights):
-        assert not t.is_contiguous()
-    inputs = [t.clone().requires_grad_() for t in (unary, pairwise, weights)]
-    strided = [t.detach().requires_grad_() for t in (unary_t, pairwise_t, strided_weights)]
-    grad = torch.randn(unary.shape, dtype=unary.dtype, generator=torch.Generator().manual_seed(4))
-    got = handops.tree_marginals(strided[0], strided[1], HAND, strided[2])
-    expected = handops.tree_marginals(inputs[0], inputs[1], HAND, inputs[2])
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=0)
-    for g, e in zip(torch.autograd.grad(got, strided, grad), torch.autograd.grad(expected, inputs, grad)):
-        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-300)
-
-
-def test_half_inputs_compute_in_float32():
-    unary, pairwise, _ = sample_inputs(SMALL_TREES[0], dtype=torch.float32)
-    for dtype in (torch.float16, torch.bfloat16):
-        got = handops.tree_marginals(unary.to(dtype), pairwise.to(dtype), SMALL_TREES[0])
-        assert got.dtype == dtype
-        expected = handops.tree_marginals(unary.to(dtype).float(), pairwise.to(dtype).float(), SMALL_TREES[0])
-        torch.testing.assert_close(got.float(), expected, rtol=1e-2, atol=1e-3)
-
-
 # ----------------------------------------------------------------------------------------------
 # Numerical safety.
 # ----------------------------------------------------------------------------------------------

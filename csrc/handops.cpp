@@ -1,7 +1,7 @@
 // handops: every op schema, in one TORCH_LIBRARY block. The CPU kernels live in csrc/cpu/ and
 // register themselves with TORCH_LIBRARY_IMPL(handops, CPU, m); the CUDA kernels are Triton and are
 // registered from Python (handops/ops/*.py). handops/_extension.py repeats these schemas for the
-// pure-Python install, and tests/test_registration.py checks that the two agree.
+// pure-Python install, and tests/test_tree_marginals.py::test_python_schemas_match_the_extension checks that the two agree.
 #include <Python.h>
 #include <torch/library.h>
 

@@ -14,7 +14,7 @@ import torch
 
 __all__ = ["HAS_EXTENSION", "SCHEMAS"]
 
-# Must match csrc/handops.cpp exactly (tests/test_registration.py compares them).
+# Must match csrc/handops.cpp exactly (tests/test_tree_marginals.py::test_python_schemas_match_the_extension compares them).
 SCHEMAS = {
     "tree_marginals": "tree_marginals(Tensor unary, Tensor pairwise, Tensor weights, int[] messages, int[] level_sizes) -> (Tensor, Tensor, Tensor)",
     "tree_marginals_backward": (

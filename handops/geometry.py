@@ -21,9 +21,11 @@ __all__ = [
 ]
 
 # Below this squared angle a = sin t / t and b = (1 - cos t) / t^2 are evaluated by their series: the closed
-# forms lose all digits to cancellation near t = 0 and their autograd divides by zero at t = 0. The series to
-# t^4 leaves t^6 / 5040 < 2e-22 of error here, below float64's resolution of a and b.
-_SERIES_BELOW = 1e-6
+# forms lose digits to cancellation near t = 0 (b's relative error is about eps / t^2) and their autograd
+# divides by zero at t = 0. The series to t^6 leaves t^8 / 362880 < 3e-22 of error here, below float64's
+# resolution of a and b. The C++ and Triton kernels use the same threshold and series
+# (csrc/cpu/mano_skinning.cpp, handops/_triton/mano_skinning.py; tests/test_constants.py checks it).
+RODRIGUES_SERIES_BELOW = 1e-4
 # Quaternion components below this count as zero when dividing by them (matrix_to_axis_angle).
 _TINY = 1e-12
 
@@ -43,17 +45,19 @@ def axis_angle_to_matrix(rotvec: torch.Tensor) -> torch.Tensor:
 
     ``R = I + a(t) S + b(t) S^2`` with ``S = skew(v) = [[0, -z, y], [z, 0, -x], [-y, x, 0]]`` for v = (x, y, z),
     ``t = |v|``, ``a = sin t / t`` and ``b = (1 - cos t) / t^2`` (the unit-axis form ``I + sin t K + (1 - cos t) K^2``
-    with K = S / t). For ``t^2 < 1e-6`` a and b are their series ``1 - t^2/6 + t^4/120`` and
-    ``1/2 - t^2/24 + t^4/720``, so the value and the gradient are exact and finite at (and near) zero rotation.
+    with K = S / t). For ``t^2 < 1e-4`` a and b are their series ``1 - t^2/6 + t^4/120 - t^6/5040`` and
+    ``1/2 - t^2/24 + t^4/720 - t^6/40320``, so the value and the gradient are exact and finite at (and near) zero rotation.
     """
     _check_last_dims("rotvec", rotvec, (3,))
     theta2 = (rotvec * rotvec).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
-    small = theta2 < _SERIES_BELOW
+    small = theta2 < RODRIGUES_SERIES_BELOW
     # the closed forms see a harmless 1 where the series is used, so that neither branch's gradient is inf/nan
     safe2 = torch.where(small, torch.ones_like(theta2), theta2)
     theta = torch.sqrt(safe2)
-    a = torch.where(small, 1 - theta2 / 6 + theta2 * theta2 / 120, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24 + theta2 * theta2 / 720, (1 - torch.cos(theta)) / safe2)
+    series_a = 1 - theta2 / 6 * (1 - theta2 / 20 * (1 - theta2 / 42))
+    series_b = 0.5 - theta2 / 24 * (1 - theta2 / 30 * (1 - theta2 / 56))
+    a = torch.where(small, series_a, torch.sin(theta) / theta)
+    b = torch.where(small, series_b, (1 - torch.cos(theta)) / safe2)
     x, y, z = rotvec.unbind(-1)
     zero = torch.zeros_like(x)
     skew = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], -1).view(*rotvec.shape[:-1], 3, 3)

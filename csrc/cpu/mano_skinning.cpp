@@ -122,11 +122,13 @@ inline void matmul3(const T* a, const T* b, T* out) {  // out = a b
 // Rodrigues in float64: R = I + a K + b K^2 with K = skew(r), s = |r|^2, a = sin t / t, b = (1 - cos t) / s,
 // K^2 = r r^T - s I. With dR != nullptr also dR/dr_i (row-major, dR + 9 i):
 //   dR/dr_i = 2 r_i (a' K + b' K^2) + a skew(e_i) + b (e_i r^T + r e_i^T - 2 r_i I),  a' = da/ds, b' = db/ds.
-// Series in s below 1e-4 keep the value and the derivative exact and finite at zero.
+// Series in s below kRodriguesSeriesBelow keep the value and the derivative exact and finite at zero.
+// Must equal handops.geometry.RODRIGUES_SERIES_BELOW (tests/test_constants.py).
+constexpr double kRodriguesSeriesBelow = 1e-4;
 inline void rodrigues(const double* r, double* R, double* dR) {
   const double x = r[0], y = r[1], z = r[2], s = x * x + y * y + z * z;
   double a, b, da, db;
-  if (s < 1e-4) {
+  if (s < kRodriguesSeriesBelow) {
     a = 1 - s / 6 * (1 - s / 20 * (1 - s / 42));
     b = 0.5 - s / 24 * (1 - s / 30 * (1 - s / 56));
     da = -1.0 / 6 + s / 60 - s * s / 1680;

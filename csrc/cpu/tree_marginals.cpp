@@ -1,20 +1,9 @@
-// CPU kernels of handops::tree_marginals and handops::tree_marginals_backward.
+// CPU kernels of handops::tree_marginals and handops::tree_marginals_backward (schemas: csrc/handops.cpp).
 //
-// tree_marginals(unary, pairwise, weights, messages, level_sizes) -> (marginals, msgs, scales)
-//   Args:
-//     unary:    [B, K, H, W] float/double, non-negative and finite.
-//     pairwise: [Bp, L, M, kh, kw], Bp in {1, B}, odd kh and kw, non-negative and finite;
-//               channel m is the kernel of the directed message messages[2m] -> messages[2m+1].
-//     weights:  [B, L] non-negative mixture weights.
-//     messages: the flat (src, dst) schedule of handops.Tree, M = 2 (K - 1) pairs.
-//     level_sizes: messages per level; the messages of a level depend only on earlier levels.
-//   Returns:
-//     marginals [B, K, H, W] = sum_l weights[b, l] * marginal_l, msgs [B, L, M, H, W], the
-//     normalised messages (max 1, floored at 1e-30), and scales [B, L, M], each raw message's peak
-//     (0 for a zero message, replaced by ones); the backward reuses both.
-//
-// tree_marginals_backward(grad, unary, pairwise, weights, msgs, scales, messages, level_sizes)
-//   -> (grad_unary [B,K,H,W], grad_pairwise [Bp,L,M,kh,kw], grad_weights [B,L]).
+// The contract (shapes, layouts, numerical conventions) is handops/_reference/tree_marginals.py and the
+// public docstring of handops.tree_marginals; what follows are implementation notes. The op returns the
+// marginals, the normalised messages [B, L, M, H, W] and their scales [B, L, M] (the peak of each raw
+// message, 0 for one replaced by ones); the backward recomputes the belief products from those two.
 //
 // The semantics are those of handops/_reference/tree_marginals.py. Every message, and both of its
 // adjoints, is a direct convolution (direct_correlation.h): summing non-negative terms keeps each entry
@@ -36,7 +25,9 @@
 namespace handops {
 namespace {
 
+// The reference's MESSAGE_FLOOR and ZERO_MESSAGE_EPS_FACTOR (tests/test_constants.py checks they agree).
 constexpr double kMessageFloor = 1e-30;
+constexpr double kZeroMessageEpsFactor = 256.0;
 
 // Images are summed into this many partial gradients of shared kernels at most (a fixed number, so
 // that the result is the same for every thread count).
@@ -195,7 +186,7 @@ T normalise_message(const T* __restrict raw, T* __restrict msg, int64_t n, T ker
   T peak = T(0);
 #pragma omp simd reduction(max : peak)
   for (int64_t x = 0; x < n; ++x) peak = raw[x] > peak ? raw[x] : peak;
-  const T bound = T(256) * std::numeric_limits<T>::epsilon() * std::sqrt(kernel_sq_norm) * std::sqrt(belief_sq_norm);
+  const T bound = T(kZeroMessageEpsFactor) * std::numeric_limits<T>::epsilon() * std::sqrt(kernel_sq_norm) * std::sqrt(belief_sq_norm);
   if (!(peak > bound)) {
     std::fill(msg, msg + n, T(1));
     return T(0);

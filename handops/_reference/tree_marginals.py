@@ -32,12 +32,14 @@ from handops.tree import Tree
 
 __all__ = ["MESSAGE_FLOOR", "zero_message_threshold", "tree_marginals_reference", "tree_map_reference", "message_conv"]
 
+# The C++ kernel repeats both numbers (csrc/cpu/tree_marginals.cpp); tests/test_constants.py checks they agree.
 MESSAGE_FLOOR = 1e-30
+ZERO_MESSAGE_EPS_FACTOR = 256.0
 
 
 def zero_message_threshold(dtype: torch.dtype) -> float:
     """A message peak at or below this times |kernel|_2 * |h|_2 counts as zero (all mass sent off the map)."""
-    return 256.0 * torch.finfo(dtype).eps
+    return ZERO_MESSAGE_EPS_FACTOR * torch.finfo(dtype).eps
 
 
 def _rescale(x: torch.Tensor) -> torch.Tensor:

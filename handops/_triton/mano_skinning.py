@@ -72,9 +72,11 @@ import triton
 import triton.language as tl
 
 from handops._triton._common import constexpr_names, kernel_signature
+from handops.geometry import RODRIGUES_SERIES_BELOW
 
 __all__ = ["OPS", "mano_skinning_forward", "mano_skinning_backward", "compile_specs", "KERNELS"]
 
+_SERIES_BELOW = tl.constexpr(RODRIGUES_SERIES_BELOW)  # the squared angle below which Rodrigues uses its series
 NUM_JOINTS = 16
 NUM_POSE = 135  # (16 - 1) * 9 pose features
 
@@ -497,7 +499,7 @@ def _rodrigues_kernel(pose_ptr, rot_ptr, grad_rot_ptr, grad_pose_ptr, count, BAC
     y = tl.load(pose_ptr + 3 * lane + 1, mask=ok, other=0.0).to(tl.float64)
     z = tl.load(pose_ptr + 3 * lane + 2, mask=ok, other=0.0).to(tl.float64)
     s = x * x + y * y + z * z
-    small = s < 1e-4
+    small = s < _SERIES_BELOW
     s_safe = tl.where(small, 1.0, s)
     t = tl.sqrt(s_safe)
     c = tl.cos(t)

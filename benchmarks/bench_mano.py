@@ -42,14 +42,14 @@ from tqdm import tqdm
 import handops
 from benchmarks import harness
 from handops.mano import fit_keypoints2d, save, synthetic_model
-from handops.mano.fitting import project
+from handops.geometry import project
+from handops.mano import OPENPOSE_FROM_MANO
 
 OP = "mano"
 MODES = ("forward", "forward+backward", "joints_only")
 PROVIDER_MODES = {"handops": MODES, "smplx": ("forward", "forward+backward")}
 DTYPE = torch.float32
 # OpenPose keypoint k is entry OPENPOSE_FROM_MANO[k] of [16 MANO joints, 5 fingertip vertices (thumb .. little)].
-OPENPOSE_FROM_MANO = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 FIT_COLUMNS = ("fit_steps", "images_per_s", "reprojection_px")
 
 

@@ -32,7 +32,7 @@ import torch
 
 from benchmarks.bench_mano import make_fit_problem, make_poses
 from handops.mano import ManoLayer, fit_keypoints2d, synthetic_model
-from handops.mano.fitting import project
+from handops.geometry import project
 
 # The reference's smoothing levels (pixels): from well above the keypoint noise (1 px) down to where
 # sqrt(d^2 + eps^2) - d <= eps changes a 21-keypoint energy of a few pixels by less than 1e-4 relative.

@@ -7,6 +7,7 @@ import handops
 from benchmarks.alternatives import edge_conv_fft, fft_size, tree_marginals_direct_levels, tree_marginals_fft_levels
 from handops._reference.edge_conv import edge_conv_reference
 from handops._reference.tree_marginals import tree_marginals_reference
+from tree_helpers import gaussian
 
 TREE = handops.hand_tree()
 M = TREE.num_messages
@@ -105,12 +106,8 @@ def test_float32_agrees_with_reference():
 
 def test_only_the_direct_alternative_is_exact_on_peaked_inputs():
     """Two Gaussian peaks 28 px apart, Gaussian "near me" kernels: the FFT's round-off floods the message."""
-    size = torch.arange(46, dtype=torch.float32)
-    def gaussian(centre, sigma, n=46):
-        grid = size[:n]
-        return torch.exp(-((grid[:, None] - centre) ** 2 + (grid[None] - centre) ** 2) / (2 * sigma**2))
-    unary = torch.stack([gaussian(8.0, 2.0), gaussian(28.0, 2.0)])[None]
-    kernels = torch.stack([gaussian(22.0, 3.0, 45)] * 2)[None]
+    unary = torch.stack([gaussian(46, (8, 8), 2.0), gaussian(46, (28, 28), 2.0)])[None].float()
+    kernels = torch.stack([gaussian(45, (22, 22), 3.0)] * 2)[None].float()
     pair = handops.Tree([-1, 0])
     want = tree_marginals_reference(unary, kernels[:, None], torch.ones(1, 1), pair)[0]
     torch.testing.assert_close(tree_marginals_direct_levels(unary, kernels, pair), want, rtol=0, atol=1e-6)

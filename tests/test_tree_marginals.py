@@ -10,7 +10,7 @@ import handops
 from handops import _extension
 from handops._reference.tree_marginals import MESSAGE_FLOOR, tree_marginals_reference
 from handops.tree import Tree
-from tree_helpers import assert_entrywise, brute_force_marginals, symmetric_kernels
+from tree_helpers import assert_entrywise, brute_force_marginals, canonical_reference, symmetric_kernels
 
 HAND = handops.hand_tree()
 SMALL_TREES = [Tree([-1, 0, 0, 1]), Tree([2, 2, -1, 1, 3])]
@@ -29,17 +29,6 @@ def sample_inputs(tree, batch=2, size=(9, 8), kernel=(5, 3), layout="adaptive", 
     pairwise = torch.rand(*shape, *kernel, generator=gen, dtype=dtype) + 0.05
     weights = torch.rand(batch, models, generator=gen, dtype=dtype) if "pool" in layout else None
     return unary, pairwise, weights
-
-
-def canonical_reference(unary, pairwise, tree, weights=None):
-    """The reference on the canonical shapes, for any public layout."""
-    if pairwise.dim() == 3:
-        pairwise = pairwise[None, None]
-    elif pairwise.dim() == 4:
-        pairwise = pairwise[:, None] if weights is None else pairwise[None]
-    if weights is None:
-        weights = unary.new_ones(unary.shape[0], 1)
-    return tree_marginals_reference(unary, pairwise, weights, tree)[0]
 
 
 # ----------------------------------------------------------------------------------------------

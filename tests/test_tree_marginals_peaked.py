@@ -14,20 +14,14 @@ import torch
 
 import handops
 from benchmarks.alternatives import tree_marginals_fft_levels
-from handops._reference.tree_marginals import tree_marginals_reference
 from handops.tree import Tree
 from handops_models.data.targets import keypoint_heatmaps, pairwise_targets
+from tree_helpers import canonical_reference as reference
+from tree_helpers import gaussian
 
 PAIR = Tree([-1, 0])
 CHAIN = Tree([-1, 0, 1])
 TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}  # marginal entries, absolute (issue 9)
-
-
-def gaussian(size: int, centre: tuple[float, float], sigma: float, dtype=torch.float64) -> torch.Tensor:
-    """exp(-|p - centre|^2 / (2 sigma^2)) on a size x size grid, p = (row, col)."""
-    rows = torch.arange(size, dtype=dtype)[:, None]
-    cols = torch.arange(size, dtype=dtype)[None, :]
-    return torch.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * sigma * sigma))
 
 
 def peaked_pair(distance: float, sigma: float, size: int, kernel: int, kernel_sigma: float, dtype=torch.float64):
@@ -38,17 +32,6 @@ def peaked_pair(distance: float, sigma: float, size: int, kernel: int, kernel_si
     centre = kernel // 2
     kernels = torch.stack([gaussian(kernel, (centre, centre), kernel_sigma)] * 2)
     return unary[None].to(dtype), kernels[None].to(dtype)
-
-
-def reference(unary, pairwise, tree, weights=None):
-    """The reference on the public layouts (see tests/test_tree_marginals.py)."""
-    if pairwise.dim() == 3:
-        pairwise = pairwise[None, None]
-    elif pairwise.dim() == 4:
-        pairwise = pairwise[:, None] if weights is None else pairwise[None]
-    if weights is None:
-        weights = unary.new_ones(unary.shape[0], 1)
-    return tree_marginals_reference(unary, pairwise, weights, tree)[0]
 
 
 def assert_marginals_match(out, ref, dtype):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from handops._reference.tree_marginals import tree_marginals_reference
 from handops.tree import Tree
 
-__all__ = ["assert_entrywise", "symmetric_kernels", "brute_force_log_joint", "brute_force_marginals", "brute_force_max_marginals", "brute_force_map", "config_log_prob"]
+__all__ = ["canonical_reference", "gaussian", "assert_entrywise", "symmetric_kernels", "brute_force_log_joint", "brute_force_marginals", "brute_force_max_marginals", "brute_force_map", "config_log_prob"]
 
 
 def symmetric_kernels(kernels: torch.Tensor, tree: Tree) -> torch.Tensor:
@@ -113,3 +114,21 @@ def assert_entrywise(actual, expected, rtol, floor, what):
         f"{what}: entry {worst} is {actual.flatten()[worst].item():.6e}, expected {expected.flatten()[worst].item():.6e} "
         f"(rtol {rtol}, floor {floor} of the map's peak)"
     )
+
+
+def canonical_reference(unary, pairwise, tree, weights=None):
+    """The reference (``tree_marginals_reference``) for any public layout of ``handops.tree_marginals``."""
+    if pairwise.dim() == 3:
+        pairwise = pairwise[None, None]
+    elif pairwise.dim() == 4:
+        pairwise = pairwise[:, None] if weights is None else pairwise[None]
+    if weights is None:
+        weights = unary.new_ones(unary.shape[0], 1)
+    return tree_marginals_reference(unary, pairwise, weights, tree)[0]
+
+
+def gaussian(size: int, centre: tuple[float, float], sigma: float, dtype=torch.float64) -> torch.Tensor:
+    """exp(-|p - centre|^2 / (2 sigma^2)) on a size x size grid, p = (row, col): a peaked heatmap or kernel."""
+    rows = torch.arange(size, dtype=dtype)[:, None]
+    cols = torch.arange(size, dtype=dtype)[None, :]
+    return torch.exp(-((rows - centre[0]) ** 2 + (cols - centre[1]) ** 2) / (2 * sigma * sigma))

@@ -162,3 +162,14 @@ def test_an_fft_convolution_fails_these_inputs():
     ref = reference(unary, kernels, PAIR)
     assert (tree_marginals_fft_levels(unary, kernels, PAIR) - ref).abs().max() > 100 * TOLERANCE[torch.float32]
     assert_marginals_match(handops.tree_marginals(unary, kernels, PAIR), ref, torch.float32)
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e-20, 1e20, 1e30])
+def test_kernel_scale_does_not_matter_in_float32(scale):
+    """Marginals are invariant to each kernel's scale; float32 kernels of maximum 1e-30 or 1e30 must give
+    the float64 reference's marginals. Rules out norms or products of the unscaled kernel, whose squares
+    underflow (NaN thresholds drop the message) or overflow."""
+    unary = torch.stack([gaussian(20, (4, 4), 1.5), gaussian(20, (12, 12), 1.5), gaussian(20, (15, 15), 2.0)])[None]
+    kernels = torch.rand(1, CHAIN.num_messages, 7, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.05
+    out = handops.tree_marginals(unary.float(), (kernels * scale).float(), CHAIN)
+    assert_marginals_match(out.double(), reference(unary, kernels, CHAIN), torch.float32)

@@ -109,10 +109,9 @@ double scaled_product(const T* first, const std::vector<const T*>& factors, T* o
 
 // The pieces of one image's computation that depend only on the shapes.
 struct Plan {
-  int64_t K, M, L, H, W, kh, kw, ch, cw, HW, kernel_numel;
-  Plan(int64_t K_, int64_t M_, int64_t L_, int64_t H_, int64_t W_, int64_t kh_, int64_t kw_)
-      : K(K_), M(M_), L(L_), H(H_), W(W_), kh(kh_), kw(kw_), ch(kh_ / 2), cw(kw_ / 2), HW(H_ * W_),
-        kernel_numel(kh_ * kw_) {}
+  int64_t H, W, kh, kw, ch, cw, HW, kernel_numel;
+  Plan(int64_t H_, int64_t W_, int64_t kh_, int64_t kw_)
+      : H(H_), W(W_), kh(kh_), kw(kw_), ch(kh_ / 2), cw(kw_ / 2), HW(H_ * W_), kernel_numel(kh_ * kw_) {}
 };
 
 // Per-thread scratch of one message computation. `image` holds the zero-padded belief h (the
@@ -171,11 +170,12 @@ T max_abs(const T* __restrict x, int64_t n) {
   return peak;
 }
 
+// sum_i (scale x_i)^2: the norm of x in units where it does not underflow (scale = 1 / max |x|).
 template <typename T>
-T squared_norm(const T* __restrict x, int64_t n) {
+T squared_norm(const T* __restrict x, int64_t n, T scale = T(1)) {
   T total = T(0);
 #pragma omp simd reduction(+ : total)
-  for (int64_t i = 0; i < n; ++i) total += x[i] * x[i];
+  for (int64_t i = 0; i < n; ++i) total += (scale * x[i]) * (scale * x[i]);
   return total;
 }
 
@@ -228,7 +228,7 @@ void forward_messages(const Plan& plan, const TreeSchedule& tree, const T* unary
         }
         convolve(plan, kernel, kernel_max, s);
         // Everything in units of the scaled kernel; the scale returned is the raw convolution's peak.
-        const T kernel_sq_norm = squared_norm(kernel, plan.kernel_numel) / (kernel_max * kernel_max);
+        const T kernel_sq_norm = squared_norm(kernel, plan.kernel_numel, T(1) / kernel_max);
         scales[m] = kernel_max * normalise_message(s.raw.data(), msgs + m * HW, HW, kernel_sq_norm, squared_norm(s.h.data(), HW));
       }
     });
@@ -263,7 +263,7 @@ void tree_marginals_kernel_impl(const at::Tensor& unary, const at::Tensor& pairw
                                 const TreeSchedule& tree, at::Tensor& marginals, at::Tensor& msgs, at::Tensor& scales) {
   const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
   const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
-  const Plan plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
+  const Plan plan(H, W, pairwise.size(3), pairwise.size(4));
   const int64_t HW = plan.HW, model_numel = M * plan.kernel_numel;
   const T* u = unary.data_ptr<T>();
   const T* kernels = pairwise.data_ptr<T>();
@@ -366,7 +366,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
                                          at::Tensor& g_unary, at::Tensor& g_pairwise, at::Tensor& g_weights) {
   const int64_t B = unary.size(0), K = unary.size(1), H = unary.size(2), W = unary.size(3);
   const int64_t Bp = pairwise.size(0), L = pairwise.size(1), M = pairwise.size(2);
-  const Plan plan(K, M, L, H, W, pairwise.size(3), pairwise.size(4));
+  const Plan plan(H, W, pairwise.size(3), pairwise.size(4));
   const int64_t HW = plan.HW, kn = plan.kernel_numel, model_numel = M * kn;
   const T* u = unary.data_ptr<T>();
   const T* kernels = pairwise.data_ptr<T>();
@@ -460,7 +460,7 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               s.grad_image.place(gmsg, H, W, plan.ch, plan.cw, T(1) / g_max);
               s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/false, T(1) / kernel_max);
               direct::correlate(s.filter, s.grad_image, ghm, H, W, W);
-              const T h_scale = g_max * kernel_max / peak;
+              const T h_scale = g_max * (kernel_max / peak);  // kernel_max / peak: 1 / the scaled peak
               for (int64_t x = 0; x < HW; ++x) ghm[x] *= h_scale;
               s.image.place(h, H, W, plan.ch, plan.cw);
               s.filter.place(gmsg, H, W, /*flip=*/false, T(1) / g_max);

@@ -81,7 +81,9 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     r = matrix.double()
     m00, m11, m22 = r[..., 0, 0], r[..., 1, 1], r[..., 2, 2]
     q = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
-    q = q.clamp_min(0).sqrt() / 2  # |w|, |x|, |y|, |z|
+    # |w|, |x|, |y|, |z|; sqrt only where positive: its infinite derivative at 0 would make the gradient NaN
+    positive = q > 0
+    q = torch.where(positive, torch.sqrt(torch.where(positive, q, torch.ones_like(q))), torch.zeros_like(q)) / 2
     w, x, y, z = q.unbind(-1)
     largest = q.argmax(-1)
     # the differences give w times the vector part, the sums the products of vector components
@@ -98,7 +100,10 @@ def matrix_to_axis_angle(matrix: torch.Tensor) -> torch.Tensor:
     quat = quat * torch.where(quat[..., :1] < 0, -1.0, 1.0)  # w >= 0: the angle in [0, pi]
     quat = quat / quat.norm(dim=-1, keepdim=True)
     vector = quat[..., 1:]
-    sin_half = vector.norm(dim=-1, keepdim=True)
+    # |vector| without norm()'s 0/0 gradient at the identity
+    sin2 = (vector * vector).sum(-1, keepdim=True)
+    some = sin2 > 0
+    sin_half = torch.where(some, torch.sqrt(torch.where(some, sin2, torch.ones_like(sin2))), torch.zeros_like(sin2))
     angle = 2 * torch.atan2(sin_half, quat[..., :1])
     scale = torch.where(sin_half > _TINY, angle / sin_half.clamp_min(_TINY), 2.0 / quat[..., :1].clamp_min(_TINY))
     return (vector * scale).to(matrix.dtype)

@@ -41,6 +41,9 @@ class OpCase:
     differentiable: tuple[int, ...] = ()  # indices of the inputs with gradients
     half: bool = True  # float16 / bfloat16 inputs accepted (computed in float32)
     triton: str | None = None  # the handops._triton module whose OPS[op] runs it on CUDA
+    # Bitwise equal for every thread count; False where BLAS (at::mm, whose reductions split by thread
+    # count) does the work: then equal to rounding only.
+    bitwise_threads: bool = True
 
 
 def _rand(gen, *shape, dtype, offset=0.0):
@@ -114,7 +117,7 @@ CASES = [
     OpCase("mano_skinning", torch.ops.handops.mano_skinning, _mano_inputs,
            lambda b, p, t: mano_skinning(SKINNING, b, p, t, KEYPOINTS),
            lambda b, p, t: mano_skinning_reference(*_mano_canonical(b, p, t)), _mano_canonical, (0, 1, 2), half=False,
-           triton="mano_skinning"),
+           triton="mano_skinning", bitwise_threads=False),
     OpCase("mano_keypoints_jacobian", torch.ops.handops.mano_keypoints_jacobian, _mano_inputs,
            lambda b, p, t: mano_keypoints_jacobian(SKINNING, b, p, t, KEYPOINTS),
            lambda b, p, t: mano_keypoints_jacobian_reference(*_mano_canonical(b, p, t)), _mano_canonical, half=False),
@@ -259,8 +262,9 @@ def test_thread_count_does_not_change_the_result(case):
         finally:
             torch.set_num_threads(threads)
         (out1, grads1), (out2, grads2) = results
-        assert_same_outputs(out1, out2, rtol=0, atol=0)
-        assert_same_outputs(tuple(grads1), tuple(grads2), rtol=0, atol=0)
+        tol = 0 if case.bitwise_threads else 1e-5
+        assert_same_outputs(out1, out2, rtol=tol, atol=tol)
+        assert_same_outputs(tuple(grads1), tuple(grads2), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.triton], ids=ids)

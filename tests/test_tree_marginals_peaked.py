@@ -173,3 +173,20 @@ def test_kernel_scale_does_not_matter_in_float32(scale):
     kernels = torch.rand(1, CHAIN.num_messages, 7, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64) + 0.05
     out = handops.tree_marginals(unary.float(), (kernels * scale).float(), CHAIN)
     assert_marginals_match(out.double(), reference(unary, kernels, CHAIN), torch.float32)
+
+
+@pytest.mark.parametrize("which", ["unary", "pairwise"])
+@pytest.mark.parametrize("scale", [1e-39, 1e-41])
+def test_denormal_float32_maxima_are_not_zero(which, scale):
+    """A float32 unary or kernel whose maximum is denormal (below 1.2e-38) still carries information:
+    against the float64 reference on the same values. Rules out rescaling by 1 / max in float32, which
+    overflows to inf (the map then counted as zero: a uniform marginal or an all-ones message)."""
+    unary = torch.stack([gaussian(16, (4, 4), 2.0), gaussian(16, (10, 10), 2.0)])[None].float()
+    kernel = gaussian(9, (6, 6), 1.5).float()
+    pairwise = torch.stack([kernel, kernel.flip(-2, -1)])
+    if which == "unary":
+        unary[:, 1] *= scale
+    else:
+        pairwise = pairwise * scale
+    out = handops.tree_marginals(unary, pairwise, PAIR)
+    torch.testing.assert_close(out.double(), reference(unary.double(), pairwise.double(), PAIR), rtol=0, atol=1e-6)

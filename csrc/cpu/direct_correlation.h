@@ -123,15 +123,16 @@ struct PaddedImage {
     const int64_t r = round_up(max_oh, Simd<T>::R) + max_fh - 1, c = round_up(max_ow, block_cols<T>()) + max_fw - 1;
     if (r != rows || c != cols) data.assign(r * c, T(0)), rows = r, cols = c;
   }
-  // Writes scale * src [h, w] (row stride w) at (row0, col0); everything else is zero.
-  void place(const T* src, int64_t h_, int64_t w_, int64_t row0_, int64_t col0_, T scale = T(1)) {
+  // Writes scale * src [h, w] (row stride w) at (row0, col0); everything else is zero. The product is
+  // taken in double: 1 / (a float32 maximum below 2.9e-38) overflows float32.
+  void place(const T* src, int64_t h_, int64_t w_, int64_t row0_, int64_t col0_, double scale = 1.0) {
     std::fill(data.begin(), data.end(), T(0));
     row0 = row0_, col0 = col0_, h = h_, w = w_;
     for (int64_t i = 0; i < h; ++i) {
       T* __restrict dst = data.data() + (row0 + i) * cols + col0;
       const T* __restrict s = src + i * w;
 #pragma omp simd
-      for (int64_t j = 0; j < w; ++j) dst[j] = s[j] * scale;
+      for (int64_t j = 0; j < w; ++j) dst[j] = T(double(s[j]) * scale);
     }
   }
 };
@@ -141,13 +142,13 @@ template <typename T>
 struct PaddedFilter {
   std::vector<T> data;
   int64_t fh = 0, fw = 0;
-  void place(const T* src, int64_t fh_, int64_t fw_, bool flip, T scale = T(1)) {
+  void place(const T* src, int64_t fh_, int64_t fw_, bool flip, double scale = 1.0) {
     constexpr int R = Simd<T>::R;
     fh = fh_, fw = fw_;
     data.assign((fh + 2 * (R - 1)) * fw, T(0));
     T* body = data.data() + (R - 1) * fw;
     for (int64_t u = 0; u < fh; ++u)
-      for (int64_t v = 0; v < fw; ++v) body[u * fw + v] = scale * (flip ? src[(fh - 1 - u) * fw + (fw - 1 - v)] : src[u * fw + v]);
+      for (int64_t v = 0; v < fw; ++v) body[u * fw + v] = T(scale * double(flip ? src[(fh - 1 - u) * fw + (fw - 1 - v)] : src[u * fw + v]));
   }
 };
 

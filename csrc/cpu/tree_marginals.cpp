@@ -76,6 +76,16 @@ T sum(const T* __restrict x, int64_t n) {
   return total;
 }
 
+// The multiplier that rescales a map of maximum `peak` to maximum 1: 1 / peak, or, where that overflows
+// (peak below 1 / max(T): denormal float32 maps), 1 after dividing out[0, n) by peak itself.
+template <typename T>
+T rescaler(T* __restrict out, T peak, int64_t n) {
+  const T inverse = T(1) / peak;
+  if (std::isfinite(inverse)) return inverse;
+  for (int64_t x = 0; x < n; ++x) out[x] /= peak;
+  return T(1);
+}
+
 // out = first * prod(factors), rescaled to maximum 1 after every multiplication (so no partial
 // product underflows); returns the log of the factor removed: first * prod(factors) = out * exp(return).
 // An all-zero product stays zero and sets *is_zero. first == nullptr starts from factors[0]; no
@@ -96,14 +106,14 @@ double scaled_product(const T* first, const std::vector<const T*>& factors, T* o
   double log_scale = 0.0;
   for (; next < factors.size() && peak > T(0); ++next) {
     log_scale += std::log(double(peak));
-    peak = multiply_max(out, factors[next], T(1) / peak, n);
+    peak = multiply_max(out, factors[next], rescaler(out, peak, n), n);
   }
   *is_zero = !(peak > T(0));
   if (*is_zero) {
     std::fill(out, out + n, T(0));
     return log_scale;
   }
-  scale_in_place(out, T(1) / peak, n);
+  scale_in_place(out, rescaler(out, peak, n), n);
   return log_scale + std::log(double(peak));
 }
 
@@ -158,7 +168,7 @@ std::vector<const T*> message_factors(const std::vector<int64_t>& incoming, int6
 template <typename T>
 void convolve(const Plan& plan, const T* kernel, T kernel_max, Scratch<T>& s) {
   s.image.place(s.h.data(), plan.H, plan.W, plan.ch, plan.cw);
-  s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/true, T(1) / kernel_max);
+  s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/true, 1.0 / double(kernel_max));
   direct::correlate(s.filter, s.image, s.raw.data(), plan.H, plan.W, plan.W);
 }
 
@@ -170,12 +180,16 @@ T max_abs(const T* __restrict x, int64_t n) {
   return peak;
 }
 
-// sum_i (scale x_i)^2: the norm of x in units where it does not underflow (scale = 1 / max |x|).
+// sum_i (scale x_i)^2: the norm of x in units where it neither underflows nor overflows (scale = 1 / max |x|,
+// a double: it overflows float32 for a maximum below 2.9e-39).
 template <typename T>
-T squared_norm(const T* __restrict x, int64_t n, T scale = T(1)) {
+T squared_norm(const T* __restrict x, int64_t n, double scale = 1.0) {
   T total = T(0);
 #pragma omp simd reduction(+ : total)
-  for (int64_t i = 0; i < n; ++i) total += (scale * x[i]) * (scale * x[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    const T v = T(scale * double(x[i]));
+    total += v * v;
+  }
   return total;
 }
 
@@ -228,7 +242,7 @@ void forward_messages(const Plan& plan, const TreeSchedule& tree, const T* unary
         }
         convolve(plan, kernel, kernel_max, s);
         // Everything in units of the scaled kernel; the scale returned is the raw convolution's peak.
-        const T kernel_sq_norm = squared_norm(kernel, plan.kernel_numel, T(1) / kernel_max);
+        const T kernel_sq_norm = squared_norm(kernel, plan.kernel_numel, 1.0 / double(kernel_max));
         scales[m] = kernel_max * normalise_message(s.raw.data(), msgs + m * HW, HW, kernel_sq_norm, squared_norm(s.h.data(), HW));
       }
     });
@@ -457,13 +471,13 @@ void tree_marginals_backward_kernel_impl(const at::Tensor& grad, const at::Tenso
               const T* gmsg = g_msgs.data() + m * HW;
               const T g_max = max_abs(gmsg, HW), kernel_max = max_abs(kernel, kn);
               if (!(g_max > T(0))) continue;  // no gradient reaches this message
-              s.grad_image.place(gmsg, H, W, plan.ch, plan.cw, T(1) / g_max);
-              s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/false, T(1) / kernel_max);
+              s.grad_image.place(gmsg, H, W, plan.ch, plan.cw, 1.0 / double(g_max));
+              s.filter.place(kernel, plan.kh, plan.kw, /*flip=*/false, 1.0 / double(kernel_max));
               direct::correlate(s.filter, s.grad_image, ghm, H, W, W);
               const T h_scale = g_max * (kernel_max / peak);  // kernel_max / peak: 1 / the scaled peak
               for (int64_t x = 0; x < HW; ++x) ghm[x] *= h_scale;
               s.image.place(h, H, W, plan.ch, plan.cw);
-              s.filter.place(gmsg, H, W, /*flip=*/false, T(1) / g_max);
+              s.filter.place(gmsg, H, W, /*flip=*/false, 1.0 / double(g_max));
               direct::correlate(s.filter, s.image, s.raw.data(), plan.kh, plan.kw, plan.kw);
               const T kernel_scale = g_max / peak;
               T* gk = gkb + m * kn;

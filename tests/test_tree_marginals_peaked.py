@@ -190,3 +190,14 @@ def test_denormal_float32_maxima_are_not_zero(which, scale):
         pairwise = pairwise * scale
     out = handops.tree_marginals(unary, pairwise, PAIR)
     torch.testing.assert_close(out.double(), reference(unary.double(), pairwise.double(), PAIR), rtol=0, atol=1e-6)
+
+
+def test_output_dtype_promotes_every_input():
+    """float64 weights with float32 maps compute in float64 and return float64 (rules out a result cast
+    back to the maps' dtype, which threw the promotion away)."""
+    unary, kernels = peaked_pair(10, 2.0, 12, 5, 1.5, torch.float32)
+    pool = torch.stack([kernels[0], kernels[0].flip(-1)])
+    weights = torch.tensor([[0.3, 0.7]], dtype=torch.float64)
+    out = handops.tree_marginals(unary, pool, PAIR, weights=weights)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, reference(unary.double(), pool.double(), PAIR, weights), rtol=1e-12, atol=1e-14)

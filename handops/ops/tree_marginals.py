@@ -96,8 +96,10 @@ def tree_marginals(unary: torch.Tensor, pairwise: torch.Tensor, tree: Tree, weig
     numerical conventions (rescaling, flooring, the uniform marginal of an all-zero belief).
     Differentiable in ``unary``, ``pairwise`` and ``weights``.
     """
-    out_dtype = torch.promote_types(unary.dtype, pairwise.dtype) if isinstance(pairwise, torch.Tensor) else None
     unary_c, pairwise_c, weights_c = _canonical_inputs(unary, pairwise, tree, weights)
+    out_dtype = torch.promote_types(unary.dtype, pairwise.dtype)
+    if weights is not None:
+        out_dtype = torch.promote_types(out_dtype, weights.dtype)
     marginals, _, _ = _tree_marginals_op(unary_c, pairwise_c, weights_c, tree.flat_messages(), list(tree.level_sizes))
     return marginals.to(out_dtype)
 

@@ -6,7 +6,9 @@ Jacobian), on the smoothed energy ``E_eps = sum_k w_k sqrt(|x_k - P(J_k + r)|^2 
 lowered step by step (``REFERENCE_EPS``) and each level run to convergence. Like the fit, it runs a
 translation stage first (at the first eps) and then moves pose and translation together, from the
 same start; the two follow the same path, so the comparison is about convergence and not about
-which of Eq. 6.4's local minima (a palm's tilt, a bone towards or away from the camera) is reached.
+which of Eq. 6.4's local minima (a palm's tilt, a bone towards or away from the camera) is reached;
+except for the ``starts=8`` series, which keeps the best of eight starts per image and so may end below
+the reference (lower is fine: the target is E <= 1.01 E_opt).
 
 The problems are the benchmark's (``benchmarks.bench_mano.make_fit_problem``: synthetic hands, 1 px
 keypoint noise, a network-like start 0.1 rad / 0.15 rad off, the translation unknown), in float64.
@@ -211,12 +213,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         joints = problem.layer(problem.betas, orient, hand, transl, with_vertices=False).joints
     reference = float(root_relative_error_mm(joints, problem.true_joints).median())
     series = {
+        "LM, tolerance 1e-6, 8 starts": curves(problem, optimum, "lm", (0, 2, 6, 10, 20, 30, 50, 75, 100), 20, 1e-6, starts=8),
         "LM, tolerance 1e-6": curves(problem, optimum, "lm", (0, 2, 6, 10, 20, 30, 50, 75, 100), 20, 1e-6),
         "LM default (2 + n)": curves(problem, optimum, "lm", (0, 2, 6, 10, 20, 30, 50, 75, 100), 2, None),
         "Adam (200 + n, lr 1e-3)": curves(problem, optimum, "adam", (0, 20, 60, 100, 200, 400), 200, None),
     }
     print(f"{args.images} problems; independent optimum (L-BFGS, smoothing continuation) in {reference_seconds:.0f} s, "
-          f"median root-relative joint error {reference:.2f} mm\n")
+          f"median root-relative joint error {reference:.2f} mm")
+    print(f"optimum energies (Eq. 6.4): {[round(e, 6) for e in optimum.tolist()]}\n")
     print("| solver | pose-stage cap | within 1% of the optimum | median E / E_opt - 1 | max | median joint error (mm) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, rows in series.items():

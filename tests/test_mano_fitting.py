@@ -346,15 +346,53 @@ def test_calibration_of_identical_shapes_is_exact():
         calibrate_shape(layer, shape.expand(5, -1), poses[:, :45])
 
 
-@pytest.mark.slow  # the independent optimiser: about 2 minutes of L-BFGS on this 2-core machine
-@pytest.mark.xfail(strict=True, reason="issue 9 target not reached yet: LM with a tight rule gets 11-12 of 16 within 1% "
-                                       "in 100 iterations (python -m benchmarks.fit_convergence)")
+def test_multi_start_keeps_the_lowest_energy_and_is_deterministic():
+    batch = 3
+    layer, betas, keypoints, init, _, _ = _fit_problem(batch, 60, noise=1.0)
+    camera = _camera(batch)
+    options = dict(init=init, solver="lm", iterations=(5, 20), tolerance=1e-6)
+    single = fit_keypoints2d(layer, keypoints, camera, betas, **options)
+    assert torch.equal(fit_keypoints2d(layer, keypoints, camera, betas, starts=1, **options).energy, single.energy)
+    multi = fit_keypoints2d(layer, keypoints, camera, betas, starts=4, **options)
+    again = fit_keypoints2d(layer, keypoints, camera, betas, starts=4, **options)
+    for name in ("global_orient", "hand_pose", "transl", "energy", "iterations", "converged"):
+        assert torch.equal(getattr(multi, name), getattr(again, name)), name
+    # Start 0 is the given start, so the best of four is never worse than it; every field is the kept start's,
+    # and the budget is per start.
+    assert (multi.energy <= single.energy).all()
+    joints = layer(betas, multi.global_orient, multi.hand_pose, multi.transl).joints
+    torch.testing.assert_close(multi.energy, (project(joints, camera) - keypoints).norm(dim=-1).sum(-1))
+    torch.testing.assert_close(multi.joints, joints)
+    assert multi.energy.shape == (batch,) and multi.iterations.shape == (batch, 2) and (multi.iterations <= torch.tensor([5, 20])).all()
+    assert multi.converged.shape == (batch,) and multi.hand_pose.shape == (batch, 45)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="starts"):
+            fit_keypoints2d(layer, keypoints, camera, betas, starts=bad, **options)
+
+
+# The independent optimum (Eq. 6.4 energies of benchmarks.fit_convergence.reference_fit, float64 L-BFGS with
+# smoothing continuation) of the 16 convergence problems: about 7 minutes to compute on this 2-core machine, too
+# slow for the suite, so it is stored. Regenerate (and update KEYPOINT_SUM if the problems change) with
+#   python -m benchmarks.fit_convergence     (prints "optimum energies (Eq. 6.4): [...]")
+REFERENCE_OPTIMUM = [4.097312, 8.424602, 5.05755, 3.742829, 5.22287, 5.41558, 5.731405, 4.03034, 3.93104, 4.666833,
+                     3.896718, 9.82829, 6.561517, 2.829389, 3.521003, 8.67877]
+KEYPOINT_SUM = 127117.17339980602  # of the problems' keypoints2d: the table belongs to these problems
+
+
+@pytest.mark.slow  # 16 images x 8 starts of LM: a few seconds
 def test_lm_with_a_tight_stopping_rule_reaches_the_independent_optimum():
-    from benchmarks.fit_convergence import make_problems, reference_fit
+    from benchmarks.fit_convergence import make_problems
 
     problem = make_problems(16)
-    *_, optimum = reference_fit(problem)
+    assert float(problem.keypoints2d.sum()) == pytest.approx(KEYPOINT_SUM, rel=1e-12), "problems changed: regenerate the table"
+    optimum = torch.tensor(REFERENCE_OPTIMUM, dtype=torch.float64)
     fit = fit_keypoints2d(problem.layer, problem.keypoints2d, problem.camera_K, problem.betas, init=problem.init,
-                          solver="lm", iterations=(20, 100), tolerance=1e-6)
-    # Rules out an early-stopped LM (the defaults end 4-300% above) and the old IRLS with its 1e-3 px floor.
+                          solver="lm", iterations=(20, 100), tolerance=1e-6, starts=8)
+    # Issue 9: within 1% (or below) on at least 15 of 16, at most 100 pose-stage iterations per start, reported.
     assert int((fit.energy <= 1.01 * optimum).sum()) >= 15, fit.energy / optimum - 1
+    assert (fit.iterations[:, 1] <= 100).all() and fit.converged.dtype == torch.bool
+    # One start (the given one) reaches a different local minimum on several (12 of 16 at the time of writing):
+    # what the extra starts buy.
+    single = fit_keypoints2d(problem.layer, problem.keypoints2d, problem.camera_K, problem.betas, init=problem.init,
+                             solver="lm", iterations=(20, 100), tolerance=1e-6)
+    assert (fit.energy <= single.energy).all()

@@ -7,6 +7,7 @@ the exact files read and the conventions assumed.
 from handops_models.data.formats.dexycb import DexYCB
 from handops_models.data.formats.freihand import FreiHAND
 from handops_models.data.formats.humbi import HUMBIHands
+from handops_models.data.formats.mhp import MHPHands
 from handops_models.data.formats.panoptic import PanopticHands
 
-__all__ = ["PanopticHands", "FreiHAND", "DexYCB", "HUMBIHands"]
+__all__ = ["PanopticHands", "FreiHAND", "DexYCB", "HUMBIHands", "MHPHands"]

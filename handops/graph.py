@@ -54,6 +54,15 @@ class Graph:
     def num_edges(self) -> int:
         return len(self.edges)
 
+    def copies(self, count: int) -> Graph:
+        """The disjoint union of ``count`` copies: node c K + k and edge c E + e are copy c's k and e
+        (how ``edge_conv``'s per-head form runs every head in one call). Built once per count."""
+        cache = self.__dict__.setdefault("_copies", {})
+        if count not in cache:
+            k = self.num_nodes
+            cache[count] = Graph(count * k, [(c * k + s, c * k + t) for c in range(count) for s, t in self.edges])
+        return cache[count]
+
     def flat_edges(self) -> list[int]:
         """``[src0, dst0, src1, dst1, ...]``: how the registered op receives the graph."""
         return [v for edge in self.edges for v in edge]

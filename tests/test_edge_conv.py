@@ -123,7 +123,10 @@ def test_gradcheck_hand_graph_without_bias():
 @pytest.mark.parametrize(
     "args, error, match",
     [
-        ((torch.rand(21, 9, 8), torch.rand(61, 3, 3), HAND), ValueError, "x must be 4-D"),
+        ((torch.rand(21, 9, 8), torch.rand(61, 3, 3), HAND), ValueError, "x must be 4-D or 5-D"),
+        ((torch.rand(2, 3, 21, 9, 8), torch.rand(61, 3, 3), HAND), ValueError, "per-head x .* needs weight \\[Hd, E"),
+        ((torch.rand(2, 3, 21, 9, 8), torch.rand(2, 61, 3, 3), HAND), ValueError, "3 heads .* weight has 2"),
+        ((torch.rand(2, 3, 20, 9, 8), torch.rand(3, 61, 3, 3), HAND), ValueError, "graph has 21 nodes"),
         ((torch.rand(2, 20, 9, 8), torch.rand(61, 3, 3), HAND), ValueError, "graph has 21 nodes"),
         ((torch.rand(2, 21, 9, 8), torch.rand(60, 3, 3), HAND), ValueError, "graph has 61 edges"),
         ((torch.rand(2, 21, 9, 8), torch.rand(61, 4, 3), HAND), ValueError, "odd height and width"),
@@ -144,3 +147,63 @@ def test_registered_op_checks_edges():
     x, weight, _ = sample(CHAIN)
     with pytest.raises(ValueError, match="outside"):
         torch.ops.handops.edge_conv(x, weight, None, [0, 1, 1, 5, 2, 2])
+
+
+# ----------------------------------------------------------------------------------------------
+# The per-head form: x [B, Hd, K, H, W], weight [Hd, E, kh, kw] (SIA-GCN layers 2..5).
+# ----------------------------------------------------------------------------------------------
+
+
+def per_head_sample(heads=3, batch=2, size=(9, 8), kernel=(5, 7), dtype=torch.float64, seed=11):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, heads, HAND.num_nodes, *size, generator=gen, dtype=dtype)
+    weight = torch.randn(heads, HAND.num_edges, *kernel, generator=gen, dtype=dtype)
+    bias = torch.randn(heads, HAND.num_edges, generator=gen, dtype=dtype)
+    return x, weight, bias
+
+
+def test_per_head_equals_one_call_per_head():
+    """Head h of the per-head form is the single-layer op on x[:, h] with weight[h]. Rules out a union
+    graph whose copies share nodes (a missing node offset mixes heads) or kernels taken from the wrong head."""
+    x, weight, bias = per_head_sample()
+    y = handops.edge_conv(x, weight, HAND, bias)
+    assert y.shape == x.shape
+    for h in range(x.shape[1]):
+        torch.testing.assert_close(y[:, h], handops.edge_conv(x[:, h], weight[h], HAND, bias[h]), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, edge_conv_reference(x, weight, bias, HAND), rtol=1e-12, atol=1e-12)
+
+
+def test_per_head_heads_do_not_mix():
+    """Changing head 1's input changes only head 1's output (the gradient of head 0 w.r.t. x[:, 1] is zero)."""
+    x, weight, _ = per_head_sample(heads=2)
+    x = x.requires_grad_(True)
+    y = handops.edge_conv(x, weight, HAND)
+    (grad,) = torch.autograd.grad(y[:, 0].sum(), x)
+    assert torch.equal(grad[:, 1], torch.zeros_like(grad[:, 1])) and grad[:, 0].abs().sum() > 0
+
+
+def test_per_head_gradcheck_with_kernels_larger_than_the_maps():
+    """float64 gradcheck in the thesis' regime (45x45 kernels on 46x46 maps), scaled down to stay quick."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(1, 2, CHAIN.num_nodes, 4, 3, generator=gen, dtype=torch.float64)
+    weight = torch.randn(2, CHAIN.num_edges, 7, 5, generator=gen, dtype=torch.float64)
+    bias = torch.randn(2, CHAIN.num_edges, generator=gen, dtype=torch.float64)
+    args = tuple(t.requires_grad_(True) for t in (x, weight, bias))
+    assert torch.autograd.gradcheck(lambda x_, w_, b_: handops.edge_conv(x_, w_, CHAIN, b_), args)
+
+
+def test_per_head_float32_matches_float64_reference_on_heatmaps():
+    """What a SIA-GCN layer 2 sees: peaked non-negative maps (relu of Gaussians) and identity-like kernels."""
+    from handops_models.data.targets import keypoint_heatmaps
+
+    gen = torch.Generator().manual_seed(5)
+    keypoints = torch.rand(2, 3, 21, 2, generator=gen) * 120
+    x = torch.relu(keypoint_heatmaps(keypoints, size=16, stride=8) + 0.01 * torch.randn(2, 3, 21, 16, 16, generator=gen))
+    weight = 1e-3 * torch.randn(3, HAND.num_edges, 15, 15, generator=gen)
+    for e, (s, t) in enumerate(HAND.edges):
+        if s == t:
+            weight[:, e, 7, 7] += HAND.in_degree[t]
+    y = handops.edge_conv(x, weight, HAND)
+    ref = edge_conv_reference(x.double(), weight.double(), None, HAND)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=1e-5 * ref.abs().max().item())

@@ -83,6 +83,23 @@ def _edge_inputs(dtype, batch):
     return x, weight, bias
 
 
+def _edge_per_head_inputs(dtype, batch):
+    """Per-head form: head h reads its own maps x[:, h] (SIA-GCN layers 2..5)."""
+    gen = torch.Generator().manual_seed(3)
+    x = _rand(gen, batch, 2, GRAPH.num_nodes, 6, 5, dtype=dtype)
+    weight = (2 * _rand(gen, 2, GRAPH.num_edges, 3, 5, dtype=torch.float64) - 1).to(dtype)
+    bias = (2 * _rand(gen, 2, GRAPH.num_edges, dtype=torch.float64) - 1).to(dtype)
+    return x, weight, bias
+
+
+def _edge_per_head_canonical(x, weight, bias):
+    """The registered op sees the disjoint union of one graph copy per head (handops.ops.edge_conv)."""
+    batch, heads, nodes, height, width = x.shape
+    edges = heads * GRAPH.num_edges
+    return (x.reshape(batch, heads * nodes, height, width), weight.reshape(1, edges, *weight.shape[-2:]),
+            bias.reshape(1, edges), GRAPH.copies(heads).flat_edges())
+
+
 # --- MANO: skinning (axis-angle pose, transl, keypoints) and its keypoint Jacobian ---------------
 
 def _mano_inputs(dtype, batch):
@@ -114,6 +131,8 @@ CASES = [
     OpCase("edge_conv", torch.ops.handops.edge_conv, _edge_inputs, lambda x, w, b: handops.edge_conv(x, w, GRAPH, b),
            lambda x, w, b: edge_conv_reference(x, w, b, GRAPH), lambda x, w, b: (x, w, b, GRAPH.flat_edges()), (0, 1, 2),
            triton="edge_conv"),
+    OpCase("edge_conv_per_head", torch.ops.handops.edge_conv, _edge_per_head_inputs, lambda x, w, b: handops.edge_conv(x, w, GRAPH, b),
+           lambda x, w, b: edge_conv_reference(x, w, b, GRAPH), _edge_per_head_canonical, (0, 1, 2), triton="edge_conv"),
     OpCase("mano_skinning", torch.ops.handops.mano_skinning, _mano_inputs,
            lambda b, p, t: mano_skinning(SKINNING, b, p, t, KEYPOINTS),
            lambda b, p, t: mano_skinning_reference(*_mano_canonical(b, p, t)), _mano_canonical, (0, 1, 2), half=False,

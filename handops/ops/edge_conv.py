@@ -24,26 +24,46 @@ __all__ = ["edge_conv"]
 def edge_conv(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Edge-aware graph convolution: every directed edge owns a 2-D kernel (SIA-GCN).
 
+    Three forms:
+
+    ========================  ==================  =====================================================
+    x                         weight              result
+    ========================  ==================  =====================================================
+    [B, K, H, W]              [E, kh, kw]         [B, K, H, W]: one layer
+    [B, K, H, W]              [Hd, E, kh, kw]     [B, Hd, K, H, W]: Hd heads on the same input (layer 1
+                                                  of a multi-head SIA-GCN block)
+    [B, Hd, K, H, W]          [Hd, E, kh, kw]     [B, Hd, K, H, W]: head h on its own input x[:, h]
+                                                  (layers 2.. of the block, all heads in one call)
+    ========================  ==================  =====================================================
+
     Args:
-        x: [B, K, H, W] node maps, K = ``graph.num_nodes``.
-        weight: [E, kh, kw] (one layer) or [Hd, E, kh, kw] (Hd heads on the same input, the
-            multi-head SIA-GCN block); odd kernel sizes; kernel e belongs to ``graph.edges[e]``.
+        x: node maps as above, K = ``graph.num_nodes``.
+        weight: odd kernel sizes; kernel e belongs to ``graph.edges[e]``.
         graph: a :class:`handops.Graph` (``handops.hand_graph()`` for hands).
-        bias: optional [E] or [Hd, E], added to each edge's convolution before aggregation.
+        bias: optional [E] (with 3-D weights) or [Hd, E], added to each edge's convolution before aggregation.
     Returns:
-        [B, K, H, W] for 3-D weights, [B, Hd, K, H, W] for 4-D:
-        ``y[t](p) = sum_{e = (s, t)} A_hat[t, e] * (sum_q weight_e[p - q + c] x_s(q) + bias_e)`` with
-        c = (kh // 2, kw // 2) and A_hat[t, e] = 1 / in_degree(t). No activation inside.
+        ``y[.., h, t](p) = sum_{e = (s, t)} A_hat[t, e] * (sum_q weight[h, e][p - q + c] x[.., (h,) s](q) + bias[h, e])``
+        with c = (kh // 2, kw // 2) and A_hat[t, e] = 1 / in_degree(t). No activation inside.
     Differentiable in ``x``, ``weight`` and ``bias``; half inputs compute in float32.
+
+    The per-head form runs the same kernels on the disjoint union of Hd copies of the graph (nodes
+    h K + k, edges h E + e): x [B, Hd, K, H, W] is viewed as [B, Hd K, H, W] and weight as [1, Hd E, kh, kw],
+    so head h's maps only ever meet head h's kernels, and nothing is copied for contiguous inputs.
     """
     if not isinstance(graph, Graph):
         raise TypeError(f"graph must be a handops.Graph (for example handops.hand_graph()), got {type(graph).__name__}")
-    _check_tensor("x", x, (4,))
+    _check_tensor("x", x, (4, 5))
     _check_tensor("weight", weight, (3, 4))
-    if x.shape[1] != graph.num_nodes:
-        raise ValueError(f"x has {x.shape[1]} node maps (dim 1) but the graph has {graph.num_nodes} nodes: {_describe(x)}")
+    per_head = x.dim() == 5
+    if per_head and weight.dim() != 4:
+        raise ValueError(f"per-head x [B, Hd, K, H, W] needs weight [Hd, E, kh, kw], got x {_describe(x)} and weight {_describe(weight)}")
+    if x.shape[-3] != graph.num_nodes:
+        raise ValueError(f"x has {x.shape[-3]} node maps (dim {x.dim() - 3}) but the graph has {graph.num_nodes} nodes: {_describe(x)}")
     single_layer = weight.dim() == 3
     weight4 = weight[None] if single_layer else weight
+    if per_head and x.shape[1] != weight4.shape[0]:
+        raise ValueError(f"per-head x has {x.shape[1]} heads (dim 1) but weight has {weight4.shape[0]} (dim 0): "
+                         f"x {_describe(x)}, weight {_describe(weight)}")
     if weight4.shape[1] != graph.num_edges:
         raise ValueError(f"weight has {weight4.shape[1]} edge kernels but the graph has {graph.num_edges} edges: {_describe(weight)}")
     kh, kw = weight4.shape[-2:]
@@ -60,6 +80,13 @@ def edge_conv(x: torch.Tensor, weight: torch.Tensor, graph: Graph, bias: torch.T
         raise ValueError(f"x, weight and bias must be on one device, got {', '.join(str(t.device) for t in tensors)}")
     out_dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     dtype = torch.float32 if out_dtype in (torch.float16, torch.bfloat16) else out_dtype
+    if per_head:
+        batch, heads, nodes, height, width = x.shape
+        union = graph.copies(heads)
+        y = _edge_conv_op(x.to(dtype).reshape(batch, heads * nodes, height, width),
+                          weight4.to(dtype).reshape(1, heads * graph.num_edges, kh, kw),
+                          None if bias2 is None else bias2.to(dtype).reshape(1, heads * graph.num_edges), union.flat_edges())
+        return y.to(out_dtype).view(batch, heads, nodes, height, width)
     y = _edge_conv_op(x.to(dtype), weight4.to(dtype), None if bias2 is None else bias2.to(dtype), graph.flat_edges())
     y = y.to(out_dtype)
     return y[:, 0] if single_layer else y

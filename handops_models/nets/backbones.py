@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["VGGFront", "ResNet", "BasicBlock", "Bottleneck", "RESNET_LAYERS", "load_pretrained"]
+__all__ = ["VGGFront", "ResNet", "scaled_channels", "BasicBlock", "Bottleneck", "RESNET_LAYERS", "load_pretrained"]
 
 # torchvision's vgg19 ("E") up to conv4_4; "M" is a 2x2 max-pool.
 _VGG19_TO_CONV4_4 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512)
@@ -32,7 +32,7 @@ def _check_width(width) -> float:
     return float(width)
 
 
-def _scaled(channels: int, width: float) -> int:
+def scaled_channels(channels: int, width: float) -> int:
     # Python's round (ties to even), floored at one channel so that tiny widths still build.
     return max(1, int(round(channels * width)))
 
@@ -68,11 +68,11 @@ class VGGFront(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
-                cout = _scaled(v, self.width)
+                cout = scaled_channels(v, self.width)
                 layers += [nn.Conv2d(cin, cout, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
                 cin = cout
         self.features = nn.Sequential(*layers)
-        c5 = _scaled(512, self.width)
+        c5 = scaled_channels(512, self.width)
         self.extra = nn.Sequential(
             nn.Conv2d(cin, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c5, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
@@ -176,7 +176,7 @@ class ResNet(nn.Module):
         self.width = _check_width(width)
         num_classes = _check_positive_int(num_classes, "num_classes")
         block, layers = RESNET_LAYERS[depth]
-        base = _scaled(64, self.width)
+        base = scaled_channels(64, self.width)
         self.inplanes = base
         self.conv1 = nn.Conv2d(3, base, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(base)

@@ -115,8 +115,9 @@ class StackedHourglass(HandPoseNet):
         self.merge_features = nn.ModuleList(nn.Conv2d(channels, channels, 1) for _ in range(stacks - 1))
         self.merge_preds = nn.ModuleList(nn.Conv2d(keypoints, channels, 1) for _ in range(stacks - 1))
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(self.check_images(images))
+    def stage_maps(self, normalised: torch.Tensor) -> torch.Tensor:
+        """[B, T, K, h, w] from ImageNet-normalised images (what SiaPose's estimator call needs)."""
+        x = self.stem(normalised)
         stages = []
         for t, (hourglass, head, predictor) in enumerate(zip(self.hourglasses, self.heads, self.predictors)):
             features = head(hourglass(x))
@@ -124,7 +125,10 @@ class StackedHourglass(HandPoseNet):
             stages.append(preds)
             if t < len(self.merge_features):
                 x = x + self.merge_features[t](features) + self.merge_preds[t](preds)
-        stages = torch.stack(stages, 1)
+        return torch.stack(stages, 1)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        stages = self.stage_maps(self.check_images(images))
         return {"stages": stages, "heatmaps": stages[:, -1]}
 
     def loss(self, outputs: dict, targets: dict, weights: dict[str, float] | None = None):

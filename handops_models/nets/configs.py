@@ -1,0 +1,242 @@
+"""Network configurations as plain data: one frozen dataclass per network, ``paper`` and ``tiny`` presets.
+
+A config is everything needed to rebuild a network (a checkpoint records ``config_to_dict(config)`` and
+:func:`config_from_dict` rebuilds it). ``paper`` is the thesis' sizes exactly; ``tiny`` is a CPU-sized
+variant of every network (the README's "Networks" section lists both with their parameter counts).
+
+The tiny sizes, and why:
+- 128x128 input (paper: 368 for CPM-based networks, 256 for the Stacked Hourglass): the input area is
+  8.3x smaller, and SyntheticHands crops render at any size.
+- width 0.25 on every CNN (VGG front, CPM stages, ResNets): 1/16 of the multiply-adds per pixel.
+- CPM: 3 stages (paper 6): the later stages of a CPM add little once its receptive field covers a
+  16x16 map; stride 8 gives 16x16 maps (paper 46x46), Gaussian sigma 1 map pixel as in the thesis.
+- Kernels scale with the map: the paper's maps are 46 and its kernels 45 (map - 1, odd); tiny maps are
+  16 and kernels 15, so a kernel still spans every offset between two keypoints on the map.
+- Hourglass: 2 stacks of 64 channels and depth 3 (paper 8 stacks, 256 channels, depth 4) at 128 input
+  gives 32x32 maps; 4 levels would reduce the 32 map to 2x2.
+- ResNets: depth 18 at width 0.25 for every ResNet (the paper's soft classifier is a ResNet-152, the
+  rotation net and pointer network ResNet-18; chapter 6's ResNet-50 comes later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CPMConfig", "HourglassConfig", "ResNetConfig", "RotationConfig", "AGMNConfig", "RMGMNConfig", "SiaPoseConfig",
+    "CONFIG_TYPES", "PRESETS", "preset", "config_to_dict", "config_from_dict",
+]
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """A torchvision-style ResNet: depth in {18, 34, 50, 101, 152}, width multiplies the base 64 channels."""
+
+    depth: int = 18
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class CPMConfig:
+    """Convolutional Pose Machine (thesis 3.3.3 / 4.3.2, the author's variant).
+
+    VGG-19 front to conv4_4 (channels x ``width``) plus three 3x3 convolutions to ``feature_channels``
+    (stride 8); stage 1 is a 3x3 convolution to ``stage1_channels`` and one to K maps; stages 2..T take
+    the features concatenated with the previous stage's maps through five "three 3x3" blocks of
+    ``stage_channels``, a 1x1 and a 1x1 to K maps. ``sigma``: the Gaussian targets' standard deviation
+    in map pixels. Channel counts are given at width 1 and multiplied by ``width``.
+    """
+
+    input_size: int = 368
+    width: float = 1.0
+    feature_channels: int = 128
+    stage1_channels: int = 512
+    stage_channels: int = 128
+    num_stages: int = 6
+    num_keypoints: int = 21
+    sigma: float = 1.0
+
+
+@dataclass(frozen=True)
+class HourglassConfig:
+    """Stacked Hourglass (thesis 2.2.2; Newell et al.): stride-4 stem, ``num_stacks`` hourglasses of
+    ``depth`` levels and ``channels`` features, intermediate supervision, merges between stacks."""
+
+    input_size: int = 256
+    num_stacks: int = 8
+    channels: int = 256
+    depth: int = 4
+    num_keypoints: int = 21
+    sigma: float = 1.0
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    """The rotation net of R-MGMN (Fig. 3.2): a ResNet (1000 outputs), then FC -> ReLU -> FC to one angle
+    in degrees (Eq. 3.24 regresses "the rotation degree")."""
+
+    backbone: ResNetConfig = field(default_factory=lambda: ResNetConfig(18))
+    hidden: int = 256
+
+
+@dataclass(frozen=True)
+class AGMNConfig:
+    """Adaptive Graphical Model Network (chapter 4): unary CPM, pairwise branch of the same structure
+    giving 40 kernels of ``kernel_size``, ``handops.tree_marginals``; loss Eq. 4.16 with ``alphas``.
+
+    ``unary_floor`` / ``kernel_floor``: the unary and the kernels are clamped to these floors and each map
+    normalised to sum 1 before inference (the author's code: 1e-32 and 1e-16), so the graphical model
+    never sees a negative or all-zero potential (Eq. 4.2 / 4.4 with a floor instead of max(0, .)).
+    """
+
+    cpm: CPMConfig = field(default_factory=CPMConfig)
+    kernel_size: int = 45
+    alphas: tuple[float, float, float] = (1.0, 0.1, 0.1)
+    unary_floor: float = 1e-32
+    kernel_floor: float = 1e-16
+
+
+@dataclass(frozen=True)
+class RMGMNConfig:
+    """Rotation-invariant Mixture of Graphical Models Network (chapter 3).
+
+    ``loss_weights``: the default weights of the named loss terms ("rotation" Eq. 3.24, "unary" Eq. 3.25,
+    "classifier" cross entropy of Sec. 3.4.3, "gm" Eq. 3.26); the default is the joint stage's Eq. 3.27.
+    """
+
+    cpm: CPMConfig = field(default_factory=CPMConfig)
+    rotation: RotationConfig = field(default_factory=RotationConfig)
+    classifier: ResNetConfig = field(default_factory=lambda: ResNetConfig(152))
+    num_models: int = 20
+    kernel_size: int = 45
+    unary_floor: float = 1e-32
+    kernel_floor: float = 1e-16
+    loss_weights: tuple[tuple[str, float], ...] = (("gm", 1.0),)
+
+
+@dataclass(frozen=True)
+class SiaPoseConfig:
+    """SiaPose (chapter 5): a preliminary estimator (``estimator`` "cpm" or "hourglass"), ``heads`` SIA-GCN
+    heads of ``layers`` edge-aware layers (Eq. 5.2) on ``handops.hand_graph()`` with ``kernel_size``
+    kernels, a pointer network (a ResNet + softmax over heads; none for one head) and the fusion of
+    Eq. 5.3; loss Eq. 5.4 with ``alpha``. ``shared_weight``: the SharedWeight GCN ablation (one kernel
+    per layer and head, shared by every edge). ``rotation``: R-SiaPose (the R-MGMN rotation net)."""
+
+    estimator: str = "cpm"
+    cpm: CPMConfig = field(default_factory=CPMConfig)
+    hourglass: HourglassConfig = field(default_factory=HourglassConfig)
+    heads: int = 10
+    layers: int = 5
+    kernel_size: int = 45
+    shared_weight: bool = False
+    pointer: ResNetConfig = field(default_factory=lambda: ResNetConfig(18))
+    rotation: RotationConfig | None = None
+    alpha: float = 1.0
+
+
+CONFIG_TYPES: dict[str, type] = {
+    "cpm": CPMConfig, "hourglass": HourglassConfig, "agmn": AGMNConfig, "rmgmn": RMGMNConfig,
+    "siapose": SiaPoseConfig, "sharedgcn": SiaPoseConfig, "rsiapose": SiaPoseConfig,
+}
+
+_TINY_CPM = CPMConfig(input_size=128, width=0.25, num_stages=3)
+_TINY_HOURGLASS = HourglassConfig(input_size=128, num_stacks=2, channels=64, depth=3)
+_TINY_RESNET = ResNetConfig(18, 0.25)
+_TINY_ROTATION = RotationConfig(_TINY_RESNET, hidden=64)
+
+PRESETS: dict[str, dict[str, object]] = {
+    "paper": {
+        "cpm": CPMConfig(),
+        "hourglass": HourglassConfig(),
+        "agmn": AGMNConfig(),
+        "rmgmn": RMGMNConfig(),
+        "siapose": SiaPoseConfig(),
+        "sharedgcn": SiaPoseConfig(shared_weight=True, heads=1),
+        "rsiapose": SiaPoseConfig(rotation=RotationConfig()),
+    },
+    "tiny": {
+        "cpm": _TINY_CPM,
+        "hourglass": _TINY_HOURGLASS,
+        "agmn": AGMNConfig(cpm=_TINY_CPM, kernel_size=15),
+        "rmgmn": RMGMNConfig(cpm=_TINY_CPM, rotation=_TINY_ROTATION, classifier=_TINY_RESNET, kernel_size=15),
+        "siapose": SiaPoseConfig(cpm=_TINY_CPM, hourglass=_TINY_HOURGLASS, kernel_size=15, pointer=_TINY_RESNET),
+        "sharedgcn": SiaPoseConfig(cpm=_TINY_CPM, hourglass=_TINY_HOURGLASS, kernel_size=15, pointer=_TINY_RESNET,
+                                   shared_weight=True, heads=1),
+        "rsiapose": SiaPoseConfig(cpm=_TINY_CPM, hourglass=_TINY_HOURGLASS, kernel_size=15, pointer=_TINY_RESNET,
+                                  rotation=_TINY_ROTATION),
+    },
+}
+
+
+def preset(model: str, name: str = "tiny", **overrides):
+    """The ``name`` preset ("paper" or "tiny") of ``model``, with top-level fields replaced by ``overrides``
+    (``preset("siapose", "tiny", heads=5)``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; expected one of {sorted(PRESETS)}")
+    if model not in PRESETS[name]:
+        raise ValueError(f"unknown model {model!r}; expected one of {sorted(PRESETS[name])}")
+    config = PRESETS[name][model]
+    try:
+        return dataclasses.replace(config, **overrides)
+    except TypeError as e:
+        names = [f.name for f in dataclasses.fields(config)]
+        raise ValueError(f"{type(config).__name__} has no field among {sorted(overrides)}; its fields are {names}") from e
+
+
+def config_to_dict(config) -> dict:
+    """Plain nested dict (str, int, float, bool, None, lists) of a config, with its type name."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"expected a network config dataclass, got {type(config).__name__}")
+    return {"type": type(config).__name__, **_plain(dataclasses.asdict(config))}
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+_TYPES_BY_NAME = {t.__name__: t for t in (CPMConfig, HourglassConfig, ResNetConfig, RotationConfig, AGMNConfig,
+                                          RMGMNConfig, SiaPoseConfig)}
+
+
+def config_from_dict(data: dict):
+    """Rebuild a config from :func:`config_to_dict`'s output; unknown types or fields are a ValueError."""
+    if not isinstance(data, dict) or data.get("type") not in _TYPES_BY_NAME:
+        got = data.get("type") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"not a network config: type {got!r}, expected one of {sorted(_TYPES_BY_NAME)}")
+    return _build(_TYPES_BY_NAME[data["type"]], {k: v for k, v in data.items() if k != "type"})
+
+
+def _build(cls, data: dict):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__} has no fields {unknown}; its fields are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _coerce(hints[key], value, f"{cls.__name__}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, where: str):
+    """JSON-like ``value`` -> the field's type: nested configs from mappings, tuples from lists."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ValueError(f"{where} may not be None")
+    for option in options:
+        if dataclasses.is_dataclass(option):
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: expected a mapping for {option.__name__}, got {type(value).__name__}")
+            return _build(option, value)
+        if typing.get_origin(option) is tuple:  # alphas, and loss_weights (pairs)
+            return tuple(tuple(v) if isinstance(v, list) else v for v in value)
+    return value

@@ -17,7 +17,8 @@ image upright before the estimator and every map is turned back, as in R-MGMN; i
 
 Initialisation: each head starts as the identity (a self loop's kernel is a centred delta of height
 in_degree(t), which A_hat's 1 / in_degree(t) cancels; other kernels are zero) plus N(0, 1e-3^2) noise,
-so an untrained SiaPose reproduces its estimator and the heads differ from the first step. The shared
+so an untrained SiaPose reproduces relu(its estimator's maps) (the ReLUs between layers drop negative
+values) and the heads differ from the first step. The shared
 kernel starts as a delta of height 1 (each node then averages its neighbours).
 """
 
@@ -54,7 +55,6 @@ class SIAGCN(nn.Module):
         self.structured_impl = "handops"
         edges = self.graph.edges
         c = kernel_size // 2
-        in_degree = torch.bincount(torch.tensor([t for _, t in edges]), minlength=self.graph.num_nodes).float()
         weights = []
         for _ in range(layers):
             w = torch.randn(heads, 1 if shared_weight else len(edges), kernel_size, kernel_size) * INIT_NOISE
@@ -63,7 +63,7 @@ class SIAGCN(nn.Module):
             else:
                 for e, (s, t) in enumerate(edges):
                     if s == t:
-                        w[:, e, c, c] += in_degree[t]
+                        w[:, e, c, c] += self.graph.in_degree[t]
             weights.append(nn.Parameter(w))
         self.weights = nn.ParameterList(weights)
 

@@ -1,0 +1,300 @@
+"""One training loop for every recipe: stages, validation, best-checkpoint selection, logging, resume.
+
+    run_recipe(model, recipe, train_set, val_set, out_dir, settings)
+
+For each stage of the recipe (``recipes.Stage``): freeze everything but the stage's modules, build Adam
+and a step-wise MultiStepLR from the stage's milestones, train the stage's epochs with the stage's
+loss weights, validate after every epoch (mPCK at the thesis' thresholds), keep ``DIR/<stage>/best.pt``
+(the best validation mPCK) and ``DIR/last.pt``, and start the next stage from the best weights.
+
+Exact resume. The data order of epoch e of stage s is a permutation drawn from a generator seeded by
+(seed, s, e); a resumed run skips the batches already seen. ``last.pt`` holds the model, optimizer,
+scheduler, stage, epoch, step within the epoch, global step, the RNG states and the loop's history, and
+is written atomically every ``checkpoint_every`` steps and at the end of every epoch. So training N steps
+in one go, or k steps, a crash, and N - k more from ``last.pt`` end with identical parameters.
+
+Distributed: under torchrun the model is wrapped in DistributedDataParallel, each rank takes its
+``DistributedSampler``-style slice of the same permutation (the global batch is split across ranks),
+metrics are averaged across ranks and only rank 0 writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from handops_models.metrics import THESIS_THRESHOLDS, pck
+from handops_models.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from handops_models.train.recipes import Stage
+
+__all__ = ["Settings", "run_recipe", "evaluate_model", "collate", "set_trainable"]
+
+TINY_THRESHOLDS = (0.05, 0.1, 0.15, 0.2)  # meaningful at 8-pixel cells on a 128-pixel crop
+
+
+@dataclass
+class Settings:
+    batch_size: int = 32
+    seed: int = 0
+    workers: int = 0
+    max_steps: int | None = None  # stop the whole recipe after this many optimizer steps (smoke runs, tests)
+    checkpoint_every: int = 200
+    val_limit: int | None = None  # validate on the first n validation images only
+    device: str = "cpu"
+    progress: bool = True
+    thresholds: tuple[float, ...] = THESIS_THRESHOLDS
+    extra_thresholds: tuple[float, ...] = TINY_THRESHOLDS
+    cluster_centres: torch.Tensor | None = field(default=None, repr=False)
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack the keys every network needs (image, keypoints2d, visibility; cluster when present)."""
+    batch = {key: torch.stack([s[key] for s in samples]) for key in ("image", "keypoints2d", "visibility")}
+    if "cluster" in samples[0]:
+        batch["cluster"] = torch.tensor([int(s["cluster"]) for s in samples], dtype=torch.long)
+    return batch
+
+
+def set_trainable(model: torch.nn.Module, paths: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """Parameters under ``paths`` ("" = all) require grad, every other one is frozen; returns the trainable."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trainable = []
+    for path in paths:
+        module = model.get_submodule(path) if path else model
+        for p in module.parameters():
+            p.requires_grad_(True)
+    seen = set()
+    for p in model.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            trainable.append(p)
+    if not trainable:
+        raise ValueError(f"stage trains {paths}, which hold no parameters of {type(model).__name__}")
+    return trainable
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _epoch_order(n: int, seed: int, stage: int, epoch: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed((seed * 1_000_003 + stage) * 10_007 + epoch)
+    return torch.randperm(n, generator=gen)
+
+
+def _batches(order: torch.Tensor, batch_size: int, rank: int, world: int) -> list[torch.Tensor]:
+    """The epoch's global batches (last partial one dropped), each split evenly across ranks."""
+    per_rank = batch_size // world
+    steps = len(order) // batch_size
+    return [order[i * batch_size:(i + 1) * batch_size][rank * per_rank:(rank + 1) * per_rank] for i in range(steps)]
+
+
+def evaluate_model(model, dataset: Dataset, settings: Settings, limit: int | None = None) -> dict:
+    """Predictions on ``dataset`` (first ``limit`` images): PCK at the thesis' and the coarse thresholds
+    (normalised by the crop size, Eq. 5.5), mPCK, EPE in pixels; the predictions themselves."""
+    network = model.module if hasattr(model, "module") else model
+    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=settings.batch_size, collate_fn=collate,
+                        num_workers=settings.workers)
+    preds, gts = [], []
+    for batch in loader:
+        out = network.predict(batch["image"].to(settings.device))
+        preds.append(out["keypoints2d"].cpu())
+        gts.append(batch["keypoints2d"])
+    pred, gt = torch.cat(preds), torch.cat(gts)
+    size = torch.full((len(pred),), float(network.input_size))
+    thresholds = tuple(settings.thresholds)
+    values = pck(pred, gt, size, thresholds)
+    coarse = pck(pred, gt, size, tuple(settings.extra_thresholds))
+    return {
+        "pck": {f"{t:g}": float(v) for t, v in zip(thresholds, values)},
+        "mpck": float(values.mean()),
+        "pck_coarse": {f"{t:g}": float(v) for t, v in zip(settings.extra_thresholds, coarse)},
+        "epe_px": float((pred - gt).norm(dim=-1).mean()),
+        "num_images": len(pred),
+        "predictions": pred,
+    }
+
+
+def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset, out_dir, settings: Settings,
+               resume: bool = False, log=print) -> dict:
+    """Train ``model`` through ``recipe`` (module docstring); returns the history (per epoch metrics)."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    rank, world = _rank_world()
+    if settings.batch_size % world:
+        raise ValueError(f"batch size {settings.batch_size} must be divisible by the number of processes {world}")
+    network = model
+    network.to(settings.device)
+    position = {"stage": 0, "epoch": 0, "batch": 0, "step": 0}
+    history: list[dict] = []
+    best: dict[str, float] = {}
+    resume_state = None
+    last = out_dir / "last.pt"
+    if resume and last.is_file():
+        resume_state = load_checkpoint(last, expect_model=getattr(network, "model_name", None), expect_config=network.config,
+                                       build=False)
+        network.load_state_dict(resume_state["network"]["state_dict"])
+        extra = resume_state["extra"]
+        position = extra["position"]
+        history, best = extra["history"], extra["best"]
+        log(f"resuming from {last}: stage {position['stage']} ({recipe[position['stage']].name}), "
+            f"epoch {position['epoch']}, batch {position['batch']}, step {position['step']}")
+    elif resume:
+        log(f"--resume: no {last} yet, starting from scratch")
+
+    for stage_index, stage in enumerate(recipe):
+        if stage_index < position["stage"]:
+            continue
+        stage_dir = out_dir / stage.name
+        trainable = set_trainable(network, stage.train)
+        ddp = network
+        if world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=True)
+        optimizer = torch.optim.Adam(trainable, lr=stage.lr)
+        steps_per_epoch = len(train_set) // settings.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(f"the training set ({len(train_set)} images) is smaller than one batch ({settings.batch_size})")
+        milestones = [round(m * stage.epochs * steps_per_epoch) for m in stage.milestones]
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=stage.gamma)
+        if resume_state is not None and stage_index == position["stage"]:
+            optimizer.load_state_dict(resume_state["optimizer"])
+            scheduler.load_state_dict(resume_state["scheduler"])
+            restore_rng_state(resume_state["rng"])
+        weights = dict(stage.loss_weights)
+        for epoch in range(position["epoch"] if stage_index == position["stage"] else 0, stage.epochs):
+            if stage.alpha_drop is not None and epoch >= stage.alpha_drop[0] * stage.epochs:
+                weights["estimator"] = stage.alpha_drop[1]
+            order = _epoch_order(len(train_set), settings.seed, stage_index, epoch)
+            batches = _batches(order, settings.batch_size, rank, world)
+            start = position["batch"] if (stage_index, epoch) == (position["stage"], position["epoch"]) else 0
+            network.train()
+            totals: dict[str, float] = {}
+            bar = tqdm(range(start, len(batches)), desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
+                       disable=not settings.progress or rank != 0)
+            seen = 0
+            t0 = time.perf_counter()
+            for b in bar:
+                if settings.max_steps is not None and position["step"] >= settings.max_steps:
+                    break
+                batch = collate([_with_cluster(train_set[int(i)], settings, stage) for i in batches[b]])
+                batch = {k: v.to(settings.device) for k, v in batch.items()}
+                outputs = ddp(batch["image"])
+                total, terms = network.loss(outputs, batch, weights)
+                if not math.isfinite(total.item()):
+                    raise FloatingPointError(f"stage {stage.name}, epoch {epoch}, batch {b}: the loss is {total.item()} "
+                                             f"({ {k: v.item() for k, v in terms.items()} })")
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                optimizer.step()
+                scheduler.step()
+                position.update(stage=stage_index, epoch=epoch, batch=b + 1, step=position["step"] + 1)
+                for k, v in [("loss", total)] + list(terms.items()):
+                    totals[k] = totals.get(k, 0.0) + float(v.detach())
+                seen += 1
+                bar.set_postfix(loss=f"{total.item():.4g}")
+                if rank == 0 and settings.checkpoint_every and position["step"] % settings.checkpoint_every == 0:
+                    _save_last(last, network, optimizer, scheduler, stage, position, history, best)
+            stopped = settings.max_steps is not None and position["step"] >= settings.max_steps
+            finished_epoch = position["batch"] >= len(batches)
+            if finished_epoch:
+                position.update(epoch=epoch + 1, batch=0)
+            metrics = _validate(network, val_set, settings)
+            record = {"stage": stage.name, "epoch": epoch + 1 if finished_epoch else epoch + position["batch"] / len(batches),
+                      "step": position["step"], "seconds": round(time.perf_counter() - t0, 2),
+                      "images_per_s": round(seen * settings.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
+                      "train": {k: _reduce(v / max(seen, 1)) for k, v in totals.items()},
+                      "val": {k: v for k, v in metrics.items() if k != "predictions"}}
+            history.append(record)
+            if rank == 0:
+                log(f"{stage.name} epoch {record['epoch']:.4g}: loss {record['train'].get('loss', float('nan')):.4g}  "
+                    f"val mPCK {metrics['mpck']:.4f}  PCK@0.2 {metrics['pck_coarse'].get('0.2', float('nan')):.3f}  "
+                    f"{record['images_per_s']} img/s")
+                _append_jsonl(out_dir / "metrics.jsonl", record)
+                if metrics["mpck"] >= best.get(stage.name, -1.0):
+                    best[stage.name] = metrics["mpck"]
+                    save_checkpoint(stage_dir / "best.pt", network, stage=stage_index, stage_name=stage.name,
+                                    epoch=position["epoch"], step=position["step"], extra={"val": record["val"]})
+                _save_last(last, network, optimizer, scheduler, stage, position, history, best)
+                _plot_history(history, out_dir / "curves.png")
+            if stopped:
+                return {"history": history, "best": best, "stopped": True}
+        # The next stage starts from this stage's best weights, as the thesis does.
+        best_path = stage_dir / "best.pt"
+        if world > 1:
+            dist.barrier()
+        if best_path.is_file():
+            network.load_state_dict(load_checkpoint(best_path, build=False)["network"]["state_dict"])
+        position.update(stage=stage_index + 1, epoch=0, batch=0)
+        resume_state = None
+    return {"history": history, "best": best, "stopped": False}
+
+
+def _with_cluster(sample: dict, settings: Settings, stage: Stage) -> dict:
+    if not stage.needs_clusters:
+        return sample
+    if settings.cluster_centres is None:
+        raise ValueError(f"stage {stage.name!r} trains the soft classifier on K-means clusters: pass cluster centres")
+    from handops_models.data.targets import assign_pose_clusters
+
+    return dict(sample, cluster=int(assign_pose_clusters(sample["keypoints2d"][None], settings.cluster_centres)[0]))
+
+
+def _reduce(value: float) -> float:
+    if dist.is_available() and dist.is_initialized():
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t) / dist.get_world_size()
+    return value
+
+
+def _validate(network, val_set, settings: Settings) -> dict:
+    return evaluate_model(network, val_set, settings, limit=settings.val_limit)
+
+
+def _save_last(path, network, optimizer, scheduler, stage, position, history, best) -> None:
+    save_checkpoint(path, network, optimizer, scheduler, stage=position["stage"], stage_name=stage.name,
+                    epoch=position["epoch"], step=position["step"],
+                    extra={"position": dict(position), "history": history, "best": dict(best)})
+
+
+def _append_jsonl(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    x = list(range(1, len(history) + 1))
+    ax1.plot(x, [h["train"].get("loss", float("nan")) for h in history], marker="o")
+    ax1.set(xlabel="epoch (all stages)", ylabel="training loss", yscale="log", title="loss")
+    ax2.plot(x, [h["val"]["mpck"] for h in history], marker="o", label="mPCK (0.01-0.06)")
+    ax2.plot(x, [h["val"]["pck_coarse"].get("0.2", float("nan")) for h in history], marker="s", label="PCK@0.2")
+    ax2.set(xlabel="epoch (all stages)", ylabel="validation", ylim=(0, 1), title="validation")
+    ax2.legend()
+    for i, h in enumerate(history[1:], 1):
+        if h["stage"] != history[i - 1]["stage"]:
+            for ax in (ax1, ax2):
+                ax.axvline(i + 0.5, color="grey", lw=0.5)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)

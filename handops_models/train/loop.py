@@ -52,6 +52,9 @@ class Settings:
     thresholds: tuple[float, ...] = THESIS_THRESHOLDS
     extra_thresholds: tuple[float, ...] = TINY_THRESHOLDS
     cluster_centres: torch.Tensor | None = field(default=None, repr=False)
+    # a stage's own (train, val) datasets by stage name (R-MGMN's classifier on a 70/30 split of the
+    # training split); the other stages use run_recipe's train_set and val_set
+    stage_data: dict = field(default_factory=dict, repr=False)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -158,14 +161,15 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         if stage_index < position["stage"]:
             continue
         stage_dir = out_dir / stage.name
+        stage_train, stage_val = settings.stage_data.get(stage.name, (train_set, val_set))
         trainable = set_trainable(network, stage.train)
         ddp = network
         if world > 1:
             ddp = torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=True)
         optimizer = torch.optim.Adam(trainable, lr=stage.lr)
-        steps_per_epoch = len(train_set) // settings.batch_size
+        steps_per_epoch = len(stage_train) // settings.batch_size
         if steps_per_epoch == 0:
-            raise ValueError(f"the training set ({len(train_set)} images) is smaller than one batch ({settings.batch_size})")
+            raise ValueError(f"the training set of stage {stage.name} ({len(stage_train)} images) is smaller than one batch ({settings.batch_size})")
         milestones = [round(m * stage.epochs * steps_per_epoch) for m in stage.milestones]
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=stage.gamma)
         if resume_state is not None and stage_index == position["stage"]:
@@ -176,7 +180,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         for epoch in range(position["epoch"] if stage_index == position["stage"] else 0, stage.epochs):
             if stage.alpha_drop is not None and epoch >= stage.alpha_drop[0] * stage.epochs:
                 weights["estimator"] = stage.alpha_drop[1]
-            order = _epoch_order(len(train_set), settings.seed, stage_index, epoch)
+            order = _epoch_order(len(stage_train), settings.seed, stage_index, epoch)
             batches = _batches(order, settings.batch_size, rank, world)
             start = position["batch"] if (stage_index, epoch) == (position["stage"], position["epoch"]) else 0
             network.train()
@@ -188,7 +192,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
             for b in bar:
                 if settings.max_steps is not None and position["step"] >= settings.max_steps:
                     break
-                batch = collate([_with_cluster(train_set[int(i)], settings, stage) for i in batches[b]])
+                batch = collate([_with_cluster(stage_train[int(i)], settings, stage) for i in batches[b]])
                 batch = {k: v.to(settings.device) for k, v in batch.items()}
                 outputs = ddp(batch["image"])
                 total, terms = network.loss(outputs, batch, weights)
@@ -210,7 +214,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
             finished_epoch = position["batch"] >= len(batches)
             if finished_epoch:
                 position.update(epoch=epoch + 1, batch=0)
-            metrics = _validate(network, val_set, settings)
+            metrics = _validate(network, stage_val, settings)
             record = {"stage": stage.name, "epoch": epoch + 1 if finished_epoch else epoch + position["batch"] / len(batches),
                       "step": position["step"], "seconds": round(time.perf_counter() - t0, 2),
                       "images_per_s": round(seen * settings.batch_size / max(time.perf_counter() - t0, 1e-9), 1),

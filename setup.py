@@ -83,7 +83,8 @@ if os.environ.get("HANDOPS_NO_EXTENSION", "0") != "1":
             """--inplace and editable installs: the record goes into the source tree with the extension."""
             super().copy_extensions_to_source()
             package_dir = self.get_finalized_command("build_py").get_package_dir("handops")
-            self.copy_file(self._build_info, os.path.join(package_dir, "_build_info.py"), level=self.verbose)
+            if getattr(self, "_build_info", None):
+                self.copy_file(self._build_info, os.path.join(package_dir, "_build_info.py"), level=self.verbose)
 
     ext_modules.append(
         CppExtension(

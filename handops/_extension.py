@@ -149,7 +149,8 @@ if not HAS_EXTENSION:
         _lib.define(_schema)
     warnings.warn(
         f"handops: the C++ extension is not available ({_NO_EXTENSION_REASON}); every op runs its pure-PyTorch "
-        "reference on the CPU, which is much slower. Reinstall without HANDOPS_NO_EXTENSION=1 to build it.",
+        "reference on the CPU, which is much slower. "
+        + ("Unset HANDOPS_NO_EXTENSION to load it." if EXTENSION_PATH else "Reinstall without HANDOPS_NO_EXTENSION=1 to build it."),
         RuntimeWarning,
         stacklevel=2,
     )

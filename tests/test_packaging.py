@@ -107,7 +107,7 @@ def test_sdist_installs_into_a_fresh_venv_and_runs(sdist, tmp_path):
     env.pop("HANDOPS_NATIVE", None)
     env.pop("HANDOPS_CPU_CAPABILITY", None)
     _run([python, "-m", "pip", "install", "-q", TORCH, "setuptools", "wheel", "ninja"], env=env, cwd=tmp_path)
-    _run([python, "-m", "pip", "install", "-q", "--no-build-isolation", str(sdist)], env=env, cwd=tmp_path)
+    _run([python, "-m", "pip", "install", "-q", "--no-cache-dir", "--no-build-isolation", str(sdist)], env=env, cwd=tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "check_ops.py").write_text(CHECK_OPS)

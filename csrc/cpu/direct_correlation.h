@@ -21,7 +21,7 @@
 // back to maximum 1 and need them. Blocking: R output rows x C output columns (NV SIMD vectors) stay in
 // registers; for each image row s and filter column v one row of C image values is loaded once and
 // multiplied by the R filter taps filter[s - x, v] of the R output rows. The filter is stored with
-// R - 1 zero rows above and below (PaddedFilter) so that those taps never need a bounds test.
+// kFilterPad >= R - 1 zero rows above and below (PaddedFilter) so that those taps never need a bounds test.
 //
 // Instruction sets: the register-blocked kernel (direct_correlation_kernel.h) is compiled once per
 // instruction set, into its own namespace (direct_correlation_{default,avx2,avx512}.cpp: 6 x 3 zmm
@@ -29,7 +29,8 @@
 // cpu_capability() chose at load time (as ATen's CPU capability dispatch does). This header holds
 // what all of them share: the padded layouts, sized for the largest blocks of any of them, and the
 // denormal flushing. Every variant adds each output's non-zero terms in the same order (image row,
-// then filter column) with fused multiply-adds, so all give bitwise equal results.
+// then filter column) with fused multiply-adds (a zero tap or zero image value adds an exact zero), and
+// all flush denormals alike, so all give bitwise equal results (tests/test_cpu_capability.py).
 #pragma once
 
 #include <algorithm>

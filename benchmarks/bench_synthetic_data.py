@@ -11,9 +11,10 @@ would, through ``__getitems__``):
 * ``cache_write``: building the dataset with ``cache_dir`` (generate every shard and write it);
 * ``cache_read``: reading every sample back from the shards (a second dataset on the same folder).
 
-Prints a table (seconds, samples/s) and appends one row per mode to
-``benchmarks/results/synthetic_data.csv`` with the project's CSV helper (``median_ms`` is the time of
-the whole pass; ``samples_per_s`` is beside it).
+Prints a table (seconds, samples/s) and appends one row per mode to ``<out>/synthetic_data.csv``
+(``--out``, default ./handops-bench-results; ``--update-docs`` also appends them to the tracked
+``benchmarks/results/synthetic_data.csv`` behind the README's table) with the project's CSV helper
+(``median_ms`` is the time of the whole pass; ``samples_per_s`` is beside it).
 
 Not a :class:`harness.BenchmarkSpec`: one provider, no batch sweep and no plot; each mode is one pass
 timed once, and the modes depend on each other in order (``cache_read`` reads what ``cache_write``
@@ -51,7 +52,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache folder (default: a temporary one, removed)")
     parser.add_argument("--quick", action="store_true", help="200 samples (smoke tests)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
-    parser.add_argument("--csv", type=Path, default=harness.RESULTS_DIR / f"{OP}.csv")
+    harness.add_output_arguments(parser, plot=False)
     args = parser.parse_args(argv)
     if args.quick:
         args.num = min(args.num, 200)
@@ -123,7 +124,9 @@ def _benchmark(args: argparse.Namespace) -> str:
         for mode, t in times.items()
     ]
     extra = {"handops_version": handops.__version__}
-    harness.append_csv(args.csv, OP, measurements, device, extra)
+    harness.append_csv(harness.output_paths(args, OP)[0], OP, measurements, device, extra)
+    if args.update_docs:
+        harness.publish(OP, measurements, device, extra)
 
     lines = [f"### {OP}: {args.num} samples at {args.image_size} x {args.image_size}, {harness.device_name(device)}, "
              f"{torch.get_num_threads()} torch threads",

@@ -15,7 +15,8 @@ keypoint noise, a network-like start 0.1 rad / 0.15 rad off, the translation unk
 
     python -m benchmarks.fit_convergence [--images 16] [--max-iterations 100]
 
-prints a table and saves ``docs/fit_convergence.png``.
+prints a table and saves ``<out>/fit_convergence.png`` (``--out``, default ./handops-bench-results;
+``--update-docs`` redraws the README's ``docs/fit_convergence.png`` instead).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from handops.geometry import project
 # The reference's smoothing levels (pixels): from well above the keypoint noise (1 px) down to where
 # sqrt(d^2 + eps^2) - d <= eps changes a 21-keypoint energy of a few pixels by less than 1e-4 relative.
 REFERENCE_EPS = (3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5)
-PLOT = Path(__file__).resolve().parents[1] / "docs" / "fit_convergence.png"
+PLOT = "fit_convergence.png"  # in the output folder (benchmarks.harness.output_dir), or docs/ with --update-docs
 
 
 @dataclass
@@ -203,8 +204,14 @@ def plot(series: dict[str, list], reference_mm: float, path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument("--out", type=Path, default=None, help="folder for the plot (default ./handops-bench-results)")
+    parser.add_argument("--plot", type=Path, default=None, help="the PNG to write (default <out>/fit_convergence.png)")
+    parser.add_argument("--update-docs", action="store_true", help="write the README's docs/fit_convergence.png (on purpose only)")
     args = parser.parse_args(argv)
+    from benchmarks import harness
+
+    if args.plot is None:
+        args.plot = harness.DOCS_DIR / PLOT if args.update_docs else harness.output_dir(args.out) / PLOT
     problem = make_problems(args.images)
     began = time.perf_counter()
     orient, hand, transl, optimum = reference_fit(problem)

@@ -46,13 +46,70 @@ __all__ = [
     "gaussian_blobs",
     "markdown_table",
     "append_csv",
+    "output_dir",
+    "add_output_arguments",
+    "output_paths",
+    "publish",
     "plot",
     "contention_warning",
     "run_with_threads",
     "handops_backend",
 ]
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Where a run writes its CSV rows and plots: --out, else $HANDOPS_BENCH_OUT (set by run_all --out), else
+# ./handops-bench-results under the working directory: never a tracked file (.gitignore lists the default).
+OUT_ENV, UPDATE_DOCS_ENV = "HANDOPS_BENCH_OUT", "HANDOPS_BENCH_UPDATE_DOCS"
+DEFAULT_OUT = "handops-bench-results"
+# What the README shows, written only with --update-docs: the figures (docs/<op>_benchmark.png) and the
+# tracked record of the runs behind its tables (benchmarks/results/<op>.csv).
+REPO = Path(__file__).resolve().parents[1]
+DOCS_DIR = REPO / "docs"
+TRACKED_RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def output_dir(out: Path | str | None = None) -> Path:
+    """The folder a run writes to: ``out``, else ``$HANDOPS_BENCH_OUT``, else ./handops-bench-results."""
+    return Path(out or os.environ.get(OUT_ENV) or DEFAULT_OUT).resolve()
+
+
+def __getattr__(name: str):
+    if name == "RESULTS_DIR":  # the old constant, for benchmark modules that still read it: the output folder
+        return output_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, plot: bool = True) -> None:
+    """--out, --update-docs, --csv (and --plot): see :func:`output_paths`."""
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"folder for the CSV and plot (default ${OUT_ENV}, else ./{DEFAULT_OUT})")
+    parser.add_argument("--update-docs", action="store_true", default=os.environ.get(UPDATE_DOCS_ENV) == "1",
+                        help="also redraw the README's figure in docs/ and append the rows to the tracked "
+                             "benchmarks/results/<op>.csv (on purpose only)")
+    parser.add_argument("--csv", type=Path, default=None, help="the CSV to append to (default <out>/<op>.csv)")
+    if plot:
+        parser.add_argument("--plot", type=Path, default=None, help="the PNG to write (default <out>/<op>.png)")
+
+
+def output_paths(args: argparse.Namespace, op: str) -> tuple[Path, Path | None]:
+    """(the CSV, the PNG or None) of a run, from :func:`add_output_arguments`' flags."""
+    out = output_dir(args.out)
+    csv_path = args.csv if args.csv is not None else out / f"{op}.csv"
+    if not hasattr(args, "plot"):
+        return csv_path, None
+    return csv_path, (args.plot if args.plot is not None else out / f"{op}.png")
+
+
+def publish(op: str, measurements: Sequence[Measurement], device: torch.device, extra: dict[str, str],
+            plot_path: Path | None = None, figure: str | None = None) -> list[Path]:
+    """--update-docs: appends the rows to benchmarks/results/<op>.csv and copies the plot to docs/<figure>."""
+    import shutil
+
+    written = [TRACKED_RESULTS_DIR / f"{op}.csv"]
+    append_csv(written[0], op, measurements, device, extra)
+    if plot_path is not None:
+        written.append(DOCS_DIR / (figure or f"{op}_benchmark.png"))
+        shutil.copyfile(plot_path, written[-1])
+    return written
 
 
 @dataclass(frozen=True)
@@ -178,8 +235,7 @@ def benchmark_parser(spec: BenchmarkSpec) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="one warm-up call and at most 3 repeats (smoke tests)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--csv", type=Path, default=RESULTS_DIR / f"{spec.op}.csv")
-    parser.add_argument("--plot", type=Path, default=RESULTS_DIR / f"{spec.op}.png")
+    add_output_arguments(parser)
     spec.add_arguments(parser)
     return parser
 
@@ -233,11 +289,14 @@ def _run(spec: BenchmarkSpec, args: argparse.Namespace) -> str:
 
     backend = handops_backend(device, spec.op)
     extra = {"handops_version": handops.__version__, "handops_backend": backend}
-    append_csv(args.csv, spec.op, measurements + supplement, device, extra)
+    csv_path, plot_path = output_paths(args, spec.op)
+    append_csv(csv_path, spec.op, measurements + supplement, device, extra)
     title = f"{spec.title(args)}, {device_name(device)}"
     # One plot panel per (group, mode): "10 heads, forward".
     in_panels = [dataclasses.replace(m, mode=f"{m.group}, {m.mode}" if m.group else m.mode) for m in measurements]
-    plot(args.plot, in_panels, args.providers, list(dict.fromkeys(m.mode for m in in_panels)), title)
+    plot(plot_path, in_panels, args.providers, list(dict.fromkeys(m.mode for m in in_panels)), title)
+    if args.update_docs:
+        publish(spec.op, measurements + supplement, device, extra, plot_path)
 
     notes = [f"### {title}, {torch.get_num_threads()} threads, handops backend: {backend}", *spec.notes]
     if backend == "reference" and "handops" in args.providers:

@@ -5,10 +5,79 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "cpu/cpu_capability.h"
+
+// setup.py generates this header in its build directory: HANDOPS_BUILD_INFO_JSON, the JSON object it
+// also writes to handops/_build_info.py (torch version built against, flags, ...).
+#if __has_include("handops_build_info.h")
+#include "handops_build_info.h"
+#else
+#define HANDOPS_BUILD_INFO_JSON "{}"
+#endif
+
+namespace {
+
+// _C._build_info() -> str: the JSON object of setup.py, with the compiler's version added.
+PyObject* build_info(PyObject*, PyObject*) {
+  return Py_BuildValue("(ss)", HANDOPS_BUILD_INFO_JSON,
+#ifdef __VERSION__
+                       __VERSION__
+#else
+                       "unknown"
+#endif
+  );
+}
+
+// _C._cpu_capability() -> (in use, best supported), e.g. ("avx2", "avx512").
+PyObject* cpu_capability(PyObject*, PyObject*) {
+  return Py_BuildValue("(ss)", handops::cpu_capability_name(handops::cpu_capability()),
+                       handops::cpu_capability_name(handops::supported_cpu_capability()));
+}
+
+// _C._set_cpu_capability(name): for tests; ValueError if unknown or unsupported by this CPU.
+PyObject* set_cpu_capability(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  handops::CpuCapability capability;
+  if (!handops::parse_cpu_capability(name, &capability)) {
+    PyErr_Format(PyExc_ValueError, "unknown CPU capability '%s' (default, avx2 or avx512)", name);
+    return nullptr;
+  }
+  if (!handops::set_cpu_capability(capability)) {
+    PyErr_Format(PyExc_ValueError, "this CPU does not support '%s' (at most '%s')", name,
+                 handops::cpu_capability_name(handops::supported_cpu_capability()));
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+// _C._openmp() -> (the _OPENMP version the extension was compiled with or 0, omp_get_max_threads() or 1).
+PyObject* openmp(PyObject*, PyObject*) {
+#ifdef _OPENMP
+  return Py_BuildValue("(ii)", int(_OPENMP), omp_get_max_threads());
+#else
+  return Py_BuildValue("(ii)", 0, 1);
+#endif
+}
+
+PyMethodDef methods[] = {
+    {"_build_info", build_info, METH_NOARGS, "(build info JSON, compiler version)"},
+    {"_cpu_capability", cpu_capability, METH_NOARGS, "(instruction set in use, best supported)"},
+    {"_set_cpu_capability", set_cpu_capability, METH_O, "select the kernel variant (tests)"},
+    {"_openmp", openmp, METH_NOARGS, "(_OPENMP, omp_get_max_threads())"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+}  // namespace
+
 extern "C" {
-// An importable, empty Python module: importing handops._C runs the registrations below.
+// Importing handops._C runs the registrations below; its few functions serve handops.show_config().
 PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
   return PyModule_Create(&module_def);
 }
 }

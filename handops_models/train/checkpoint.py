@@ -47,6 +47,7 @@ def atomic_write(path, write) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600: the file would be private to its owner
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -63,6 +64,12 @@ def atomic_write(path, write) -> Path:
     except OSError:  # some filesystems do not fsync folders
         pass
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def capture_rng_state() -> dict:
@@ -87,7 +94,7 @@ def restore_rng_state(state: dict) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all(state["cuda"][:torch.cuda.device_count()])  # a machine with fewer GPUs
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, *, stage: int = 0, stage_name: str = "", epoch: int = 0,
@@ -130,8 +137,33 @@ def load_checkpoint(path, expect_model: str | None = None, expect_config=None, b
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a handops_models training checkpoint (format {got!r}, expected {FORMAT!r})")
     try:
-        model = model_from_state(data["network"], expect_model=expect_model, expect_config=expect_config) if build else None
+        if build:
+            model = model_from_state(data["network"], expect_model=expect_model, expect_config=expect_config)
+        else:  # the same checks, without building a network (run_recipe's resume loads into its own)
+            _check_network(data["network"], expect_model, expect_config)
+            model = None
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     data["model"] = model
     return data
+
+
+def _check_network(state, expect_model, expect_config) -> None:
+    """``model_from_state``'s checks (a network state of the expected model and config) without building."""
+    from handops_models.nets import MODELS, _config_diff, preset
+    from handops_models.nets.configs import config_from_dict, config_to_dict
+
+    if not isinstance(state, dict) or not {"model", "config", "state_dict"} <= set(state):
+        got = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"not a handops_models network state: expected keys model, config, state_dict; got {got}")
+    name = state["model"]
+    if name not in MODELS:
+        raise ValueError(f"the state holds an unknown model {name!r}; expected one of {sorted(MODELS)}")
+    if expect_model is not None and name != expect_model:
+        raise ValueError(f"the state holds a {name!r} network, expected {expect_model!r}")
+    if expect_config is not None:
+        config = config_from_dict(state["config"])
+        wanted = preset(name, expect_config) if isinstance(expect_config, str) else expect_config
+        if wanted != config:
+            raise ValueError(f"the state's {name!r} config differs from the expected one: "
+                             f"{_config_diff(config_to_dict(config), config_to_dict(wanted))}")

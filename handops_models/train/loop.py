@@ -15,7 +15,11 @@ in one go, or k steps, a crash, and N - k more from ``last.pt`` end with identic
 
 Distributed: under torchrun the model is wrapped in DistributedDataParallel, each rank takes its
 ``DistributedSampler``-style slice of the same permutation (the global batch is split across ranks),
-metrics are averaged across ranks and only rank 0 writes checkpoints and logs.
+metrics are averaged across ranks and only rank 0 writes checkpoints and logs. ``last.pt`` holds every
+rank's RNG states (``extra["rng_ranks"]``) and a resume at the same world size gives each rank its own.
+Every rank validates on the whole validation split (no collective inside validation); at a stage's end
+rank 0 loads the stage's best weights and broadcasts them, so the ranks agree without reading the file
+themselves; run_recipe returns on every rank only after rank 0 has written its files.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from handops_models.metrics import THESIS_THRESHOLDS, pck
-from handops_models.train.checkpoint import load_checkpoint, restore_rng_state, save_checkpoint
+from handops_models.train import distributed as D
+from handops_models.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from handops_models.train.recipes import Stage
 
 __all__ = ["Settings", "run_recipe", "evaluate_model", "collate", "set_trainable"]
@@ -145,6 +150,8 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
     best: dict[str, float] = {}
     resume_state = None
     last = out_dir / "last.pt"
+    if resume and world > 1:
+        _check_same_last(last)
     if resume and last.is_file():
         resume_state = load_checkpoint(last, expect_model=getattr(network, "model_name", None), expect_config=network.config,
                                        build=False)
@@ -152,9 +159,10 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         extra = resume_state["extra"]
         position = extra["position"]
         history, best = extra["history"], extra["best"]
-        log(f"resuming from {last}: stage {position['stage']} ({recipe[position['stage']].name}), "
-            f"epoch {position['epoch']}, batch {position['batch']}, step {position['step']}")
-    elif resume:
+        if rank == 0:
+            log(f"resuming from {last}: stage {position['stage']} ({recipe[position['stage']].name}), "
+                f"epoch {position['epoch']}, batch {position['batch']}, step {position['step']}")
+    elif resume and rank == 0:
         log(f"--resume: no {last} yet, starting from scratch")
 
     for stage_index, stage in enumerate(recipe):
@@ -175,7 +183,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         if resume_state is not None and stage_index == position["stage"]:
             optimizer.load_state_dict(resume_state["optimizer"])
             scheduler.load_state_dict(resume_state["scheduler"])
-            restore_rng_state(resume_state["rng"])
+            restore_rng_state(_own_rng(resume_state, rank, world))
         weights = dict(stage.loss_weights)
         for epoch in range(position["epoch"] if stage_index == position["stage"] else 0, stage.epochs):
             if stage.alpha_drop is not None and epoch >= stage.alpha_drop[0] * stage.epochs:
@@ -208,40 +216,65 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
                     totals[k] = totals.get(k, 0.0) + float(v.detach())
                 seen += 1
                 bar.set_postfix(loss=f"{total.item():.4g}")
-                if rank == 0 and settings.checkpoint_every and position["step"] % settings.checkpoint_every == 0:
-                    _save_last(last, network, optimizer, scheduler, stage, position, history, best)
+                if settings.checkpoint_every and position["step"] % settings.checkpoint_every == 0:
+                    rngs = D.all_gather_objects(capture_rng_state()) if world > 1 else None  # every rank takes part
+                    if rank == 0:
+                        _save_last(last, network, optimizer, scheduler, stage, position, history, best, rngs)
             stopped = settings.max_steps is not None and position["step"] >= settings.max_steps
             finished_epoch = position["batch"] >= len(batches)
             if finished_epoch:
                 position.update(epoch=epoch + 1, batch=0)
+            partial = stopped and not finished_epoch
+            if partial:
+                # max_steps mid-epoch: last.pt holds the loop as it stands, before validation draws from the
+                # RNGs (a DataLoader takes a seed); the validation below is for the log only (no best.pt,
+                # not in last.pt's history), so k steps, a stop and a resume end where one run ends.
+                rngs = D.all_gather_objects(capture_rng_state()) if world > 1 else None
+                if rank == 0:
+                    _save_last(last, network, optimizer, scheduler, stage, position, history, best, rngs)
             metrics = _validate(network, stage_val, settings)
             record = {"stage": stage.name, "epoch": epoch + 1 if finished_epoch else epoch + position["batch"] / len(batches),
                       "step": position["step"], "seconds": round(time.perf_counter() - t0, 2),
                       "images_per_s": round(seen * settings.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
-                      "train": {k: _reduce(v / max(seen, 1)) for k, v in totals.items()},
+                      "train": dict(zip(totals, D.all_reduce_mean([v / max(seen, 1) for v in totals.values()]))),
                       "val": {k: v for k, v in metrics.items() if k != "predictions"}}
+            if partial:
+                if rank == 0:
+                    log(f"{stage.name}: stopped at step {position['step']} (max_steps), epoch {record['epoch']:.4g}: "
+                        f"loss {record['train'].get('loss', float('nan')):.4g}  val mPCK {metrics['mpck']:.4f}")
+                    _append_jsonl(out_dir / "metrics.jsonl", dict(record, partial=True))
+                D.barrier()  # the files are written when run_recipe returns, on every rank
+                return {"history": history + [record], "best": best, "stopped": True}
             history.append(record)
+            improved = metrics["mpck"] >= best.get(stage.name, -1.0)
+            if improved:  # on every rank, so every rank returns the same ``best``
+                best[stage.name] = metrics["mpck"]
+            rngs = D.all_gather_objects(capture_rng_state()) if world > 1 else None
             if rank == 0:
                 log(f"{stage.name} epoch {record['epoch']:.4g}: loss {record['train'].get('loss', float('nan')):.4g}  "
                     f"val mPCK {metrics['mpck']:.4f}  PCK@0.2 {metrics['pck_coarse'].get('0.2', float('nan')):.3f}  "
                     f"{record['images_per_s']} img/s")
                 _append_jsonl(out_dir / "metrics.jsonl", record)
-                if metrics["mpck"] >= best.get(stage.name, -1.0):
-                    best[stage.name] = metrics["mpck"]
+                if improved:
                     save_checkpoint(stage_dir / "best.pt", network, stage=stage_index, stage_name=stage.name,
                                     epoch=position["epoch"], step=position["step"], extra={"val": record["val"]})
-                _save_last(last, network, optimizer, scheduler, stage, position, history, best)
+                _save_last(last, network, optimizer, scheduler, stage, position, history, best, rngs)
                 _plot_history(history, out_dir / "curves.png")
             if stopped:
+                D.barrier()  # the files are written when run_recipe returns, on every rank
                 return {"history": history, "best": best, "stopped": True}
-        # The next stage starts from this stage's best weights, as the thesis does.
+        # The next stage starts from this stage's best weights, as the thesis does: rank 0 reads them and
+        # broadcasts them (the other ranks need not see the file, e.g. a folder cached per node).
+        del ddp  # this stage's DDP (its gradient hooks) goes; the next stage wraps the network afresh
         best_path = stage_dir / "best.pt"
-        if world > 1:
-            dist.barrier()
-        if best_path.is_file():
+        if rank == 0 and best_path.is_file():
             network.load_state_dict(load_checkpoint(best_path, build=False)["network"]["state_dict"])
+        if world > 1:
+            for tensor in network.state_dict().values():
+                dist.broadcast(tensor, src=0)
         position.update(stage=stage_index + 1, epoch=0, batch=0)
         resume_state = None
+    D.barrier()
     return {"history": history, "best": best, "stopped": False}
 
 
@@ -255,22 +288,39 @@ def _with_cluster(sample: dict, settings: Settings, stage: Stage) -> dict:
     return dict(sample, cluster=int(assign_pose_clusters(sample["keypoints2d"][None], settings.cluster_centres)[0]))
 
 
-def _reduce(value: float) -> float:
-    if dist.is_available() and dist.is_initialized():
-        t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
-        return float(t) / dist.get_world_size()
-    return value
+def _check_same_last(last: Path) -> None:
+    """Every rank must resume from the same ``last.pt`` (a folder on a filesystem every node shares);
+    ranks that disagree would run different steps and wait on each other's collectives forever."""
+    try:
+        view = last.stat().st_size if last.is_file() else None
+    except OSError:
+        view = None
+    views = D.all_gather_objects(view)
+    if len(set(views)) > 1:
+        seen = "; ".join(f"rank {r}: " + ("missing" if v is None else f"{v} bytes") for r, v in enumerate(views))
+        raise RuntimeError(f"--resume: the ranks do not see the same {last} ({seen}); the output folder must be on a "
+                           f"filesystem that every node shares")
+
+
+def _own_rng(resume_state: dict, rank: int, world: int) -> dict:
+    """This rank's RNG states from ``last.pt``: its own when the checkpoint holds every rank's for this world
+    size, else rank 0's (a single-process checkpoint, or a resume on another number of processes)."""
+    ranks = resume_state["extra"].get("rng_ranks")
+    if ranks and len(ranks) == world:
+        return ranks[rank]
+    return resume_state["rng"]
 
 
 def _validate(network, val_set, settings: Settings) -> dict:
     return evaluate_model(network, val_set, settings, limit=settings.val_limit)
 
 
-def _save_last(path, network, optimizer, scheduler, stage, position, history, best) -> None:
+def _save_last(path, network, optimizer, scheduler, stage, position, history, best, rngs=None) -> None:
+    extra = {"position": dict(position), "history": history, "best": dict(best)}
+    if rngs is not None:
+        extra["rng_ranks"] = rngs
     save_checkpoint(path, network, optimizer, scheduler, stage=position["stage"], stage_name=stage.name,
-                    epoch=position["epoch"], step=position["step"],
-                    extra={"position": dict(position), "history": history, "best": dict(best)})
+                    epoch=position["epoch"], step=position["step"], extra=extra)
 
 
 def _append_jsonl(path: Path, record: dict) -> None:

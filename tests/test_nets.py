@@ -364,3 +364,77 @@ def test_parameter_table_command(capsys):
         cpm = count_parameters(build_model("cpm", "paper"))
     assert f"| CPM | {cpm:,} | 368 -> 46 |" in out
     assert out.count("\n") == 2 + 11
+
+
+# ------------------------------------------------------------------------------------------ found by a new-user probe
+
+def test_half_precision_potentials_stay_finite():
+    """float16 cannot hold the floors 1e-32 / 1e-16: normalising in float16 turned all-negative maps into
+    0 / 0 = NaN (AMP training on a GPU). The potentials are normalised in float32 instead."""
+    torch.manual_seed(0)
+    model = build_model("agmn", "tiny").half()
+    outputs = model(batch(n=2)[0].half())
+    assert (outputs["unary_stages"][:, -1] <= 0).flatten(-2).all(-1).any()  # the case that broke
+    assert torch.isfinite(outputs["marginals"]).all()
+    assert torch.isfinite(structured.normalised_potentials(-torch.ones(1, 2, 3, 3, dtype=torch.float16), 1e-32)).all()
+
+
+def test_predict_restores_each_submodules_mode():
+    """A frozen BatchNorm (a submodule put in eval while the rest trains) stays in eval after predict."""
+    model = build_model("rmgmn", "tiny").train()
+    model.rotation_net.eval()
+    model.predict(batch(n=1)[0])
+    assert model.training and not model.rotation_net.training and model.unary_branch.training
+
+
+def test_model_state_unwraps_data_parallel_wrappers():
+    """model_state of a wrapped model stores the network's own keys (no 'module.' prefix) and reloads."""
+    model = build_model("cpm", "tiny")
+    state = model_state(torch.nn.DataParallel(model))
+    assert not any(k.startswith("module.") for k in state["state_dict"])
+    model_from_state(state, expect_model="cpm")
+
+
+@pytest.mark.parametrize("name", ["rmgmn", "rsiapose", "agmn"])
+def test_empty_batch(name):
+    """B = 0 gives empty outputs (affine_grid refuses an empty batch: the rotation skips it)."""
+    model = build_model(name, "tiny").eval()
+    outputs = model(torch.rand(0, 3, TINY, TINY))
+    assert outputs["heatmaps"].shape == (0, 21, 16, 16)
+    assert model.predict(torch.rand(0, 3, TINY, TINY))["keypoints2d"].shape == (0, 21, 2)
+
+
+def test_rotation_loss_wraps_at_180_degrees():
+    """Eq. 3.24 on the circle: 179 against -179 is 2 degrees off (the plain difference says 358)."""
+    from handops_models.nets.rotation import rotation_loss
+
+    keypoints = torch.zeros(1, 21, 2, dtype=torch.float64)
+    keypoints[0, 9] = torch.tensor([-1e-9, 10.0])  # middle MCP below the wrist: alpha^* = -180 + tiny
+    target = rotation_target(keypoints)
+    loss = rotation_loss(target + 358.0, keypoints)
+    assert loss.item() == pytest.approx(4.0, abs=1e-6)
+
+
+def test_configs_validate_their_fields():
+    """Bad values fail when the config is made, naming the field; stored configs must be complete."""
+    with pytest.raises(ValueError, match="SiaPoseConfig.heads must be an int >= 1, got '5'"):
+        preset("siapose", "tiny", heads="5")
+    with pytest.raises(ValueError, match="AGMNConfig.alphas must be three"):
+        preset("agmn", "tiny", alphas=(1.0, 0.1))
+    with pytest.raises(ValueError, match="kernel_size must be an odd int"):
+        preset("rmgmn", "tiny", kernel_size=16)
+    assert preset("rmgmn", "tiny", loss_weights={"gm": 1, "unary": 0.5}).loss_weights == (("gm", 1.0), ("unary", 0.5))
+    data = config_to_dict(preset("cpm", "tiny"))
+    del data["input_size"]
+    with pytest.raises(ValueError, match="missing fields \\['input_size'\\]"):
+        config_from_dict(data)
+
+
+def test_loss_weights_and_targets_errors():
+    model = build_model("agmn", "tiny")
+    images, targets = batch(n=1)
+    outputs = model(images)
+    with pytest.raises(ValueError, match="loss weights are empty"):
+        model.loss(outputs, targets, weights={})
+    with pytest.raises(ValueError, match="add the batch dimension"):
+        model.loss(outputs, {"keypoints2d": targets["keypoints2d"][0]})

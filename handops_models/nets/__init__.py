@@ -60,7 +60,10 @@ def count_parameters(module: nn.Module) -> int:
 
 def model_state(model: HandPoseNet) -> dict:
     """{"model": registry name, "config": plain dict, "state_dict": weights}: what rebuilds ``model``
-    (only plain data and tensors, so ``torch.load(weights_only=True)`` reads it)."""
+    (only plain data and tensors, so ``torch.load(weights_only=True)`` reads it). A model wrapped by
+    DistributedDataParallel, DataParallel or torch.compile is unwrapped first."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):  # DataParallel / DDP / torch.compile wrappers
+        model = getattr(model, "_orig_mod", None) or model.module
     name = getattr(model, "model_name", None)
     if name not in MODELS:
         raise ValueError("model_state needs a model made by build_model (its registry name is unknown)")

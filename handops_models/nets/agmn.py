@@ -88,6 +88,4 @@ class AGMN(HandPoseNet):
             "pairwise": squared_error(outputs["pairwise_stages"], self.pairwise_targets(targets)[:, None]),
             "last": squared_error(outputs["marginals"], self.heatmap_targets(targets, normalize=True)),
         }
-        if weights is None:
-            weights = dict(zip(("unary", "pairwise", "last"), self.config.alphas))
-        return self._total(terms, weights), terms
+        return self._total(terms, weights, dict(zip(("unary", "pairwise", "last"), self.config.alphas))), terms

@@ -88,7 +88,8 @@ class HandPoseNet(nn.Module):
                              + (f" with keys {sorted(targets)}" if isinstance(targets, dict) else ""))
         keypoints = torch.as_tensor(targets["keypoints2d"])
         if keypoints.dim() != 3 or keypoints.shape[1:] != (self.num_keypoints, 2):
-            raise ValueError(f"{self.name}: keypoints2d must be [B, {self.num_keypoints}, 2], got {list(keypoints.shape)}")
+            hint = " (one image? add the batch dimension: keypoints2d[None])" if keypoints.dim() == 2 else ""
+            raise ValueError(f"{self.name}: keypoints2d must be [B, {self.num_keypoints}, 2], got {list(keypoints.shape)}{hint}")
         mask = target_mask(keypoints, image_size=self.input_size)
         return keypoints, mask
 
@@ -100,29 +101,39 @@ class HandPoseNet(nn.Module):
                                  visibility=mask.to(parameter.device), normalize=normalize)
 
     def _check_batch(self, outputs: dict, targets) -> None:
+        keypoints, _ = self._keypoints(targets)  # shape errors first: [21, 2] unbatched is named as such
         batch = outputs["heatmaps"].shape[0]
-        keypoints = targets.get("keypoints2d") if isinstance(targets, dict) else None
-        if keypoints is not None and len(keypoints) != batch:
+        if len(keypoints) != batch:
             raise ValueError(f"{self.name}: outputs are for {batch} images but targets hold {len(keypoints)}")
 
     @staticmethod
-    def _total(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    def _total(terms: dict[str, torch.Tensor], weights, default: dict[str, float]) -> torch.Tensor:
+        """sum of weights[name] * terms[name]; ``weights`` None means the model's default weights."""
+        weights = default if weights is None else dict(weights)
+        if not weights:
+            raise ValueError(f"loss weights are empty: name at least one of the terms {sorted(terms)}")
         unknown = sorted(set(weights) - set(terms))
         if unknown:
             raise ValueError(f"loss weights name terms {unknown} that this model does not compute; it has {sorted(terms)}")
-        return sum(float(w) * terms[name] for name, w in weights.items())
+        total = None
+        for name, w in weights.items():
+            term = float(w) * terms[name]
+            total = term if total is None else total + term
+        return total
 
     # ----------------------------------------------------------------------------------- prediction
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Keypoints [B, K, 2] in input pixels (argmax of the final maps, Eq. 3.13 / 4.6, mapped by the
         stride as in :mod:`handops_models.data.targets`) and their map values [B, K] as confidence.
-        Runs in eval mode without gradients (the module's mode is restored afterwards)."""
-        was_training = self.training
+        Runs in eval mode without gradients (every submodule's mode is restored afterwards). The argmax is
+        a map cell, so a prediction is quantised to the stride (8 input pixels for CPM-based networks)."""
+        modes = [(module, module.training) for module in self.modules()]
         self.eval()
         try:
             with torch.no_grad():
                 maps = self.forward(images)["heatmaps"]
         finally:
-            self.train(was_training)
+            for module, training in modes:  # each submodule's own mode (a frozen BatchNorm stays in eval)
+                module.training = training
         positions, values = argmax_2d(maps)
         return {"keypoints2d": heatmap_to_image(positions, stride=self.stride), "confidence": values}

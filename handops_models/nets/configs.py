@@ -31,12 +31,45 @@ __all__ = [
 ]
 
 
+def _require(config, condition: bool, field_name: str, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"{type(config).__name__}.{field_name} must be {expected}, got {getattr(config, field_name)!r}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_ints(config, names: tuple[str, ...], low: int = 1) -> None:
+    for name in names:
+        _require(config, _is_int(getattr(config, name)) and getattr(config, name) >= low, name, f"an int >= {low}")
+
+
+def _check_odd(config, name: str = "kernel_size") -> None:
+    value = getattr(config, name)
+    _require(config, _is_int(value) and value >= 1 and value % 2 == 1, name, "an odd int (kernels have a centre pixel)")
+
+
+def _check_hand(config, inner) -> None:
+    """The structured models are built on handops.hand_tree() / hand_graph(): 21 keypoints."""
+    _require(config, inner.num_keypoints == 21, type(inner).__name__.replace("Config", "").lower(),
+             "a config with num_keypoints=21 (the hand tree and graph have 21 nodes)")
+
+
 @dataclass(frozen=True)
 class ResNetConfig:
     """A torchvision-style ResNet: depth in {18, 34, 50, 101, 152}, width multiplies the base 64 channels."""
 
     depth: int = 18
     width: float = 1.0
+
+    def __post_init__(self):
+        _require(self, self.depth in (18, 34, 50, 101, 152), "depth", "one of 18, 34, 50, 101, 152")
+        _require(self, _is_number(self.width) and self.width > 0, "width", "a positive number")
 
 
 @dataclass(frozen=True)
@@ -59,6 +92,13 @@ class CPMConfig:
     num_keypoints: int = 21
     sigma: float = 1.0
 
+    def __post_init__(self):
+        _check_ints(self, ("feature_channels", "stage1_channels", "stage_channels", "num_stages", "num_keypoints"))
+        _require(self, _is_int(self.input_size) and self.input_size >= 8 and self.input_size % 8 == 0, "input_size",
+                 "a multiple of 8 (the VGG front's stride)")
+        _require(self, _is_number(self.width) and self.width > 0, "width", "a positive number")
+        _require(self, _is_number(self.sigma) and self.sigma > 0, "sigma", "a positive number (map pixels)")
+
 
 @dataclass(frozen=True)
 class HourglassConfig:
@@ -72,6 +112,10 @@ class HourglassConfig:
     num_keypoints: int = 21
     sigma: float = 1.0
 
+    def __post_init__(self):
+        _check_ints(self, ("input_size", "num_stacks", "channels", "depth", "num_keypoints"))
+        _require(self, _is_number(self.sigma) and self.sigma > 0, "sigma", "a positive number (map pixels)")
+
 
 @dataclass(frozen=True)
 class RotationConfig:
@@ -80,6 +124,9 @@ class RotationConfig:
 
     backbone: ResNetConfig = field(default_factory=lambda: ResNetConfig(18))
     hidden: int = 256
+
+    def __post_init__(self):
+        _check_ints(self, ("hidden",))
 
 
 @dataclass(frozen=True)
@@ -98,6 +145,16 @@ class AGMNConfig:
     unary_floor: float = 1e-32
     kernel_floor: float = 1e-16
 
+    def __post_init__(self):
+        _check_odd(self)
+        _check_hand(self, self.cpm)
+        alphas = tuple(self.alphas) if isinstance(self.alphas, (list, tuple)) else ()
+        _require(self, len(alphas) == 3 and all(_is_number(a) and a >= 0 for a in alphas), "alphas",
+                 "three non-negative numbers (alpha1, alpha2, alpha3 of Eq. 4.16)")
+        object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
+        for name in ("unary_floor", "kernel_floor"):
+            _require(self, _is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a positive number")
+
 
 @dataclass(frozen=True)
 class RMGMNConfig:
@@ -115,6 +172,21 @@ class RMGMNConfig:
     unary_floor: float = 1e-32
     kernel_floor: float = 1e-16
     loss_weights: tuple[tuple[str, float], ...] = (("gm", 1.0),)
+
+    def __post_init__(self):
+        _check_odd(self)
+        _check_ints(self, ("num_models",))
+        _check_hand(self, self.cpm)
+        for name in ("unary_floor", "kernel_floor"):
+            _require(self, _is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a positive number")
+        weights = self.loss_weights.items() if isinstance(self.loss_weights, dict) else self.loss_weights
+        try:
+            pairs = tuple((str(k), float(w)) for k, w in weights)
+        except (TypeError, ValueError):
+            pairs = ()
+        _require(self, bool(pairs) and all(k in ("rotation", "unary", "gm", "classifier") for k, _ in pairs), "loss_weights",
+                 "(name, weight) pairs or a dict over 'rotation', 'unary', 'gm', 'classifier'")
+        object.__setattr__(self, "loss_weights", pairs)
 
 
 @dataclass(frozen=True)
@@ -135,6 +207,13 @@ class SiaPoseConfig:
     pointer: ResNetConfig = field(default_factory=lambda: ResNetConfig(18))
     rotation: RotationConfig | None = None
     alpha: float = 1.0
+
+    def __post_init__(self):
+        _require(self, self.estimator in ("cpm", "hourglass"), "estimator", "'cpm' or 'hourglass'")
+        _check_ints(self, ("heads", "layers"))
+        _check_odd(self)
+        _check_hand(self, self.cpm if self.estimator == "cpm" else self.hourglass)
+        _require(self, _is_number(self.alpha) and self.alpha >= 0, "alpha", "a non-negative number (Eq. 5.4)")
 
 
 CONFIG_TYPES: dict[str, type] = {
@@ -219,6 +298,9 @@ def _build(cls, data: dict):
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}; its fields are {sorted(names)}")
+    missing = sorted(names - set(data))
+    if missing:  # a default here could silently rebuild another network (a tiny model at paper size)
+        raise ValueError(f"{cls.__name__} is missing fields {missing}: a stored config must hold every field")
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _coerce(hints[key], value, f"{cls.__name__}.{key}")

@@ -106,4 +106,4 @@ class CPM(HandPoseNet):
         self._check_batch(outputs, targets)
         target = self.heatmap_targets(targets)
         terms = {"unary": squared_error(outputs["stages"], target[:, None])}
-        return self._total(terms, weights or {"unary": 1.0}), terms
+        return self._total(terms, weights, {"unary": 1.0}), terms

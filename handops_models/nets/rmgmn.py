@@ -10,7 +10,7 @@
 
 Loss terms (``loss`` returns them all; ``weights``, default the config's ``loss_weights``, picks the
 stage's equation):
-    "rotation"   (alpha - alpha^*)^2                                        Eq. 3.24 (degrees, not wrapped)
+    "rotation"   (alpha - alpha^*)^2                                        Eq. 3.24 (degrees, wrapped to +-180)
     "unary"      sum_t sum_k ||rotate(U_k^t, -alpha) - S_k^*||_F^2           Eq. 3.25
     "gm"         sum_k ||S^F_k - S~_k^*||_F^2, S~^* normalised targets       Eq. 3.26 = 3.27
     "classifier" cross entropy with targets["cluster"] (only when given)    Sec. 3.4.3
@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import handops
-from handops_models.data.targets import rotation_target
 from handops_models.nets.backbones import ResNet
 from handops_models.nets.base import HandPoseNet, squared_error
 from handops_models.nets.configs import RMGMNConfig
 from handops_models.nets.cpm import CPM
-from handops_models.nets.rotation import RotationNet, rotate
+from handops_models.nets.rotation import RotationNet, rotate, rotation_loss
 from handops_models.nets.structured import normalised_potentials, tree_marginals
 
 __all__ = ["RMGMN"]
@@ -80,15 +79,17 @@ class RMGMN(HandPoseNet):
         """The terms of Eq. 3.24-3.27 (module docstring); total = sum of ``weights[name] * term``."""
         self._check_batch(outputs, targets)
         keypoints, _ = self._keypoints(targets)
-        angle_target = rotation_target(keypoints.to(outputs["angle"]))
         terms = {
-            "rotation": (outputs["angle"] - angle_target).pow(2).mean(),
+            "rotation": rotation_loss(outputs["angle"], keypoints),
             "unary": squared_error(outputs["unary_stages"], self.heatmap_targets(targets)[:, None]),
             "gm": squared_error(outputs["marginals"], self.heatmap_targets(targets, normalize=True)),
         }
         if "cluster" in targets:
             clusters = torch.as_tensor(targets["cluster"], device=outputs["logits"].device)
-            if clusters.dtype != torch.long or clusters.shape != outputs["logits"].shape[:1]:
-                raise ValueError(f"targets['cluster'] must be int64 [B] cluster labels, got {clusters.dtype} {list(clusters.shape)}")
-            terms["classifier"] = F.cross_entropy(outputs["logits"], clusters)
-        return self._total(terms, weights or dict(self.config.loss_weights)), terms
+            if clusters.is_floating_point() or clusters.is_complex() or clusters.shape != outputs["logits"].shape[:1]:
+                raise ValueError(f"targets['cluster'] must be integer [B] cluster labels, got {clusters.dtype} {list(clusters.shape)}")
+            if len(clusters) and not (0 <= int(clusters.min()) and int(clusters.max()) < self.config.num_models):
+                raise ValueError(f"targets['cluster'] labels must lie in [0, {self.config.num_models}), got "
+                                 f"[{int(clusters.min())}, {int(clusters.max())}]")
+            terms["classifier"] = F.cross_entropy(outputs["logits"], clusters.long())
+        return self._total(terms, weights, dict(self.config.loss_weights)), terms

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from handops_models.data.targets import rotation_target
 from handops_models.nets.backbones import ResNet
 from handops_models.nets.configs import RotationConfig
 
-__all__ = ["rotate", "RotationNet"]
+__all__ = ["rotate", "RotationNet", "rotation_loss"]
 
 
 def rotate(maps: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
@@ -27,6 +28,8 @@ def rotate(maps: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     ``c + R (p - c)``, ``R = [[cos, sin], [-sin, cos]]`` (``transforms.Rotate``'s convention)."""
     if maps.shape[-1] != maps.shape[-2]:
         raise ValueError(f"rotate needs square maps (a rotation of a non-square grid is not one in pixels), got {list(maps.shape)}")
+    if maps.shape[0] == 0:  # affine_grid refuses an empty batch
+        return maps.clone()
     t = degrees.to(maps.dtype) * (math.pi / 180)
     cos, sin = torch.cos(t), torch.sin(t)
     # affine_grid maps each output position to the input position it samples: R^T p'.
@@ -47,3 +50,11 @@ class RotationNet(nn.Module):
 
     def forward(self, normalised_images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(normalised_images))[:, 0]
+
+
+def rotation_loss(angle: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """Eq. 3.24, ``mean (alpha - alpha^*)^2`` in degrees, with the difference wrapped to [-180, 180): the
+    thesis writes the plain difference, but with hands in any orientation (SyntheticHands) a prediction of
+    179 for a target of -179 is 2 degrees off, not 358."""
+    difference = angle - rotation_target(keypoints.to(angle))
+    return torch.remainder(difference + 180.0, 360.0).sub(180.0).pow(2).mean()

@@ -28,12 +28,11 @@ import torch
 from torch import nn
 
 import handops
-from handops_models.data.targets import rotation_target
 from handops_models.nets.backbones import ResNet
 from handops_models.nets.base import HandPoseNet, squared_error
 from handops_models.nets.configs import SiaPoseConfig
 from handops_models.nets.cpm import CPM
-from handops_models.nets.rotation import RotationNet, rotate
+from handops_models.nets.rotation import RotationNet, rotate, rotation_loss
 from handops_models.nets.structured import edge_conv
 
 __all__ = ["SIAGCN", "SiaPose"]
@@ -139,5 +138,5 @@ class SiaPose(HandPoseNet):
                  "fused": squared_error(outputs["heatmaps"], target)}
         if "angle" in outputs:
             keypoints, _ = self._keypoints(targets)
-            terms["rotation"] = (outputs["angle"] - rotation_target(keypoints.to(outputs["angle"]))).pow(2).mean()
-        return self._total(terms, weights or {"estimator": self.config.alpha, "fused": 1.0}), terms
+            terms["rotation"] = rotation_loss(outputs["angle"], keypoints)
+        return self._total(terms, weights, {"estimator": self.config.alpha, "fused": 1.0}), terms

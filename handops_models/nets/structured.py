@@ -28,6 +28,10 @@ def _check_impl(impl: str) -> None:
 def normalised_potentials(maps: torch.Tensor, floor: float) -> torch.Tensor:
     """``clamp(maps, min=floor)`` with each [h, w] map divided by its sum: non-negative potentials that are
     never all zero (Eq. 4.2 / 4.4 with the author's floors; the floor's gradient is that of max(0, .))."""
+    # float16 cannot hold the author's floors (1e-32 and 1e-16 round to 0, and an all-negative map would
+    # become 0 / 0): half maps are normalised in float32, which the ops compute in anyway.
+    if maps.dtype in (torch.float16, torch.bfloat16):
+        maps = maps.float()
     positive = maps.clamp(min=floor)
     return positive / positive.sum(dim=(-2, -1), keepdim=True)
 

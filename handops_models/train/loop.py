@@ -76,8 +76,11 @@ def set_trainable(model: torch.nn.Module, paths: tuple[str, ...]) -> list[torch.
         p.requires_grad_(False)
     trainable = []
     for path in paths:
-        module = model.get_submodule(path) if path else model
-        for p in module.parameters():
+        if path and _names_parameter(model, path):  # R-MGMN's pool of kernels is a parameter, not a module
+            params = [model.get_parameter(path)]
+        else:
+            params = (model.get_submodule(path) if path else model).parameters()
+        for p in params:
             p.requires_grad_(True)
     seen = set()
     for p in model.parameters():
@@ -87,6 +90,14 @@ def set_trainable(model: torch.nn.Module, paths: tuple[str, ...]) -> list[torch.
     if not trainable:
         raise ValueError(f"stage trains {paths}, which hold no parameters of {type(model).__name__}")
     return trainable
+
+
+def _names_parameter(model: torch.nn.Module, path: str) -> bool:
+    try:
+        model.get_parameter(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _rank_world() -> tuple[int, int]:

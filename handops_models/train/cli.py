@@ -377,7 +377,8 @@ def _train(args, ctx) -> int:
                                epoch=int(last.get("epoch", 0)), step=last.get("step", 0),
                                extra={"complete": complete, "best": result["best"]})
         best = ", ".join(f"{k} {v:.4f}" for k, v in result["best"].items())
-        log(f"{'done' if complete else f'stopped after {args.max_steps} steps'} in "
+        steps = f"{args.max_steps} step{'s' if args.max_steps != 1 else ''}"
+        log(f"{'done' if complete else f'stopped after {steps}'} in "
             f"{time.perf_counter() - started:.1f} s; best validation mPCK per stage: {best or 'none'}; wrote {path}")
     return 0
 

@@ -15,14 +15,16 @@ Test hooks (none of them changes what the loop does):
 - ``--delay S``: sleep S seconds per training sample (gives the kill test time to kill between steps).
 - ``--dtype float64``: the model in double precision (the torchrun test compares with a single process).
 - Each rank writes ``<out>/test_dump/rank<r>.pt``: its parameters after run_recipe, the training indices it
-  read (in order), its seed and its first random draw; and, with ``--record-start``, its parameters before
-  training as ``start<r>.pt``.
+  read (in order), its seed, its first random draw and draws from torch's, numpy's and Python's RNGs after
+  training (equal draws: equal RNG states); ``pid<r>`` at the start (the kill test kills the
+  processes by these); and, with ``--record-start``, its parameters before training as ``start<r>.pt``.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import random
 import sys
 import time
@@ -87,10 +89,14 @@ def main(argv=None) -> int:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--record-start", action="store_true")
+    p.add_argument("--timeout", type=float, default=120.0, help="collective timeout (a hung test dies)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)  # the same arithmetic in every run (and two processes share two cores)
-    ctx = D.setup(device="cpu")
+    ctx = D.setup(device="cpu", timeout_s=args.timeout)
+    dump = Path(args.out) / "test_dump"
+    dump.mkdir(parents=True, exist_ok=True)
+    (dump / f"pid{ctx.rank}").write_text(str(os.getpid()))
     try:
         seed = D.seed_everything(args.seed)
         first_draw = torch.rand(()).item()
@@ -103,15 +109,14 @@ def main(argv=None) -> int:
                   for s in recipe_for(args.model)]
         settings = Settings(batch_size=args.batch_size, seed=args.seed, max_steps=args.max_steps,
                             checkpoint_every=args.checkpoint_every, device=ctx.device, progress=False)
-        dump = Path(args.out) / "test_dump"
         if args.record_start:
-            dump.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.clone() for k, v in model.state_dict().items()}, dump / f"start{ctx.rank}.pt")
         result = run_recipe(model, recipe, train, val, args.out, settings, resume=args.resume,
                             log=lambda m: print(f"[rank {ctx.rank}] {m}", flush=True))
-        dump.mkdir(parents=True, exist_ok=True)
+        end_draws = [torch.rand(2).tolist(), np.random.rand(2).tolist(), [random.random(), random.random()]]
         torch.save({"state_dict": model.state_dict(), "read": train.read, "seed": seed, "first_draw": first_draw,
-                    "world_size": ctx.world_size, "best": result["best"], "stopped": result["stopped"]},
+                    "end_draws": end_draws, "world_size": ctx.world_size, "best": result["best"],
+                    "stopped": result["stopped"]},
                    dump / f"rank{ctx.rank}.pt")
     finally:
         D.teardown()

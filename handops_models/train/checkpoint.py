@@ -138,9 +138,9 @@ def load_checkpoint(path, expect_model: str | None = None, expect_config=None, b
         raise CheckpointError(f"{path}: not a handops_models training checkpoint (format {got!r}, expected {FORMAT!r})")
     try:
         if build:
-            model = model_from_state(data["network"], expect_model=expect_model, expect_config=expect_config)
+            model = model_from_state(data.get("network"), expect_model=expect_model, expect_config=expect_config)
         else:  # the same checks, without building a network (run_recipe's resume loads into its own)
-            _check_network(data["network"], expect_model, expect_config)
+            _check_network(data.get("network"), expect_model, expect_config)
             model = None
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e

@@ -34,6 +34,7 @@ BENCHMARKS = {
     "edge_conv": "benchmarks.bench_edge_conv",
     "mano": "benchmarks.bench_mano",
     "synthetic_data": "benchmarks.bench_synthetic_data",
+    "training_step": "benchmarks.bench_training_step",
 }
 
 

@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs-scale", type=_positive_float, default=1.0,
                    help="multiply every stage's epochs (at least 1 each)")
     t.add_argument("--batch-size", type=_positive_int, default=32)
-    t.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader workers (evaluation passes)")
+    t.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader worker processes reading training batches ahead (and the evaluation passes)")
     t.add_argument("--seed", type=int, default=0, help="weights and data order (the data splits do not change)")
     t.add_argument("--train-size", type=_positive_int, default=None, help="training images (synthetic: rendered)")
     t.add_argument("--val-size", type=_positive_int, default=None, help="validation images")

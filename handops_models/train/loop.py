@@ -203,15 +203,19 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
             batches = _batches(order, settings.batch_size, rank, world)
             start = position["batch"] if (stage_index, epoch) == (position["stage"], position["epoch"]) else 0
             network.train()
+            _keep_frozen_batchnorm_still(network)
             totals: dict[str, float] = {}
             bar = tqdm(range(start, len(batches)), desc=f"{stage.name} {epoch + 1}/{stage.epochs}", leave=False,
                        disable=not settings.progress or rank != 0)
-            seen = 0
+            seen, waiting = 0, 0.0
             t0 = time.perf_counter()
+            stream = _batch_stream(stage_train, batches[start:], settings, stage, seed=(settings.seed, stage_index, epoch))
             for b in bar:
                 if settings.max_steps is not None and position["step"] >= settings.max_steps:
                     break
-                batch = collate([_with_cluster(stage_train[int(i)], settings, stage) for i in batches[b]])
+                t_wait = time.perf_counter()
+                batch = next(stream)
+                waiting += time.perf_counter() - t_wait
                 batch = {k: v.to(settings.device) for k, v in batch.items()}
                 outputs = ddp(batch["image"])
                 total, terms = network.loss(outputs, batch, weights)
@@ -247,6 +251,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
             record = {"stage": stage.name, "epoch": epoch + 1 if finished_epoch else epoch + position["batch"] / len(batches),
                       "step": position["step"], "seconds": round(time.perf_counter() - t0, 2),
                       "images_per_s": round(seen * settings.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
+                      "data_wait_share": round(waiting / max(time.perf_counter() - t0, 1e-9), 4),
                       "train": dict(zip(totals, D.all_reduce_mean([v / max(seen, 1) for v in totals.values()]))),
                       "val": {k: v for k, v in metrics.items() if k != "predictions"}}
             if partial:
@@ -287,6 +292,45 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         resume_state = None
     D.barrier()
     return {"history": history, "best": best, "stopped": False}
+
+
+def _keep_frozen_batchnorm_still(network: torch.nn.Module) -> None:
+    """A BatchNorm whose parameters are frozen in this stage runs in eval mode: its running statistics
+    belong to the stage that trained it (R-MGMN's rotation net must not drift while the pool trains)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            if not any(p.requires_grad for p in module.parameters(recurse=False)):
+                module.eval()
+
+
+class _StageSamples(Dataset):
+    """The stage's training samples, with R-MGMN's cluster label added where the stage needs it."""
+
+    def __init__(self, dataset: Dataset, settings: Settings, stage: Stage):
+        self.dataset, self.settings, self.stage = dataset, settings, stage
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        return _with_cluster(self.dataset[int(index)], self.settings, self.stage)
+
+
+def _batch_stream(dataset: Dataset, batches: list[torch.Tensor], settings: Settings, stage: Stage, seed: tuple[int, ...]):
+    """The epoch's remaining batches, collated. Without workers they are read here, in order; with
+    ``settings.workers`` a DataLoader reads ahead in worker processes (the same batches in the same order;
+    worker seeds depend only on (seed, stage, epoch), but a dataset drawing random augmentations in its
+    workers sees other worker seeds after a mid-epoch resume: exact resume is guaranteed without workers
+    or with deterministic samples, as SyntheticHands' are)."""
+    samples = _StageSamples(dataset, settings, stage)
+    if not settings.workers:
+        for indices in batches:
+            yield collate([samples[int(i)] for i in indices])
+        return
+    generator = torch.Generator().manual_seed((seed[0] * 1_000_003 + seed[1]) * 10_007 + seed[2])
+    loader = DataLoader(samples, batch_sampler=[[int(i) for i in b] for b in batches], collate_fn=collate,
+                        num_workers=settings.workers, generator=generator)
+    yield from loader
 
 
 def _with_cluster(sample: dict, settings: Settings, stage: Stage) -> dict:

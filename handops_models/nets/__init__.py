@@ -27,7 +27,7 @@ from handops_models.nets.rmgmn import RMGMN
 from handops_models.nets.siapose import SiaPose
 
 __all__ = [
-    "MODELS", "build_model", "model_state", "model_from_state", "count_parameters", "HandPoseNet", "CPM",
+    "MODELS", "build_model", "model_state", "model_from_state", "check_state", "count_parameters", "HandPoseNet", "CPM",
     "StackedHourglass", "AGMN", "RMGMN", "SiaPose", "VGGFront", "ResNet", "load_pretrained", "preset",
 ]
 
@@ -70,9 +70,10 @@ def model_state(model: HandPoseNet) -> dict:
     return {"model": name, "config": config_to_dict(model.config), "state_dict": model.state_dict()}
 
 
-def model_from_state(state: dict, expect_model: str | None = None, expect_config=None) -> HandPoseNet:
-    """Rebuild a network from :func:`model_state`'s dict. ``expect_model`` / ``expect_config`` (a preset
-    name or a config) make a state of another network or configuration an error that names both."""
+def check_state(state: dict, expect_model: str | None = None, expect_config=None) -> tuple[str, object]:
+    """The registry name and config of a :func:`model_state` dict, after checking that it is one and, with
+    ``expect_model`` / ``expect_config`` (a preset name or a config), that it is that network and config
+    (otherwise a ValueError naming both)."""
     if not isinstance(state, dict) or not {"model", "config", "state_dict"} <= set(state):
         got = sorted(state) if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"not a handops_models network state: expected keys model, config, state_dict; got {got}")
@@ -87,6 +88,12 @@ def model_from_state(state: dict, expect_model: str | None = None, expect_config
         if wanted != config:
             diff = _config_diff(config_to_dict(config), config_to_dict(wanted))
             raise ValueError(f"the state's {name!r} config differs from the expected one: {diff}")
+    return name, config
+
+
+def model_from_state(state: dict, expect_model: str | None = None, expect_config=None) -> HandPoseNet:
+    """Rebuild a network from :func:`model_state`'s dict, checked by :func:`check_state` first."""
+    name, config = check_state(state, expect_model, expect_config)
     model = build_model(name, config)
     try:
         model.load_state_dict(state["state_dict"])

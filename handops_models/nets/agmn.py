@@ -48,8 +48,6 @@ class AGMN(HandPoseNet):
         config = config or AGMNConfig()
         cpm = config.cpm
         super().__init__(config, cpm.input_size, cpm.input_size // 8, cpm.num_keypoints, cpm.sigma)
-        if config.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (tree_marginals kernels have a centre), got {config.kernel_size}")
         self.tree = handops.hand_tree()
         self.unary_branch = CPM(cpm)
         width = cpm.width

@@ -54,6 +54,11 @@ def _check_odd(config, name: str = "kernel_size") -> None:
     _require(config, _is_int(value) and value >= 1 and value % 2 == 1, name, "an odd int (kernels have a centre pixel)")
 
 
+def _check_floors(config) -> None:
+    for name in ("unary_floor", "kernel_floor"):
+        _require(config, _is_number(getattr(config, name)) and getattr(config, name) > 0, name, "a positive number")
+
+
 def _check_hand(config, inner) -> None:
     """The structured models are built on handops.hand_tree() / hand_graph(): 21 keypoints."""
     _require(config, inner.num_keypoints == 21, type(inner).__name__.replace("Config", "").lower(),
@@ -152,8 +157,7 @@ class AGMNConfig:
         _require(self, len(alphas) == 3 and all(_is_number(a) and a >= 0 for a in alphas), "alphas",
                  "three non-negative numbers (alpha1, alpha2, alpha3 of Eq. 4.16)")
         object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
-        for name in ("unary_floor", "kernel_floor"):
-            _require(self, _is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a positive number")
+        _check_floors(self)
 
 
 @dataclass(frozen=True)
@@ -177,8 +181,7 @@ class RMGMNConfig:
         _check_odd(self)
         _check_ints(self, ("num_models",))
         _check_hand(self, self.cpm)
-        for name in ("unary_floor", "kernel_floor"):
-            _require(self, _is_number(getattr(self, name)) and getattr(self, name) > 0, name, "a positive number")
+        _check_floors(self)
         weights = self.loss_weights.items() if isinstance(self.loss_weights, dict) else self.loss_weights
         try:
             pairs = tuple((str(k), float(w)) for k, w in weights)

@@ -43,10 +43,6 @@ class RMGMN(HandPoseNet):
         config = config or RMGMNConfig()
         cpm = config.cpm
         super().__init__(config, cpm.input_size, cpm.input_size // 8, cpm.num_keypoints, cpm.sigma)
-        if config.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd (tree_marginals kernels have a centre), got {config.kernel_size}")
-        if config.num_models < 1:
-            raise ValueError(f"the pool needs at least one graphical model, got num_models={config.num_models}")
         self.tree = handops.hand_tree()
         self.rotation_net = RotationNet(config.rotation)
         self.unary_branch = CPM(cpm)

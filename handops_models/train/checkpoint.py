@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from handops_models.nets import model_from_state, model_state
+from handops_models.nets import check_state, model_from_state, model_state
 
 __all__ = ["FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "capture_rng_state", "restore_rng_state",
            "atomic_write"]
@@ -140,30 +140,9 @@ def load_checkpoint(path, expect_model: str | None = None, expect_config=None, b
         if build:
             model = model_from_state(data.get("network"), expect_model=expect_model, expect_config=expect_config)
         else:  # the same checks, without building a network (run_recipe's resume loads into its own)
-            _check_network(data.get("network"), expect_model, expect_config)
+            check_state(data.get("network"), expect_model, expect_config)
             model = None
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from e
     data["model"] = model
     return data
-
-
-def _check_network(state, expect_model, expect_config) -> None:
-    """``model_from_state``'s checks (a network state of the expected model and config) without building."""
-    from handops_models.nets import MODELS, _config_diff, preset
-    from handops_models.nets.configs import config_from_dict, config_to_dict
-
-    if not isinstance(state, dict) or not {"model", "config", "state_dict"} <= set(state):
-        got = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"not a handops_models network state: expected keys model, config, state_dict; got {got}")
-    name = state["model"]
-    if name not in MODELS:
-        raise ValueError(f"the state holds an unknown model {name!r}; expected one of {sorted(MODELS)}")
-    if expect_model is not None and name != expect_model:
-        raise ValueError(f"the state holds a {name!r} network, expected {expect_model!r}")
-    if expect_config is not None:
-        config = config_from_dict(state["config"])
-        wanted = preset(name, expect_config) if isinstance(expect_config, str) else expect_config
-        if wanted != config:
-            raise ValueError(f"the state's {name!r} config differs from the expected one: "
-                             f"{_config_diff(config_to_dict(config), config_to_dict(wanted))}")

@@ -462,3 +462,16 @@ def test_train_and_evaluate_on_a_real_format(tmp_path):
     assert rc == 0, err
     report = json.loads((tmp_path / "run" / "eval_humbi_test.json").read_text())
     assert report["results"][0]["num_images"] == 3
+
+
+def test_lr_scale_scales_every_stage_and_is_part_of_the_recipe(tmp_path):
+    """--lr-scale multiplies every stage's learning rate (recorded in config.json), and a resume with
+    another scale is refused as another recipe (rules out a scale applied to the first stage only, or one
+    a resume could silently change)."""
+    rc, _, err = train(tmp_path, "agmn", "--train-size", 8, "--val-size", 4, "--max-steps", 1, "--lr-scale", 10)
+    assert rc == 0, err
+    recipe = json.loads((tmp_path / "run" / "config.json").read_text())["recipe"]
+    lrs = [stage["lr"] for stage in recipe]
+    assert lrs == pytest.approx([1e-3, 1e-3, 1e-4])  # AGMN: 1e-4, 1e-4, 1e-5 in the thesis
+    rc, _, err = train(tmp_path, "agmn", "--train-size", 8, "--val-size", 4, "--max-steps", 2, "--resume")
+    assert rc == 2 and "another recipe" in err

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heads", type=_positive_int, default=None, help="SIA-GCN heads (siapose, rsiapose, sharedgcn)")
     t.add_argument("--epochs-scale", type=_positive_float, default=1.0,
                    help="multiply every stage's epochs (at least 1 each)")
+    t.add_argument("--lr-scale", type=_positive_float, default=1.0, help="multiply every stage's learning rate")
     t.add_argument("--batch-size", type=_positive_int, default=32)
     t.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader worker processes reading training batches ahead (and the evaluation passes)")
     t.add_argument("--seed", type=int, default=0, help="weights and data order (the data splits do not change)")
@@ -239,7 +240,7 @@ def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     if not stored_path.is_file():
         return None
     stored = json.loads(stored_path.read_text())
-    for key, what in (("model", "model"), ("config", "config"), ("recipe", "recipe (--epochs-scale)"),
+    for key, what in (("model", "model"), ("config", "config"), ("recipe", "recipe (--epochs-scale, --lr-scale)"),
                       ("data", "data")):
         if stored.get(key) != record[key]:
             raise CLIError(f"--resume: {stored_path} was written for another {what}: {stored.get(key)!r} there, "
@@ -304,8 +305,8 @@ def _train(args, ctx) -> int:
     except (TypeError, ValueError) as e:
         raise CLIError(f"--model {args.model} with --config {args.config}: {e}") from e
     recipe = recipe_for(args.model, getattr(config, "estimator", "cpm"))
-    if args.epochs_scale != 1.0:
-        recipe = scaled(recipe, args.epochs_scale)
+    if args.epochs_scale != 1.0 or args.lr_scale != 1.0:
+        recipe = scaled(recipe, args.epochs_scale, lr_factor=args.lr_scale)
     out = Path(args.out)
     options = _data_options(args)
     root = None if args.root is None else str(Path(args.root).resolve())
@@ -339,6 +340,7 @@ def _train(args, ctx) -> int:
                     "workers": settings.workers, "max_steps": settings.max_steps,
                     "checkpoint_every": settings.checkpoint_every, "val_limit": settings.val_limit,
                     "device": settings.device, "world_size": ctx.world_size, "epochs_scale": args.epochs_scale,
+                    "lr_scale": args.lr_scale,
                     "thresholds": list(settings.thresholds), "coarse_thresholds": list(settings.extra_thresholds),
                     "classifier_split": args.classifier_split if classifier else None}
     if ctx.is_main:

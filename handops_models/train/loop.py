@@ -170,7 +170,9 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         extra = resume_state["extra"]
         position = extra["position"]
         history, best = extra["history"], extra["best"]
-        if rank == 0:
+        if rank == 0 and position["stage"] >= len(recipe):
+            log(f"resuming from {last}: the recipe already finished (step {position['step']}); nothing to train")
+        elif rank == 0:
             log(f"resuming from {last}: stage {position['stage']} ({recipe[position['stage']].name}), "
                 f"epoch {position['epoch']}, batch {position['batch']}, step {position['step']}")
     elif resume and rank == 0:

@@ -25,7 +25,7 @@ import torch
 __all__ = [
     "THESIS_THRESHOLDS", "keypoint_distances", "pck", "mpck", "auc", "pck_auc", "epe", "mpjpe", "mpvpe",
     "procrustes_align", "pa_mpjpe", "betas_mse", "hand_width_length", "shape_errors", "results_table",
-    "plot_pck_curves",
+    "plot_pck_curves", "pck_per_image", "bootstrap_interval",
 ]
 
 THESIS_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
@@ -97,6 +97,50 @@ def pck(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS, visible=None) -> torc
     if vis is None:
         return correct.double().mean(dim=(1, 2))
     return (correct & vis).double().sum(dim=(1, 2)) / vis.sum()
+
+
+def pck_per_image(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS) -> torch.Tensor:
+    """[N, T] float64: each image's Eq. 5.5 PCK at each threshold (every keypoint counted).
+
+    Its mean over the images is :func:`pck` without ``visible``; the per-image values are what a bootstrap
+    over test images resamples (:func:`bootstrap_interval`).
+    """
+    pred, gt = _pair(pred, gt, 2)
+    size = torch.as_tensor(bbox_size, dtype=torch.float64).reshape(-1)
+    if size.numel() != pred.shape[0] or not bool((size > 0).all()) or not bool(torch.isfinite(size).all()):
+        raise ValueError(f"bbox_size must have {pred.shape[0]} positive finite entries, one per image")
+    t = _thresholds(thresholds)
+    dist = (pred - gt).double().norm(dim=-1)  # [N, K]
+    return (dist[:, None, :] <= t[None, :, None] * size[:, None, None]).double().mean(dim=2)
+
+
+def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap over images of a mean score, or of a paired difference of two.
+
+    ``scores`` [N] (one value per test image, e.g. a row mean of :func:`pck_per_image`); with ``baseline``
+    [N] (the same images scored by another model) the statistic is ``mean(scores - baseline)`` and both are
+    resampled with the same image indices (a paired bootstrap: the images' difficulty cancels).
+    Returns (estimate, low, high): the statistic on all images and the ``(1 -+ level) / 2`` percentiles of
+    ``samples`` resampled statistics.
+    """
+    x = torch.as_tensor(scores, dtype=torch.float64).reshape(-1)
+    if baseline is not None:
+        b = torch.as_tensor(baseline, dtype=torch.float64).reshape(-1)
+        if b.shape != x.shape:
+            raise ValueError(f"a paired bootstrap needs one baseline score per image: {x.numel()} vs {b.numel()}")
+        x = x - b
+    if x.numel() < 2 or not bool(torch.isfinite(x).all()):
+        raise ValueError(f"bootstrap_interval needs at least 2 finite scores, got {x.numel()}")
+    if not 0 < level < 1 or samples < 10:
+        raise ValueError(f"need 0 < level < 1 and samples >= 10, got level={level}, samples={samples}")
+    generator = torch.Generator().manual_seed(seed)
+    stats = torch.empty(samples, dtype=torch.float64)
+    for start in range(0, samples, 256):  # chunks bound the index matrix's memory
+        n = min(256, samples - start)
+        idx = torch.randint(0, x.numel(), (n, x.numel()), generator=generator)
+        stats[start:start + n] = x[idx].mean(dim=1)
+    low, high = torch.quantile(stats, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+    return float(x.mean()), low, high
 
 
 def mpck(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS, visible=None) -> float:

@@ -475,3 +475,34 @@ def test_lr_scale_scales_every_stage_and_is_part_of_the_recipe(tmp_path):
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-4])  # AGMN: 1e-4, 1e-4, 1e-5 in the thesis
     rc, _, err = train(tmp_path, "agmn", "--train-size", 8, "--val-size", 4, "--max-steps", 2, "--resume")
     assert rc == 2 and "another recipe" in err
+
+
+def test_total_epochs_shares_the_budget_in_the_thesis_proportions(tmp_path):
+    """--total-epochs T gives the recipe exactly T epochs, at least one per stage, in the thesis' proportions
+    (AGMN 100/100/40 -> 4/4/2 of 10; R-MGMN 6/100/100/40/150 -> 1/2/2/2/3). Rules out rounding each stage on
+    its own (AGMN 10 -> 4/4/2 but R-MGMN 10 -> 1/3/3/1/4 = 12), a stage left at 0 epochs, and the option
+    combined silently with --epochs-scale."""
+    from handops_models.train.recipes import with_total_epochs
+
+    def epochs(model, total):
+        return [s.epochs for s in with_total_epochs(recipe_for(model), total)]
+
+    assert epochs("agmn", 10) == [4, 4, 2]
+    assert epochs("rmgmn", 10) == [1, 2, 2, 2, 3]
+    assert epochs("rmgmn", 5) == [1, 1, 1, 1, 1]
+    assert epochs("cpm", 7) == [7] and epochs("rsiapose", 7) == [1, 6]
+    for model in ("agmn", "rmgmn", "siapose", "rsiapose"):
+        for total in range(len(recipe_for(model)), 40):
+            counts = epochs(model, total)
+            assert sum(counts) == total and min(counts) >= 1
+    with pytest.raises(ValueError, match="at least one epoch"):
+        with_total_epochs(recipe_for("rmgmn"), 4)
+    rc, _, err = train(tmp_path, "agmn", "--train-size", 8, "--val-size", 4, "--max-steps", 1, "--total-epochs", 5)
+    assert rc == 0, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [s["epochs"] for s in config["recipe"]] == [2, 2, 1] and config["settings"]["total_epochs"] == 5
+    (tmp_path / "x").mkdir()
+    rc, _, err = train(tmp_path / "x", "agmn", "--total-epochs", 5, "--epochs-scale", 0.5)
+    assert rc == 2 and "pass one of them" in err
+    rc, _, err = train(tmp_path / "x", "rmgmn", "--total-epochs", 3)
+    assert rc == 2 and "--total-epochs 3 for rmgmn" in err

@@ -232,3 +232,38 @@ def test_betas_mse_over_no_hands_is_an_error():
 def test_auc_values_must_be_fractions(values):
     with pytest.raises(ValueError, match=r"values must be fractions in \[0, 1\]"):
         M.auc([0.0, 0.5, 1.0], values)
+
+
+def test_pck_per_image_is_eq_5_5_per_image_and_averages_to_pck():
+    """Hand-made: image 0 has 1 of 2 keypoints within 0.1 of its side 10 (distances 0.5 and 3), image 1 both
+    (side 100). Rules out pooling over images before thresholding and normalising by one shared side."""
+    pred = torch.tensor([[[0.5, 0.0], [3.0, 0.0]], [[0.0, 5.0], [8.0, 0.0]]])
+    gt = torch.zeros(2, 2, 2)
+    values = M.pck_per_image(pred, gt, torch.tensor([10.0, 100.0]), (0.1, 0.3))
+    assert values.tolist() == [[0.5, 1.0], [1.0, 1.0]]
+    g = torch.Generator().manual_seed(0)
+    pred, gt, size = torch.rand(30, 21, 2, generator=g) * 50, torch.rand(30, 21, 2, generator=g) * 50, torch.rand(30) * 90 + 10
+    assert torch.allclose(M.pck_per_image(pred, gt, size).mean(0), M.pck(pred, gt, size))
+
+
+def test_bootstrap_interval_paired_and_coverage():
+    """A constant score has a zero-width interval at its value; a paired difference cancels what the images
+    share (two models that differ by exactly +0.01 on every image give exactly 0.01, where an unpaired
+    interval of such noisy scores would straddle 0); over 200 simulated test sets the 95% interval of a mean
+    covers the true mean about 95% of the time (rules out quantiles taken at 0.05 / 0.95, or a standard error
+    without the square root)."""
+    assert M.bootstrap_interval(torch.full((10,), 0.3)) == pytest.approx((0.3, 0.3, 0.3))
+    g = torch.Generator().manual_seed(1)
+    noise = torch.rand(300, generator=g)
+    est, low, high = M.bootstrap_interval(noise + 0.01, noise)
+    assert (est, low, high) == pytest.approx((0.01, 0.01, 0.01))
+    covered = 0
+    for trial in range(200):
+        sample = torch.rand(100, generator=g)  # true mean 0.5
+        _, low, high = M.bootstrap_interval(sample, samples=400, seed=trial)
+        covered += low <= 0.5 <= high
+    assert 0.88 <= covered / 200 <= 0.99
+    with pytest.raises(ValueError, match="one baseline score per image"):
+        M.bootstrap_interval(torch.rand(5), torch.rand(4))
+    with pytest.raises(ValueError, match="finite"):
+        M.bootstrap_interval(torch.tensor([0.1, float("nan")]))

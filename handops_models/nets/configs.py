@@ -85,7 +85,8 @@ class CPMConfig:
     (stride 8); stage 1 is a 3x3 convolution to ``stage1_channels`` and one to K maps; stages 2..T take
     the features concatenated with the previous stage's maps through five "three 3x3" blocks of
     ``stage_channels``, a 1x1 and a 1x1 to K maps. ``sigma``: the Gaussian targets' standard deviation
-    in map pixels. Channel counts are given at width 1 and multiplied by ``width``.
+    in map pixels. Channel counts are given at width 1 and multiplied by ``width``. ``batch_norm``: a
+    BatchNorm before every ReLU (not in the thesis, whose VGG starts from ImageNet weights).
     """
 
     input_size: int = 368
@@ -96,8 +97,10 @@ class CPMConfig:
     num_stages: int = 6
     num_keypoints: int = 21
     sigma: float = 1.0
+    batch_norm: bool = False
 
     def __post_init__(self):
+        _require(self, isinstance(self.batch_norm, bool), "batch_norm", "True or False")
         _check_ints(self, ("feature_channels", "stage1_channels", "stage_channels", "num_stages", "num_keypoints"))
         _require(self, _is_int(self.input_size) and self.input_size >= 8 and self.input_size % 8 == 0, "input_size",
                  "a multiple of 8 (the VGG front's stride)")

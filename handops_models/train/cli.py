@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--heads", type=_positive_int, default=None, help="SIA-GCN heads (siapose, rsiapose, sharedgcn)")
     t.add_argument("--epochs-scale", type=_positive_float, default=1.0,
                    help="multiply every stage's epochs (at least 1 each)")
+    t.add_argument("--total-epochs", type=_positive_int, default=None,
+                   help="train this many epochs in all, shared among the stages in the thesis' proportions (at least 1 "
+                        "each; instead of --epochs-scale)")
     t.add_argument("--lr-scale", type=_positive_float, default=1.0, help="multiply every stage's learning rate")
     t.add_argument("--batch-size", type=_positive_int, default=32)
     t.add_argument("--workers", type=_non_negative_int, default=0, help="DataLoader worker processes reading training batches ahead (and the evaluation passes)")
@@ -293,7 +296,7 @@ def _train(args, ctx) -> int:
     from handops_models.train.checkpoint import atomic_write, save_checkpoint
     from handops_models.train.data import holdout_split, make_split
     from handops_models.train.loop import Settings, run_recipe
-    from handops_models.train.recipes import recipe_for, scaled
+    from handops_models.train.recipes import recipe_for, scaled, with_total_epochs
 
     log = _log if ctx.is_main else (lambda message: None)
     config = resolve_config(args.model, args.config, args.heads)
@@ -305,6 +308,13 @@ def _train(args, ctx) -> int:
     except (TypeError, ValueError) as e:
         raise CLIError(f"--model {args.model} with --config {args.config}: {e}") from e
     recipe = recipe_for(args.model, getattr(config, "estimator", "cpm"))
+    if args.total_epochs is not None:
+        if args.epochs_scale != 1.0:
+            raise CLIError("--total-epochs and --epochs-scale both set the epochs: pass one of them")
+        try:
+            recipe = with_total_epochs(recipe, args.total_epochs)
+        except ValueError as e:
+            raise CLIError(f"--total-epochs {args.total_epochs} for {args.model}: {e}") from None
     if args.epochs_scale != 1.0 or args.lr_scale != 1.0:
         recipe = scaled(recipe, args.epochs_scale, lr_factor=args.lr_scale)
     out = Path(args.out)
@@ -340,7 +350,7 @@ def _train(args, ctx) -> int:
                     "workers": settings.workers, "max_steps": settings.max_steps,
                     "checkpoint_every": settings.checkpoint_every, "val_limit": settings.val_limit,
                     "device": settings.device, "world_size": ctx.world_size, "epochs_scale": args.epochs_scale,
-                    "lr_scale": args.lr_scale,
+                    "total_epochs": args.total_epochs, "lr_scale": args.lr_scale,
                     "thresholds": list(settings.thresholds), "coarse_thresholds": list(settings.extra_thresholds),
                     "classifier_split": args.classifier_split if classifier else None}
     if ctx.is_main:

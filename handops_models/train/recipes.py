@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["Stage", "RECIPES", "recipe_for", "scaled"]
+__all__ = ["Stage", "RECIPES", "recipe_for", "scaled", "with_total_epochs"]
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,23 @@ def scaled(recipe: list[Stage], factor: float = 1.0, minimum: int = 1, lr_factor
     """The recipe with every stage's epochs multiplied by ``factor`` (at least ``minimum``) and its learning
     rate by ``lr_factor`` (small CPU-sized networks on small budgets train faster than the thesis' rates)."""
     return [dataclasses.replace(s, epochs=max(minimum, round(s.epochs * factor)), lr=s.lr * lr_factor) for s in recipe]
+
+
+def with_total_epochs(recipe: list[Stage], total: int) -> list[Stage]:
+    """The recipe with ``total`` epochs in all, shared among its stages in the thesis' proportions.
+
+    Each stage gets at least one epoch and ``floor(total * e_s / sum(e))`` plus one more for the stages with
+    the largest remainders, so the counts add up to exactly ``total`` (what the study's budget matching needs:
+    a baseline trains as many epochs as the structured model spends in all its stages).
+    """
+    if not isinstance(total, int) or isinstance(total, bool) or total < len(recipe):
+        raise ValueError(f"total epochs must be an int >= the recipe's {len(recipe)} stages "
+                         f"({', '.join(s.name for s in recipe)}): every stage trains at least one epoch; got {total!r}")
+    weights = [s.epochs for s in recipe]
+    spare = total - len(recipe)  # the epochs left after one per stage, shared in proportion
+    shares = [spare * w / sum(weights) for w in weights]
+    counts = [1 + int(share) for share in shares]
+    by_remainder = sorted(range(len(recipe)), key=lambda i: (-(shares[i] - int(shares[i])), i))
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return [dataclasses.replace(s, epochs=n) for s, n in zip(recipe, counts)]

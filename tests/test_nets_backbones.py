@@ -100,34 +100,6 @@ def test_vgg_front_keys_follow_torchvision_vgg19_features():
     assert list(on_meta(VGGFront, out_channels=32).state_dict()["extra.4.weight"].shape) == [32, 512, 3, 3]
 
 
-def expected_vgg19_bn_features(upto: int = 37) -> dict[str, list[int]]:
-    """torchvision vgg19_bn().features: Conv2d(3x3, bias), BatchNorm2d, ReLU per entry, MaxPool2d per "M"."""
-    keys, index, cin = {}, 0, 3
-    for v in VGG19_CFG:
-        if v == "M":
-            index += 1
-            continue
-        keys[f"features.{index}.weight"] = [v, cin, 3, 3]
-        keys[f"features.{index}.bias"] = [v]
-        keys |= _bn(f"features.{index + 1}", v)
-        index, cin = index + 3, v
-    assert max(int(k.split(".")[1]) for k in keys) == upto
-    return keys
-
-
-def test_vgg_front_with_batch_norm_follows_torchvision_vgg19_bn():
-    """``batch_norm=True`` has vgg19_bn's keys (conv i, BatchNorm i+1, ReLU i+2), so its ImageNet file would
-    load. Rules out BatchNorm after the ReLU (the indices would shift) or a bias-free conv."""
-    m = on_meta(VGGFront, batch_norm=True)
-    want = expected_vgg19_bn_features()
-    want |= {"extra.0.weight": [512, 512, 3, 3], "extra.0.bias": [512], **_bn("extra.1", 512),
-             "extra.3.weight": [512, 512, 3, 3], "extra.3.bias": [512], **_bn("extra.4", 512),
-             "extra.6.weight": [128, 512, 3, 3], "extra.6.bias": [128], **_bn("extra.7", 128)}
-    assert shapes(m) == want
-    assert len(m.features) == 39 and isinstance(m.features[38], nn.ReLU)
-    assert [i for i, l in enumerate(m.features) if isinstance(l, nn.MaxPool2d)] == [6, 13, 26]
-
-
 @pytest.mark.parametrize("depth", [18, 50])
 def test_resnet_keys_and_shapes_follow_torchvision(depth):
     """Rules out: the shortcut named differently (``shortcut``), a downsample on every block or none on

@@ -51,11 +51,10 @@ class AGMN(HandPoseNet):
         self.tree = handops.hand_tree()
         self.unary_branch = CPM(cpm)
         width = cpm.width
-        self.pairwise_backbone = VGGFront(width=width, out_channels=scaled_channels(cpm.feature_channels, width),
-                                          batch_norm=cpm.batch_norm)
+        self.pairwise_backbone = VGGFront(width=width, out_channels=scaled_channels(cpm.feature_channels, width))
         self.pairwise_stages = CPMStages(self.pairwise_backbone.out_channels, self.tree.num_messages, cpm.num_stages,
                                          scaled_channels(cpm.stage1_channels, width), scaled_channels(cpm.stage_channels, width),
-                                         side_channels=cpm.num_keypoints, batch_norm=cpm.batch_norm)
+                                         side_channels=cpm.num_keypoints)
         self.kernel_size = config.kernel_size
         self.structured_impl = "handops"
 

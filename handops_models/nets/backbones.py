@@ -44,13 +44,11 @@ def _check_positive_int(value, name: str) -> int:
 
 
 class VGGFront(nn.Module):
-    """VGG-19 conv1_1..conv4_4 plus conv5_1..conv5_3 of the CPM feature extractor.
+    """VGG-19 conv1_1..conv4_4 plus conv5_1..conv5_3 of the CPM feature extractor (no BatchNorm).
 
     ``features`` is torchvision's ``vgg19().features[:27]`` (conv/ReLU/pool, ending with the ReLU after
     conv4_4; three 2x2 max-pools, so stride 8); ``extra`` is conv5_1 (512), conv5_2 (512) and conv5_3
-    (``out_channels``), 3x3, padding 1, each followed by a ReLU. ``batch_norm=True`` puts a BatchNorm
-    between every convolution and its ReLU: ``features`` is then torchvision's ``vgg19_bn().features[:39]``
-    (same keys); for training from scratch, where no ImageNet weights exist (the ``tiny`` networks).
+    (``out_channels``), 3x3, padding 1, each followed by a ReLU.
 
     ``width`` multiplies every channel count of ``features`` and of conv5_1/conv5_2; each count is
     ``max(1, round(c * width))`` with Python's round (ties to even). ``out_channels`` is used as given.
@@ -60,10 +58,9 @@ class VGGFront(nn.Module):
 
     stride = 8
 
-    def __init__(self, width: float = 1.0, out_channels: int = 128, batch_norm: bool = False):
+    def __init__(self, width: float = 1.0, out_channels: int = 128):
         super().__init__()
         self.width = _check_width(width)
-        self.batch_norm = bool(batch_norm)
         self.out_channels = _check_positive_int(out_channels, "out_channels")
         layers: list[nn.Module] = []
         cin = 3
@@ -72,23 +69,19 @@ class VGGFront(nn.Module):
                 layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             else:
                 cout = scaled_channels(v, self.width)
-                layers += self._conv_relu(cin, cout)
+                layers += [nn.Conv2d(cin, cout, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
                 cin = cout
         self.features = nn.Sequential(*layers)
         c5 = scaled_channels(512, self.width)
-        self.extra = nn.Sequential(*self._conv_relu(cin, c5), *self._conv_relu(c5, c5),
-                                   *self._conv_relu(c5, self.out_channels))
+        self.extra = nn.Sequential(
+            nn.Conv2d(cin, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c5, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(c5, self.out_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        )
         for m in self.modules():  # torchvision's VGG initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.constant_(m.bias, 0)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.constant_(m.weight, 1)
-                nn.init.constant_(m.bias, 0)
-
-    def _conv_relu(self, cin: int, cout: int) -> list[nn.Module]:
-        conv = nn.Conv2d(cin, cout, kernel_size=3, padding=1)
-        return [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)] if self.batch_norm else [conv, nn.ReLU(inplace=True)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] -> [B, out_channels, H // 8, W // 8]."""

@@ -9,7 +9,11 @@ The tiny sizes, and why:
   8.3x smaller, and SyntheticHands crops render at any size.
 - width 0.25 on every CNN (VGG front, CPM stages, ResNets): 1/16 of the multiply-adds per pixel.
 - CPM: 3 stages (paper 6): the later stages of a CPM add little once its receptive field covers a
-  16x16 map; stride 8 gives 16x16 maps (paper 46x46), Gaussian sigma 1 map pixel as in the thesis.
+  16x16 map; stride 8 gives 16x16 maps (paper 46x46).
+- Gaussian targets of sigma 2 map pixels (the thesis: 1): trained from scratch, a tiny CPM learns much
+  faster from the wider targets. Measured (CPM, 4,000 SyntheticHands images per epoch, Adam 1e-3):
+  validation PCK@0.2 after the first epoch 0.54 with sigma 1 against 0.65 with sigma 2, and 0.68 after
+  two (sigma 1: 0.52). The Hourglass gets sigma 2 as well (8 input pixels on its stride-4 maps; unmeasured).
 - Kernels scale with the map: the paper's maps are 46 and its kernels 45 (map - 1, odd); tiny maps are
   16 and kernels 15, so a kernel still spans every offset between two keypoints on the map.
 - Hourglass: 2 stacks of 64 channels and depth 3 (paper 8 stacks, 256 channels, depth 4) at 128 input
@@ -85,8 +89,7 @@ class CPMConfig:
     (stride 8); stage 1 is a 3x3 convolution to ``stage1_channels`` and one to K maps; stages 2..T take
     the features concatenated with the previous stage's maps through five "three 3x3" blocks of
     ``stage_channels``, a 1x1 and a 1x1 to K maps. ``sigma``: the Gaussian targets' standard deviation
-    in map pixels. Channel counts are given at width 1 and multiplied by ``width``. ``batch_norm``: a
-    BatchNorm before every ReLU (not in the thesis, whose VGG starts from ImageNet weights).
+    in map pixels. Channel counts are given at width 1 and multiplied by ``width``.
     """
 
     input_size: int = 368
@@ -97,10 +100,8 @@ class CPMConfig:
     num_stages: int = 6
     num_keypoints: int = 21
     sigma: float = 1.0
-    batch_norm: bool = False
 
     def __post_init__(self):
-        _require(self, isinstance(self.batch_norm, bool), "batch_norm", "True or False")
         _check_ints(self, ("feature_channels", "stage1_channels", "stage_channels", "num_stages", "num_keypoints"))
         _require(self, _is_int(self.input_size) and self.input_size >= 8 and self.input_size % 8 == 0, "input_size",
                  "a multiple of 8 (the VGG front's stride)")
@@ -227,8 +228,8 @@ CONFIG_TYPES: dict[str, type] = {
     "siapose": SiaPoseConfig, "sharedgcn": SiaPoseConfig, "rsiapose": SiaPoseConfig,
 }
 
-_TINY_CPM = CPMConfig(input_size=128, width=0.25, num_stages=3)
-_TINY_HOURGLASS = HourglassConfig(input_size=128, num_stacks=2, channels=64, depth=3)
+_TINY_CPM = CPMConfig(input_size=128, width=0.25, num_stages=3, sigma=2.0)
+_TINY_HOURGLASS = HourglassConfig(input_size=128, num_stacks=2, channels=64, depth=3, sigma=2.0)
 _TINY_RESNET = ResNetConfig(18, 0.25)
 _TINY_ROTATION = RotationConfig(_TINY_RESNET, hidden=64)
 

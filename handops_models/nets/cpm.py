@@ -8,8 +8,7 @@
 
 The "three 3x3" block replaces a 7x7 convolution: three 3x3 convolutions chained without activations
 between them, their three outputs concatenated and fused by a 1x1 (the thesis' [9], the author's code).
-No BatchNorm anywhere, as in the author's code, unless ``CPMConfig.batch_norm`` (the ``tiny`` networks,
-trained from scratch): then a BatchNorm sits before every ReLU of the front and of the stages.
+No BatchNorm anywhere, as in the author's code.
 """
 
 from __future__ import annotations
@@ -41,15 +40,11 @@ class ThreeConvBlock(nn.Module):
         return self.fuse(torch.cat([x1, x2, x3], 1))
 
 
-def _norm_relu(channels: int, batch_norm: bool) -> list[nn.Module]:
-    return [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)] if batch_norm else [nn.ReLU(inplace=True)]
-
-
-def _refinement_stage(in_channels: int, channels: int, out_channels: int, batch_norm: bool) -> nn.Sequential:
+def _refinement_stage(in_channels: int, channels: int, out_channels: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(5):
-        layers += [ThreeConvBlock(in_channels if i == 0 else channels, channels), *_norm_relu(channels, batch_norm)]
-    layers += [nn.Conv2d(channels, channels, 1), *_norm_relu(channels, batch_norm), nn.Conv2d(channels, out_channels, 1)]
+        layers += [ThreeConvBlock(in_channels if i == 0 else channels, channels), nn.ReLU(inplace=True)]
+    layers += [nn.Conv2d(channels, channels, 1), nn.ReLU(inplace=True), nn.Conv2d(channels, out_channels, 1)]
     return nn.Sequential(*layers)
 
 
@@ -61,16 +56,15 @@ class CPMStages(nn.Module):
     """
 
     def __init__(self, feature_channels: int, out_channels: int, num_stages: int, stage1_channels: int,
-                 stage_channels: int, side_channels: int = 0, batch_norm: bool = False):
+                 stage_channels: int, side_channels: int = 0):
         super().__init__()
         if num_stages < 1:
             raise ValueError(f"a CPM needs at least one stage, got num_stages={num_stages}")
         self.side_channels = side_channels
-        self.stage1 = nn.Sequential(nn.Conv2d(feature_channels, stage1_channels, 3, padding=1),
-                                    *_norm_relu(stage1_channels, batch_norm),
+        self.stage1 = nn.Sequential(nn.Conv2d(feature_channels, stage1_channels, 3, padding=1), nn.ReLU(inplace=True),
                                     nn.Conv2d(stage1_channels, out_channels, 3, padding=1))
         self.refinements = nn.ModuleList(
-            _refinement_stage(feature_channels + out_channels + side_channels, stage_channels, out_channels, batch_norm)
+            _refinement_stage(feature_channels + out_channels + side_channels, stage_channels, out_channels)
             for _ in range(num_stages - 1))
 
     def forward(self, features: torch.Tensor, side: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -92,11 +86,9 @@ class CPM(HandPoseNet):
         config = config or CPMConfig()
         super().__init__(config, config.input_size, config.input_size // 8, config.num_keypoints, config.sigma)
         width = config.width
-        self.backbone = VGGFront(width=width, out_channels=scaled_channels(config.feature_channels, width),
-                                 batch_norm=config.batch_norm)
+        self.backbone = VGGFront(width=width, out_channels=scaled_channels(config.feature_channels, width))
         self.stages = CPMStages(self.backbone.out_channels, config.num_keypoints, config.num_stages,
-                                scaled_channels(config.stage1_channels, width), scaled_channels(config.stage_channels, width),
-                                batch_norm=config.batch_norm)
+                                scaled_channels(config.stage1_channels, width), scaled_channels(config.stage_channels, width))
 
     def features(self, normalised: torch.Tensor) -> torch.Tensor:
         return self.backbone(normalised)

@@ -23,18 +23,21 @@ from handops_models.nets.base import HandPoseNet
 from handops_models.nets.configs import CONFIG_TYPES, PRESETS, config_from_dict, config_to_dict, preset
 from handops_models.nets.cpm import CPM
 from handops_models.nets.hourglass import StackedHourglass
+from handops_models.nets.mesh import MeshNet
 from handops_models.nets.rmgmn import RMGMN
 from handops_models.nets.siapose import SiaPose
 
 __all__ = [
     "MODELS", "build_model", "model_state", "model_from_state", "check_state", "count_parameters", "HandPoseNet", "CPM",
-    "StackedHourglass", "AGMN", "RMGMN", "SiaPose", "VGGFront", "ResNet", "load_pretrained", "preset",
+    "StackedHourglass", "AGMN", "RMGMN", "SiaPose", "MeshNet", "VGGFront", "ResNet", "load_pretrained", "preset",
 ]
 
-# registry name -> network class (SharedWeight GCN and R-SiaPose are SiaPose configs)
-MODELS: dict[str, type[HandPoseNet]] = {
+# registry name -> network class (SharedWeight GCN and R-SiaPose are SiaPose configs; the mesh baseline and the
+# identity-aware mesh estimator are MeshNet configs)
+MODELS: dict[str, type[nn.Module]] = {
     "cpm": CPM, "hourglass": StackedHourglass, "agmn": AGMN, "rmgmn": RMGMN,
     "siapose": SiaPose, "sharedgcn": SiaPose, "rsiapose": SiaPose,
+    "mesh-identity": MeshNet, "mesh-baseline": MeshNet,
 }
 
 

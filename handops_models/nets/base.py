@@ -16,12 +16,14 @@ keypoints inside the image keep their targets: inferring them is what the struct
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
 from handops_models.data.targets import heatmap_to_image, keypoint_heatmaps, target_mask
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "HandPoseNet", "squared_error", "argmax_2d"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageModel", "HandPoseNet", "squared_error", "argmax_2d"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,19 +43,17 @@ def argmax_2d(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([cols, rows], -1).to(maps.dtype), values
 
 
-class HandPoseNet(nn.Module):
-    """Base of the 2-D networks: ``input_size`` x ``input_size`` RGB in, ``map_size`` maps out."""
+class ImageModel(nn.Module):
+    """What every network of handops_models shares: ``input_size`` x ``input_size`` RGB images in [0, 1],
+    checked and ImageNet-normalised (:meth:`check_images`), named loss terms summed with weights
+    (:meth:`_total`) and inference in eval mode without gradients (:meth:`inference`)."""
 
-    name = "hand pose net"
+    name = "image model"
 
-    def __init__(self, config, input_size: int, map_size: int, num_keypoints: int = 21, sigma: float = 1.0):
+    def __init__(self, config, input_size: int):
         super().__init__()
-        if input_size % map_size != 0:
-            raise ValueError(f"input size {input_size} must be a multiple of the map size {map_size}")
         self.config = config
-        self.input_size, self.map_size = int(input_size), int(map_size)
-        self.stride = self.input_size // self.map_size
-        self.num_keypoints, self.sigma = int(num_keypoints), float(sigma)
+        self.input_size = int(input_size)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
@@ -79,6 +79,48 @@ class HandPoseNet(nn.Module):
             raise ValueError(f"{self.name}: images are on {images.device} but the model is on {parameter.device}")
         images = images.to(parameter.dtype)
         return (images - self.pixel_mean.to(images)) / self.pixel_std.to(images)
+
+    @staticmethod
+    def _total(terms: dict[str, torch.Tensor], weights, default: dict[str, float]) -> torch.Tensor:
+        """sum of weights[name] * terms[name]; ``weights`` None means the model's default weights."""
+        weights = default if weights is None else dict(weights)
+        if not weights:
+            raise ValueError(f"loss weights are empty: name at least one of the terms {sorted(terms)}")
+        unknown = sorted(set(weights) - set(terms))
+        if unknown:
+            raise ValueError(f"loss weights name terms {unknown} that this model does not compute; it has {sorted(terms)}")
+        total = None
+        for name, w in weights.items():
+            term = float(w) * terms[name]
+            total = term if total is None else total + term
+        return total
+
+    @contextlib.contextmanager
+    def inference(self):
+        """A context for prediction: eval mode and no gradients; on exit every submodule gets its own mode back
+        (a frozen BatchNorm stays in eval, a training model goes back to training)."""
+        modes = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield self
+        finally:
+            for module, training in modes:
+                module.training = training
+
+
+class HandPoseNet(ImageModel):
+    """Base of the 2-D networks: ``input_size`` x ``input_size`` RGB in, ``map_size`` maps out."""
+
+    name = "hand pose net"
+
+    def __init__(self, config, input_size: int, map_size: int, num_keypoints: int = 21, sigma: float = 1.0):
+        super().__init__(config, input_size)
+        if input_size % map_size != 0:
+            raise ValueError(f"input size {input_size} must be a multiple of the map size {map_size}")
+        self.map_size = int(map_size)
+        self.stride = self.input_size // self.map_size
+        self.num_keypoints, self.sigma = int(num_keypoints), float(sigma)
 
     # ----------------------------------------------------------------------------------- targets
     def _keypoints(self, targets) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,34 +148,13 @@ class HandPoseNet(nn.Module):
         if len(keypoints) != batch:
             raise ValueError(f"{self.name}: outputs are for {batch} images but targets hold {len(keypoints)}")
 
-    @staticmethod
-    def _total(terms: dict[str, torch.Tensor], weights, default: dict[str, float]) -> torch.Tensor:
-        """sum of weights[name] * terms[name]; ``weights`` None means the model's default weights."""
-        weights = default if weights is None else dict(weights)
-        if not weights:
-            raise ValueError(f"loss weights are empty: name at least one of the terms {sorted(terms)}")
-        unknown = sorted(set(weights) - set(terms))
-        if unknown:
-            raise ValueError(f"loss weights name terms {unknown} that this model does not compute; it has {sorted(terms)}")
-        total = None
-        for name, w in weights.items():
-            term = float(w) * terms[name]
-            total = term if total is None else total + term
-        return total
-
     # ----------------------------------------------------------------------------------- prediction
     def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Keypoints [B, K, 2] in input pixels (argmax of the final maps, Eq. 3.13 / 4.6, mapped by the
         stride as in :mod:`handops_models.data.targets`) and their map values [B, K] as confidence.
         Runs in eval mode without gradients (every submodule's mode is restored afterwards). The argmax is
         a map cell, so a prediction is quantised to the stride (8 input pixels for CPM-based networks)."""
-        modes = [(module, module.training) for module in self.modules()]
-        self.eval()
-        try:
-            with torch.no_grad():
-                maps = self.forward(images)["heatmaps"]
-        finally:
-            for module, training in modes:  # each submodule's own mode (a frozen BatchNorm stays in eval)
-                module.training = training
+        with self.inference():
+            maps = self.forward(images)["heatmaps"]
         positions, values = argmax_2d(maps)
         return {"keypoints2d": heatmap_to_image(positions, stride=self.stride), "confidence": values}

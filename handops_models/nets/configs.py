@@ -19,7 +19,9 @@ The tiny sizes, and why:
 - Hourglass: 2 stacks of 64 channels and depth 3 (paper 8 stacks, 256 channels, depth 4) at 128 input
   gives 32x32 maps; 4 levels would reduce the 32 map to 2x2.
 - ResNets: depth 18 at width 0.25 for every ResNet (the paper's soft classifier is a ResNet-152, the
-  rotation net and pointer network ResNet-18; chapter 6's ResNet-50 comes later).
+  rotation net and pointer network ResNet-18, chapter 6's mesh encoder a ResNet-50).
+- Mesh estimators (chapter 6): 128x128 input (paper 224) and regressor MLPs of widths (256, 128)
+  (paper (512, 256, 128), the author's code) on the ResNet-18's 128 features (paper 2048).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "CPMConfig", "HourglassConfig", "ResNetConfig", "RotationConfig", "AGMNConfig", "RMGMNConfig", "SiaPoseConfig",
-    "CONFIG_TYPES", "PRESETS", "preset", "config_to_dict", "config_from_dict",
+    "MeshConfig", "CONFIG_TYPES", "PRESETS", "preset", "config_to_dict", "config_from_dict",
 ]
 
 
@@ -223,9 +225,44 @@ class SiaPoseConfig:
         _require(self, _is_number(self.alpha) and self.alpha >= 0, "alpha", "a non-negative number (Eq. 5.4)")
 
 
+@dataclass(frozen=True)
+class MeshConfig:
+    """The MANO mesh estimators of chapter 6 (``nets.mesh``).
+
+    ``shape_source``: "input" is the identity-aware estimator (Sec. 6.3.2: the subject's shape, true or
+    calibrated, is given), "regressed" the baseline (Sec. 6.3.3: an MLP regresses it from the features,
+    Eq. 6.5; it also carries the one-layer confidence predictor of Sec. 6.3.4). ``backbone``: the ResNet
+    encoder (the thesis: ResNet-50 at 224x224); ``iterations`` of the pose regressor (Eq. 6.2-6.3), each an
+    MLP of ``hidden`` widths; ``shape_to_regressor``: the shape is also an input of every regressor MLP (the
+    thesis' Fig. 6.1; the author's released code feeds it to MANO only). ``mano``: "synthetic:<seed>" (the
+    procedural hand of ``handops.mano.synthetic``, what SyntheticHands renders) or a MANO file's path.
+    """
+
+    shape_source: str = "input"
+    input_size: int = 224
+    backbone: ResNetConfig = field(default_factory=lambda: ResNetConfig(50))
+    iterations: int = 3
+    hidden: tuple[int, ...] = (512, 256, 128)
+    shape_to_regressor: bool = True
+    num_betas: int = 10
+    mano: str = "synthetic:0"
+
+    def __post_init__(self):
+        _require(self, self.shape_source in ("input", "regressed"), "shape_source", "'input' or 'regressed'")
+        _check_ints(self, ("input_size", "iterations", "num_betas"))
+        _require(self, self.input_size >= 32, "input_size", "at least 32 (a ResNet's stride)")
+        hidden = tuple(self.hidden) if isinstance(self.hidden, (list, tuple)) else None
+        _require(self, hidden is not None and all(_is_int(h) and h >= 1 for h in hidden), "hidden",
+                 "a tuple of positive ints (the MLP's hidden widths)")
+        object.__setattr__(self, "hidden", hidden)
+        _require(self, isinstance(self.shape_to_regressor, bool), "shape_to_regressor", "True or False")
+        _require(self, isinstance(self.mano, str) and bool(self.mano), "mano", "'synthetic:<seed>' or a MANO file path")
+
+
 CONFIG_TYPES: dict[str, type] = {
     "cpm": CPMConfig, "hourglass": HourglassConfig, "agmn": AGMNConfig, "rmgmn": RMGMNConfig,
     "siapose": SiaPoseConfig, "sharedgcn": SiaPoseConfig, "rsiapose": SiaPoseConfig,
+    "mesh-identity": MeshConfig, "mesh-baseline": MeshConfig,
 }
 
 _TINY_CPM = CPMConfig(input_size=128, width=0.25, num_stages=3, sigma=2.0)
@@ -242,6 +279,8 @@ PRESETS: dict[str, dict[str, object]] = {
         "siapose": SiaPoseConfig(),
         "sharedgcn": SiaPoseConfig(shared_weight=True, heads=1),
         "rsiapose": SiaPoseConfig(rotation=RotationConfig()),
+        "mesh-identity": MeshConfig(),
+        "mesh-baseline": MeshConfig(shape_source="regressed"),
     },
     "tiny": {
         "cpm": _TINY_CPM,
@@ -253,6 +292,8 @@ PRESETS: dict[str, dict[str, object]] = {
                                    shared_weight=True, heads=1),
         "rsiapose": SiaPoseConfig(cpm=_TINY_CPM, hourglass=_TINY_HOURGLASS, kernel_size=15, pointer=_TINY_RESNET,
                                   rotation=_TINY_ROTATION),
+        "mesh-identity": MeshConfig(input_size=128, backbone=_TINY_RESNET, hidden=(256, 128)),
+        "mesh-baseline": MeshConfig(shape_source="regressed", input_size=128, backbone=_TINY_RESNET, hidden=(256, 128)),
     },
 }
 
@@ -288,7 +329,7 @@ def _plain(value):
 
 
 _TYPES_BY_NAME = {t.__name__: t for t in (CPMConfig, HourglassConfig, ResNetConfig, RotationConfig, AGMNConfig,
-                                          RMGMNConfig, SiaPoseConfig)}
+                                          RMGMNConfig, SiaPoseConfig, MeshConfig)}
 
 
 def config_from_dict(data: dict):
@@ -326,6 +367,6 @@ def _coerce(hint, value, where: str):
             if not isinstance(value, dict):
                 raise ValueError(f"{where}: expected a mapping for {option.__name__}, got {type(value).__name__}")
             return _build(option, value)
-        if typing.get_origin(option) is tuple:  # alphas, and loss_weights (pairs)
+        if typing.get_origin(option) is tuple:  # alphas, hidden widths, and loss_weights (pairs)
             return tuple(tuple(v) if isinstance(v, list) else v for v in value)
     return value

@@ -1,0 +1,64 @@
+"""The compare_2d study: its verdicts on made-up scores, and a smoke run of its whole pipeline."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from handops_models.experiments import compare_2d as study
+
+
+def _scores(pck: torch.Tensor, thresholds: tuple) -> dict:
+    return {"label": "x", "scores": pck[None, :, None].expand(1, -1, len(thresholds)).clone()}
+
+
+def test_verdicts_follow_the_paired_interval():
+    """Three made-up comparisons on 200 test images: a structured model better by 5 points on every image
+    "reproduces", one worse by 5 points is "contradicted", one that differs by noise is "not resolved".
+    Rules out an unpaired interval (the per-image spread of 0-100% would straddle 0 in the first two) and a
+    verdict read from the point estimate alone."""
+    thresholds = tuple(sorted(set(study.TABLE_THRESHOLDS) | set(study.COARSE_THRESHOLDS) | set(study.CURVE_THRESHOLDS)))
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(200, generator=g) * 0.9
+    per_row = {
+        "cpm": _scores(base, thresholds),
+        "agmn": _scores(base + 0.05, thresholds),
+        "rmgmn": _scores(base - 0.05, thresholds),
+        "siapose10": _scores((base + 0.03 * torch.randn(200, generator=g)).clamp(0, 1), thresholds),
+    }
+    args = SimpleNamespace(bootstrap=500, seeds=[0])
+    results = study._summaries(per_row, thresholds, args)
+    verdicts = {c["structured"]: c for c in results["claims"]}
+    assert set(verdicts) == {"agmn", "rmgmn", "siapose10"}  # the claims whose two rows exist
+    assert verdicts["agmn"]["verdict"] == "reproduces" and verdicts["agmn"]["difference"] == pytest.approx(0.05)
+    assert verdicts["rmgmn"]["verdict"] == "contradicted"
+    assert verdicts["siapose10"]["verdict"] == "not resolved"
+    low, high = results["rows"]["cpm"]["mpck_coarse_interval"]
+    assert low < results["rows"]["cpm"]["mpck_coarse"] < high
+
+
+def test_smoke_run_writes_tables_plots_and_reuses_finished_runs(tmp_path):
+    """The whole pipeline on four networks for two steps each: every row evaluated on the test split, the
+    Table 4.1 and 5.2 layouts and the claims written, PNGs written, and a second call trains nothing again
+    (rules out retraining finished runs, which would double a 2-hour study after an interruption)."""
+    out = tmp_path / "study"
+    argv = ["--out", str(out), "--smoke", "--models", "cpm", "agmn", "siapose1", "sharedgcn", "--docs", str(tmp_path / "docs")]
+    assert study.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["rows"]) == {"cpm", "agmn", "siapose1", "sharedgcn"}  # AGMN's stage rows: no stage finished
+    assert all(r["num_images"] == 24 for r in results["rows"].values())
+    claims = {c["claim"] for c in results["claims"]}
+    assert claims == {"AGMN > CPM (Table 4.1)", "edge-aware > SharedWeight GCN (1 head each)"}
+    tables = (out / "tables.md").read_text()
+    assert "Table 4.1 layout" in tables and "Table 5.2 layout" in tables and "| 1-head SiaPose |" in tables
+    for name in ("pck_curves.png", "claims.png"):
+        assert (out / name).stat().st_size > 1000
+        assert (tmp_path / "docs" / f"compare_2d_{name}").is_file()
+    first = set(results["train_seconds"])
+    assert first == {"cpm-s0", "agmn-s0", "siapose1-s0", "sharedgcn-s0"}
+    stamps = {p: p.stat().st_mtime for p in (out / "runs").glob("*/final.pt")}
+    assert study.main(argv) == 0
+    assert {p: p.stat().st_mtime for p in (out / "runs").glob("*/final.pt")} == stamps

@@ -1,0 +1,213 @@
+"""Chapter 6's mesh estimators: the 6-D convention and composition, the iterative regressor, the losses on a
+hand-made mesh, the ranking loss on hand-made pairs, and the networks' contracts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from handops.geometry import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_rotation_6d, rotation_6d_to_matrix
+from handops_models.nets import build_model, model_from_state, model_state
+from handops_models.nets.configs import MeshConfig, ResNetConfig, config_from_dict, config_to_dict
+from handops_models.nets.mesh import IDENTITY_6D, IterativePoseRegressor, MeshNet, compose_6d
+from handops_models.nets.mesh_losses import edge_loss, normal_loss, ranking_loss, vertex_l1
+
+SMALL = dict(input_size=64, backbone=ResNetConfig(18, 0.0625), hidden=(32,))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_rotations(n: int, generator, near_pi: bool = False) -> torch.Tensor:
+    axis = torch.nn.functional.normalize(torch.randn(n, 3, generator=generator, dtype=torch.float64), dim=-1)
+    angle = (math.pi - 1e-6 * torch.rand(n, 1, generator=generator, dtype=torch.float64)) if near_pi else \
+        math.pi * torch.rand(n, 1, generator=generator, dtype=torch.float64)
+    return axis_angle_to_matrix(axis * angle)
+
+
+# ------------------------------------------------------------------------------------------------ 6-D
+
+
+def test_6d_is_the_first_two_columns():
+    """A 90-degree turn about z, R = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]: its columns give (0, 1, 0, -1, 0, 0).
+    Rules out pytorch3d's rows, (0, -1, 0, 1, 0, 0), and SPIN's interleaved columns, (0, -1, 1, 0, 0, 0)."""
+    R = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert matrix_to_rotation_6d(R).tolist() == [0.0, 1.0, 0.0, -1.0, 0.0, 0.0]
+    assert torch.equal(rotation_6d_to_matrix(torch.tensor([0.0, 1.0, 0.0, -1.0, 0.0, 0.0])), R)
+    assert torch.equal(rotation_6d_to_matrix(torch.tensor(IDENTITY_6D)), torch.eye(3))
+
+
+@pytest.mark.parametrize("near_pi", [False, True])
+def test_6d_round_trips_and_composition_match_rotation_matrices(near_pi):
+    """Both directions (matrix -> 6-D -> matrix, and a valid 6-D -> matrix -> 6-D) are exact to float64
+    rounding, and Eq. 6.3's composition is the matrix product R(delta) R(theta), not R(theta) R(delta)
+    (the two differ for these rotations) nor a sum of 6-D vectors; also at angles within 1e-6 of pi,
+    where an axis-angle detour loses the axis."""
+    g = torch.Generator().manual_seed(3)
+    A, B = random_rotations(64, g, near_pi), random_rotations(64, g, near_pi)
+    assert torch.allclose(rotation_6d_to_matrix(matrix_to_rotation_6d(A)), A, atol=1e-12)
+    d6 = matrix_to_rotation_6d(A)
+    assert torch.allclose(matrix_to_rotation_6d(rotation_6d_to_matrix(d6)), d6, atol=1e-12)
+    composed = rotation_6d_to_matrix(compose_6d(matrix_to_rotation_6d(A), matrix_to_rotation_6d(B)))
+    assert torch.allclose(composed, A @ B, atol=1e-12)
+    assert (composed - B @ A).abs().max() > 0.1
+    assert torch.allclose(axis_angle_to_matrix(matrix_to_axis_angle(A)), A, atol=1e-9)
+
+
+def test_regressor_outputs_valid_rotations_and_starts_at_the_identity():
+    """Every iteration's 6-D is an orthonormal, right-handed frame (Gram-Schmidt of any MLP output); an
+    untrained regressor stays within 1e-2 of the identity (the updates are parametrised around it), and with
+    large weights (far from the identity) the outputs are still rotations."""
+    g = torch.Generator().manual_seed(0)
+    regressor = IterativePoseRegressor(32, (16,), iterations=3, num_betas=10).double()
+    features, betas = torch.randn(5, 32, generator=g, dtype=torch.float64), torch.randn(5, 10, generator=g, dtype=torch.float64)
+    theta = regressor(features, betas)
+    assert theta.shape == (5, 3, 16, 6)
+    assert (theta - torch.tensor(IDENTITY_6D, dtype=torch.float64)).abs().max() < 1e-2
+    with torch.no_grad():
+        for p in regressor.parameters():
+            p.normal_(0, 1.0, generator=g)
+    R = rotation_6d_to_matrix(regressor(features, betas))
+    assert (R - torch.eye(3, dtype=torch.float64)).abs().max() > 0.5
+    assert torch.allclose(R.transpose(-1, -2) @ R, torch.eye(3, dtype=torch.float64).expand_as(R), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(R), torch.ones(R.shape[:-2], dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="num_betas"):
+        regressor(features)
+
+
+# ------------------------------------------------------------------------------------------------ losses
+
+
+def two_triangles(h: float):
+    """A unit square split into faces (0, 1, 2) and (1, 3, 2); the prediction lifts vertex 3 by h."""
+    target = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]]], dtype=torch.float64)
+    pred = target.clone()
+    pred[0, 3, 2] = h
+    return pred, target, torch.tensor([[0, 1, 2], [1, 3, 2]])
+
+
+def test_mesh_losses_on_two_triangles():
+    """h = 0.75 (|(0, 1, h)| = 1.25). By hand: L1 = h / 12 (one of 12 coordinates off by h); edge = the
+    two stretched edges of face 2, 2 (1.25 - 1) / 6 edges; normal = those two edges' |cos| to the target
+    normal (0, 0, 1), 2 (0.75 / 1.25) / 6. Rules out normals of the *predicted* face (every predicted edge
+    lies in its own face: the loss would be 0), sums instead of means, and counting each edge once overall."""
+    pred, target, faces = two_triangles(0.75)
+    assert float(vertex_l1(pred, target)) == pytest.approx(0.75 / 12)
+    assert float(edge_loss(pred, target, faces)) == pytest.approx(2 * 0.25 / 6)
+    assert float(normal_loss(pred, target, faces)) == pytest.approx(2 * 0.6 / 6)
+    flat_pred, _, _ = two_triangles(0.0)
+    for loss in (edge_loss, normal_loss):
+        assert float(loss(flat_pred, target, faces)) == 0.0
+    with pytest.raises(ValueError, match="index vertices"):
+        edge_loss(pred, target, torch.tensor([[0, 1, 4]]))
+    with pytest.raises(ValueError, match=r"\[B, V, 3\]"):
+        vertex_l1(pred[0], target[0])
+
+
+def test_ranking_loss_on_hand_made_pairs():
+    """Errors l = (0.1, 0.3, 0.2). Confidences (2, 0, 1) rank them right with gaps >= 1: loss 0. Confidences
+    (0, 2, 1) rank them backwards: pairs (0, 1), (0, 2), (1, 2) cost 1 + 2, 1 + 1, 1 + 1, mean 7 / 3. Rules
+    out a reversed sign (the first would cost and the second not) and a sum over pairs (7)."""
+    error = torch.tensor([0.1, 0.3, 0.2])
+    assert float(ranking_loss(torch.tensor([2.0, 0.0, 1.0]), error)) == 0.0
+    assert float(ranking_loss(torch.tensor([0.0, 2.0, 1.0]), error)) == pytest.approx(7 / 3)
+    assert float(ranking_loss(torch.tensor([0.5, 0.0]), torch.tensor([0.1, 0.2]))) == pytest.approx(0.5)  # gap < margin
+    with pytest.raises(ValueError, match="at least 2"):
+        ranking_loss(torch.tensor([1.0]), torch.tensor([0.1]))
+
+
+# ------------------------------------------------------------------------------------------------ networks
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return {name: build_model(name, MeshConfig(shape_source=source, **SMALL)).double()
+            for name, source in (("mesh-identity", "input"), ("mesh-baseline", "regressed"))}
+
+
+def test_identity_aware_net_uses_the_given_shape(nets):
+    """The same image with two shapes gives two meshes whose difference is MANO's for those shapes at the
+    predicted pose (the shape reaches the mesh, and the regressor's pose changes little with it); the net
+    refuses a missing shape and the baseline refuses a given one."""
+    net = nets["mesh-identity"]
+    image = torch.rand(1, 3, 64, 64, dtype=torch.float64)
+    small, large = torch.zeros(1, 10, dtype=torch.float64), torch.full((1, 10), 2.0, dtype=torch.float64)
+    a, b = net.predict(image, small), net.predict(image, large)
+    assert (a["vertices"] - b["vertices"]).abs().max() > 1e-3
+    rotations = rotation_6d_to_matrix(b["pose6d"][:, -1])
+    again = net.mano(small, rotations[:, 0], rotations[:, 1:]).vertices
+    assert (again - a["vertices"]).abs().max() < 0.05 * (a["vertices"] - b["vertices"]).abs().max()
+    with pytest.raises(ValueError, match="pass the subject's shape"):
+        net(image)
+    with pytest.raises(ValueError, match="takes no betas"):
+        nets["mesh-baseline"](image, small)
+    with pytest.raises(ValueError, match=r"betas must be \[B, 10\]"):
+        net(image, small[:, :5])
+
+
+def test_loss_is_zero_on_its_own_prediction(nets):
+    """Targets made from the net's own prediction (pose as axis-angle, the given shape) give zero mesh,
+    normal, edge and pose terms: the ground-truth path (axis-angle -> matrices -> 6-D columns -> MANO) is the
+    outputs' path. Rules out a ground truth in pytorch3d's rows (the pose term would be about 1) or a mean pose
+    added to it (the mesh term would not vanish)."""
+    net = nets["mesh-identity"]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # move the pose away from the identity so the check means something
+        for mlp in net.regressor.mlps:
+            mlp[-1].weight.normal_(0, 0.05, generator=g)
+    images, betas = torch.rand(3, 3, 64, 64, dtype=torch.float64), torch.randn(3, 10, dtype=torch.float64)
+    out = net.predict(images, betas)
+    _, terms = net.loss(out, {"betas": betas, "pose": out["pose"]})
+    for name in ("mesh", "normal", "edge", "pose"):
+        assert float(terms[name]) < 1e-9, name
+    _, far = net.loss(out, {"betas": betas, "pose": torch.zeros(3, 48, dtype=torch.float64)})
+    assert float(far["pose"]) > 1e-3 and float(far["mesh"]) > 1e-4
+
+
+def test_baseline_loss_terms_and_gradients(nets):
+    """Eq. 6.9's terms with the default weights (mesh + 0.1 normal + edge + pose + shape); every parameter but
+    the confidence predictor's gets a gradient from it, and the confidence predictor only from "ranking" (its
+    features are detached: ranking never trains the encoder)."""
+    net = nets["mesh-baseline"]
+    net.zero_grad()
+    images = torch.rand(4, 3, 64, 64, dtype=torch.float64)
+    targets = {"betas": torch.randn(4, 10, dtype=torch.float64), "pose": 0.3 * torch.randn(4, 48, dtype=torch.float64)}
+    out = net(images)
+    total, terms = net.loss(out, targets)
+    assert set(terms) == {"mesh", "normal", "edge", "pose", "shape", "ranking"}
+    expected = terms["mesh"] + 0.1 * terms["normal"] + terms["edge"] + terms["pose"] + terms["shape"]
+    assert float(total.detach()) == pytest.approx(float(expected.detach()))
+    total.backward()
+    for name, p in net.named_parameters():
+        assert (p.grad is None) == name.startswith("confidence."), name
+    net.zero_grad()
+    net.loss(net(images), targets, {"ranking": 1.0})[0].backward()
+    assert net.confidence.weight.grad.abs().sum() > 0
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for n, p in net.named_parameters() if n.startswith("backbone."))
+
+
+def test_config_round_trip_state_and_presets():
+    """The mesh configs round-trip as plain data and a checkpoint state rebuilds the same network; the tiny and
+    paper presets build (paper: a ResNet-50 at 224)."""
+    config = MeshConfig(shape_source="regressed", **SMALL)
+    assert config_from_dict(config_to_dict(config)) == config
+    torch.manual_seed(0)
+    net = build_model("mesh-baseline", config)
+    rebuilt = model_from_state(model_state(net), expect_model="mesh-baseline")
+    image = torch.rand(2, 3, 64, 64)
+    assert torch.equal(net.predict(image)["vertices"], rebuilt.predict(image)["vertices"])
+    paper = build_model("mesh-identity", "paper")
+    assert paper.input_size == 224 and paper.backbone.num_features == 2048
+    assert build_model("mesh-baseline", "tiny").input_size == 128
+    with pytest.raises(ValueError, match="shape_source"):
+        MeshConfig(shape_source="given")
+    with pytest.raises(ValueError, match="synthetic:<integer seed>"):
+        MeshNet(MeshConfig(mano="synthetic:x", **SMALL))

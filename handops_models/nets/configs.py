@@ -114,7 +114,9 @@ class CPMConfig:
 @dataclass(frozen=True)
 class HourglassConfig:
     """Stacked Hourglass (thesis 2.2.2; Newell et al.): stride-4 stem, ``num_stacks`` hourglasses of
-    ``depth`` levels and ``channels`` features, intermediate supervision, merges between stacks."""
+    ``depth`` levels and ``channels`` features, intermediate supervision, merges between stacks.
+    ``heatmap_loss``: "mse" (chapter 5's sum of squares) or "bce" (chapter 6's 2-D detector: the maps are
+    logits, trained with binary cross-entropy against the Gaussian targets)."""
 
     input_size: int = 256
     num_stacks: int = 8
@@ -122,8 +124,10 @@ class HourglassConfig:
     depth: int = 4
     num_keypoints: int = 21
     sigma: float = 1.0
+    heatmap_loss: str = "mse"
 
     def __post_init__(self):
+        _require(self, self.heatmap_loss in ("mse", "bce"), "heatmap_loss", "'mse' or 'bce'")
         _check_ints(self, ("input_size", "num_stacks", "channels", "depth", "num_keypoints"))
         _require(self, _is_number(self.sigma) and self.sigma > 0, "sigma", "a positive number (map pixels)")
 
@@ -262,7 +266,7 @@ class MeshConfig:
 CONFIG_TYPES: dict[str, type] = {
     "cpm": CPMConfig, "hourglass": HourglassConfig, "agmn": AGMNConfig, "rmgmn": RMGMNConfig,
     "siapose": SiaPoseConfig, "sharedgcn": SiaPoseConfig, "rsiapose": SiaPoseConfig,
-    "mesh-identity": MeshConfig, "mesh-baseline": MeshConfig,
+    "mesh-identity": MeshConfig, "mesh-baseline": MeshConfig, "detector2d": HourglassConfig,
 }
 
 _TINY_CPM = CPMConfig(input_size=128, width=0.25, num_stages=3, sigma=2.0)
@@ -281,6 +285,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "rsiapose": SiaPoseConfig(rotation=RotationConfig()),
         "mesh-identity": MeshConfig(),
         "mesh-baseline": MeshConfig(shape_source="regressed"),
+        "detector2d": HourglassConfig(heatmap_loss="bce"),
     },
     "tiny": {
         "cpm": _TINY_CPM,
@@ -294,6 +299,7 @@ PRESETS: dict[str, dict[str, object]] = {
                                   rotation=_TINY_ROTATION),
         "mesh-identity": MeshConfig(input_size=128, backbone=_TINY_RESNET, hidden=(256, 128)),
         "mesh-baseline": MeshConfig(shape_source="regressed", input_size=128, backbone=_TINY_RESNET, hidden=(256, 128)),
+        "detector2d": dataclasses.replace(_TINY_HOURGLASS, heatmap_loss="bce"),
     },
 }
 

@@ -118,6 +118,7 @@ class MeshNet(ImageModel):
     """
 
     name = "mesh net"
+    validation = "mesh"  # the training loop validates by MPVPE (train.loop.evaluate_mesh)
 
     def __init__(self, config: MeshConfig | None = None):
         config = config or MeshConfig()
@@ -165,6 +166,10 @@ class MeshNet(ImageModel):
         mano = self.mano(betas, final[:, 0], final[:, 1:])
         out.update(pose6d=pose6d, betas=betas, vertices=mano.vertices, keypoints3d=mano.joints)
         return out
+
+    def batch_inputs(self, batch: dict) -> tuple:
+        """(images, true betas) for the identity-aware network (the subject's shape is given), (images,) else."""
+        return (batch["image"], batch["betas"]) if self.identity_aware else (batch["image"],)
 
     # ----------------------------------------------------------------------------------- loss
     def targets(self, targets: dict) -> dict[str, torch.Tensor]:

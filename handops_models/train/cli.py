@@ -41,7 +41,8 @@ from torch.utils.data import Subset
 
 __all__ = ["main", "build_parser", "resolve_config", "CLIError"]
 
-MODELS = ("cpm", "hourglass", "agmn", "rmgmn", "siapose", "rsiapose", "sharedgcn")
+MODELS = ("cpm", "hourglass", "agmn", "rmgmn", "siapose", "rsiapose", "sharedgcn", "mesh-baseline", "mesh-identity",
+          "detector2d")
 SIAPOSE_MODELS = ("siapose", "rsiapose", "sharedgcn")
 
 
@@ -388,7 +389,8 @@ def _train(args, ctx) -> int:
         best = ", ".join(f"{k} {v:.4f}" for k, v in result["best"].items())
         steps = f"{args.max_steps} step{'s' if args.max_steps != 1 else ''}"
         log(f"{'done' if complete else f'stopped after {steps}'} in "
-            f"{time.perf_counter() - started:.1f} s; best validation mPCK per stage: {best or 'none'}; wrote {path}")
+            f"{time.perf_counter() - started:.1f} s; best validation score per stage (mPCK; minus MPVPE in mm for the "
+            f"mesh networks; a stage's own selection metric where it names one): {best or 'none'}; wrote {path}")
     return 0
 
 

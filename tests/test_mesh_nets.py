@@ -211,3 +211,100 @@ def test_config_round_trip_state_and_presets():
         MeshConfig(shape_source="given")
     with pytest.raises(ValueError, match="synthetic:<integer seed>"):
         MeshNet(MeshConfig(mano="synthetic:x", **SMALL))
+
+
+# ------------------------------------------------------------------------------------------------ inference
+
+
+class StubBaseline(torch.nn.Module):
+    """predict() returns fixed per-image shapes, poses and confidences (a baseline whose outputs we choose)."""
+
+    identity_aware = False
+
+    def __init__(self, betas, poses, confidence):
+        super().__init__()
+        from handops_models.nets.mesh import make_mano_layer
+
+        self.mano = make_mano_layer("synthetic:0").double()
+        self.out = {"betas": betas, "pose": poses, "confidence": confidence}
+
+    def predict(self, images, betas=None):
+        index = images[:, 0, 0, 0].long()  # image i carries its index in a pixel
+        return {k: v[index] for k, v in self.out.items()}
+
+
+def _subject(good: int, bad: int, seed: int = 0):
+    """``good`` images predicting the true shape up to noise 0.02 with confidence 2, ``bad`` ones off by +1.5 on
+    every beta with confidence 0; random poses."""
+    g = torch.Generator().manual_seed(seed)
+    k = good + bad
+    truth = torch.randn(10, generator=g, dtype=torch.float64)
+    betas = truth + 0.02 * torch.randn(k, 10, generator=g, dtype=torch.float64)
+    betas[good:] += 1.5
+    poses = 0.3 * torch.randn(k, 48, generator=g, dtype=torch.float64)
+    confidence = torch.cat([torch.full((good,), 2.0), torch.full((bad,), 0.0)]).double()
+    images = torch.arange(k, dtype=torch.float64).view(k, 1, 1, 1).expand(k, 3, 8, 8)
+    return truth, StubBaseline(betas, poses, confidence), images
+
+
+def test_personalize_recovers_a_known_shape_and_attention_downweights_bad_images():
+    """Eq. 6.7 minimises a sum of *unsquared* norms, a geometric median: with 15 good and 5 bad images even
+    uniform weights stay within 0.05 of the truth (the weighted mean of the squared norms, the plausible wrong
+    implementation, moves a quarter of the way to the bad images: 0.375). With 8 good and 12 bad images the
+    median follows the bad majority, and only the attention weights softmax(c / 0.33) (the bad images' share
+    12 e^-6 / (8 + 12 e^-6) < 0.4%) keep the truth; softmax(c) without the temperature would give them 18%."""
+    from handops_models.nets.mesh_inference import personalize
+
+    truth, baseline, images = _subject(15, 5)
+    uniform = personalize(baseline, images, attention=False)
+    assert (uniform["betas"] - truth).abs().max() < 0.05
+    assert torch.allclose(uniform["weights"], torch.full((20,), 0.05).double())
+
+    truth, baseline, images = _subject(8, 12, seed=1)
+    attended = personalize(baseline, images)
+    uniform = personalize(baseline, images, attention=False)
+    assert (attended["betas"] - truth).abs().max() < 0.05
+    assert (uniform["betas"] - truth).abs().mean() > 1.0
+    assert float(attended["weights"][8:].sum()) < 0.004
+
+
+@pytest.mark.parametrize("SOLVER, OFFSET", [("adam", 0.05), ("lm", 0.15)])
+def test_refinement_moves_a_perturbed_prediction_towards_the_detected_keypoints(SOLVER, OFFSET):
+    """A regressor prediction OFFSET rad off the true pose in every axis-angle component and exact 2-D keypoints
+    from the true pose, translation and camera: Eq. 6.4 brings the root-relative joint error down by more than
+    half (measured: Adam with the thesis' schedule 9.2 -> 2.0 mm at 0.05 rad, but only 27 -> 16 mm at 0.15:
+    60 steps at 1e-3 move an angle by at most 0.06 rad; Levenberg-Marquardt 27 -> 2.5 mm at 0.15 rad, to a
+    reprojection error under 0.01 px). Rules out a fit that starts from the neutral pose instead of the
+    prediction, or one that returns the start unchanged."""
+    from handops.geometry import axis_angle_to_matrix, matrix_to_rotation_6d, project
+    from handops_models.metrics import mpjpe
+    from handops_models.nets.mesh import make_mano_layer
+    from handops_models.nets.mesh_inference import refine_with_keypoints
+
+    layer = make_mano_layer("synthetic:0").double()
+    g = torch.Generator().manual_seed(2)
+    B = 4
+    betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
+    pose = 0.4 * torch.randn(B, 48, generator=g, dtype=torch.float64)
+    transl = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64).expand(B, 3)
+    K = torch.tensor([[300.0, 0, 64], [0, 300.0, 64], [0, 0, 1]], dtype=torch.float64).expand(B, 3, 3)
+    truth = layer(betas, pose[:, :3], pose[:, 3:].view(B, 15, 3))
+    keypoints2d = project(truth.joints + transl[:, None], K)
+    start = pose + OFFSET * torch.sign(torch.randn(B, 48, generator=g, dtype=torch.float64))
+    start_out = layer(betas, start[:, :3], start[:, 3:].view(B, 15, 3))
+
+    class Regressor:
+        mano = layer
+
+        def predict(self, images, betas_in=None):
+            d6 = matrix_to_rotation_6d(axis_angle_to_matrix(start.view(B, 16, 3)))
+            return {"pose6d": d6[:, None], "betas": betas, "vertices": start_out.vertices, "keypoints3d": start_out.joints}
+
+    class Detector:
+        def predict(self, images):
+            return {"keypoints2d": keypoints2d, "confidence": torch.ones(B, 21, dtype=torch.float64)}
+
+    out = refine_with_keypoints(Regressor(), torch.zeros(B, 3, 8, 8), K, Detector(), betas, solver=SOLVER)
+    before, after = mpjpe(out["before_keypoints3d"], truth.joints), mpjpe(out["keypoints3d"], truth.joints)
+    assert after < 0.5 * before, (before, after)
+    assert float(out["reprojection_error"].max()) < (1.0 if SOLVER == "adam" else 0.01)

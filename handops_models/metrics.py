@@ -25,7 +25,7 @@ import torch
 __all__ = [
     "THESIS_THRESHOLDS", "keypoint_distances", "pck", "mpck", "auc", "pck_auc", "epe", "mpjpe", "mpvpe",
     "procrustes_align", "pa_mpjpe", "betas_mse", "hand_width_length", "shape_errors", "results_table",
-    "plot_pck_curves", "pck_per_image", "bootstrap_interval",
+    "plot_pck_curves", "pck_per_image", "bootstrap_interval", "root_relative_errors",
 ]
 
 THESIS_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
@@ -181,10 +181,16 @@ def epe(pred, gt, visible=None) -> float:
     return float(dist.mean() if vis is None else dist[vis].mean())
 
 
-def _root_relative_error(pred, gt, pred_root, gt_root) -> float:
+def root_relative_errors(pred, gt, pred_root, gt_root) -> torch.Tensor:
+    """[N] float64, mm: each hand's mean ``|(p_i - p_root) - (g_i - g_root)|`` over its points [N, P, 3] (metres),
+    roots [N, 3]: the per-image MPJPE / MPVPE that a bootstrap over test images resamples."""
     pred_root = torch.as_tensor(pred_root, dtype=pred.dtype).reshape(pred.shape[0], 1, 3)
     gt_root = torch.as_tensor(gt_root, dtype=gt.dtype).reshape(gt.shape[0], 1, 3)
-    return float(((pred - pred_root) - (gt - gt_root)).double().norm(dim=-1).mean() * 1000)
+    return ((pred - pred_root) - (gt - gt_root)).double().norm(dim=-1).mean(dim=1) * 1000
+
+
+def _root_relative_error(pred, gt, pred_root, gt_root) -> float:
+    return float(root_relative_errors(pred, gt, pred_root, gt_root).mean())
 
 
 def mpjpe(pred, gt, root: int = 0) -> float:

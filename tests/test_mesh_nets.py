@@ -308,3 +308,47 @@ def test_refinement_moves_a_perturbed_prediction_towards_the_detected_keypoints(
     before, after = mpjpe(out["before_keypoints3d"], truth.joints), mpjpe(out["keypoints3d"], truth.joints)
     assert after < 0.5 * before, (before, after)
     assert float(out["reprojection_error"].max()) < (1.0 if SOLVER == "adam" else 0.01)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def test_cli_trains_personalizes_and_evaluates_every_mesh_target(tmp_path):
+    """A --max-steps smoke run of each chapter-6 train target (mesh-baseline with its confidence stage,
+    mesh-confidence on that baseline, mesh-identity, detector2d) through the CLI, then personalize on the
+    baseline and evaluate the identity-aware net with calibrated shapes and optimisation. Checks what each
+    writes: the per-stage batch size (128 for the confidence stage, capped here by --train-size), the shape
+    JSON with K weights summing to 1, and an evaluation JSON with errors with and without optimisation."""
+    import json
+
+    from tests.test_cli import run_cli
+
+    small = {"mesh-baseline": MeshConfig(shape_source="regressed", **SMALL), "mesh-identity": MeshConfig(**SMALL),
+             "detector2d": __import__("handops_models.nets.configs", fromlist=["HourglassConfig"]).HourglassConfig(
+                 input_size=64, num_stacks=1, channels=16, depth=2, heatmap_loss="bce")}
+    common = ["--data", "synthetic", "--train-size", "16", "--val-size", "8", "--batch-size", "8", "--no-progress"]
+    for model, config in small.items():
+        path = tmp_path / f"{model}.json"
+        path.write_text(json.dumps(config_to_dict(config)))
+        rc, out, err = run_cli("train", "--model", model, "--config", path, "--out", tmp_path / model, "--max-steps", 2, *common)
+        assert rc == 0, err
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--init", tmp_path / "mesh-baseline" / "final.pt",
+                           "--out", tmp_path / "confidence", "--epochs-scale", 0.01, *common[:-3], "--no-progress")
+    assert rc == 2 and "smaller than one batch (128)" in err  # the confidence stage's own batch size
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--out", tmp_path / "c2", *common)
+    assert rc == 2 and "--init FILE" in err
+    rc, out, err = run_cli("personalize", "--checkpoint", tmp_path / "mesh-baseline" / "final.pt", "--data", "synthetic",
+                           "--split", "test", "--size", 40, "--subject", 48, "--k", 3, "--out", tmp_path / "s48.json")
+    assert rc == 0, err
+    shape = json.loads((tmp_path / "s48.json").read_text())
+    assert len(shape["betas"]) == 10 and len(shape["weights"]) == 3 and sum(shape["weights"]) == pytest.approx(1, abs=1e-5)
+    assert "W-error" in out and shape["subject"] == 48
+    rc, out, err = run_cli("evaluate", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", "--data", "synthetic",
+                           "--size", 16, "--shape", "calibrated", "--baseline", tmp_path / "mesh-baseline" / "final.pt",
+                           "--k", 2, "--detector", tmp_path / "detector2d" / "final.pt", "--solver", "lm")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "mesh-identity" / "eval_mesh_synthetic_test.json").read_text())
+    assert report["shape"] == "calibrated" and {"mpjpe", "mpvpe", "mpjpe_opt", "mpvpe_opt", "calibration"} <= set(report)
+    rc, out, err = run_cli("evaluate", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", "--data", "synthetic",
+                           "--size", 16, "--shape", "calibrated")
+    assert rc == 2 and "--baseline" in err

@@ -59,6 +59,7 @@ def refine_with_keypoints(mesh_net, images: torch.Tensor, camera_K: torch.Tensor
         "vertices": refined.vertices, "keypoints3d": refined.joints, "betas": predicted["betas"],
         "pose": torch.cat([fit.global_orient, fit.hand_pose], 1), "transl": fit.transl,
         "reprojection_error": fit.reprojection_error, "detected_keypoints2d": detected["keypoints2d"],
+        **({"confidence": predicted["confidence"]} if "confidence" in predicted else {}),
     }
 
 

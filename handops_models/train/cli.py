@@ -43,6 +43,7 @@ __all__ = ["main", "build_parser", "resolve_config", "CLIError"]
 
 MODELS = ("cpm", "hourglass", "agmn", "rmgmn", "siapose", "rsiapose", "sharedgcn", "mesh-baseline", "mesh-identity",
           "detector2d")
+TRAIN_TARGETS = MODELS + ("mesh-confidence",)  # mesh-confidence: the confidence stage alone on a trained mesh-baseline
 SIAPOSE_MODELS = ("siapose", "rsiapose", "sharedgcn")
 
 
@@ -98,15 +99,17 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from handops_models.train.mesh_cli import add_mesh_evaluate_arguments, add_personalize_parser
     from handops_models.train.predict import DECODERS
 
     parser = argparse.ArgumentParser(prog="python -m handops_models",
                                      description="Train, evaluate and run the thesis' 2-D hand pose networks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,personalize}")
 
     t = sub.add_parser("train", help="run a network's thesis recipe, stage by stage",
                        description="Run a network's thesis training recipe stage by stage (handops_models.train.recipes).")
-    t.add_argument("--model", required=True, choices=MODELS)
+    t.add_argument("--model", required=True, choices=TRAIN_TARGETS)
+    t.add_argument("--init", default=None, help="mesh-confidence: the trained mesh-baseline checkpoint to start from")
     t.add_argument("--config", default="tiny", help="'tiny', 'paper' or a JSON file of nets.configs.config_to_dict")
     _data_arguments(t)
     t.add_argument("--out", required=True, help="the run's folder")
@@ -145,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=32)
     e.add_argument("--workers", type=_non_negative_int, default=0)
     e.add_argument("--device", default=None)
+    add_mesh_evaluate_arguments(e, _positive_int)
 
     r = sub.add_parser("predict", help="keypoints of image files (JSON + overlay PNG each)",
                        description="Keypoints of images taken as already-cropped hands (handops_models.train.predict).")
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="argmax per keypoint, or map: handops.tree_map's joint configuration (agmn, rmgmn)")
     r.add_argument("--model", choices=MODELS, default=None, help="refuse checkpoints of another network")
     r.add_argument("--device", default=None)
+    add_personalize_parser(sub, _data_arguments, _positive_int)
     return parser
 
 
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
     except SystemExit as e:  # argparse printed the usage error (or --help)
         return int(e.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "personalize": cmd_personalize}
     from handops_models.data.formats._common import FormatError
     from handops_models.train.checkpoint import CheckpointError
 
@@ -300,15 +305,26 @@ def _train(args, ctx) -> int:
     from handops_models.train.recipes import recipe_for, scaled, with_total_epochs
 
     log = _log if ctx.is_main else (lambda message: None)
-    config = resolve_config(args.model, args.config, args.heads)
     if args.data != "synthetic" and args.root is None:
         raise CLIError(f"--data {args.data} reads a dataset you downloaded: pass its folder as --root DIR")
+    if (args.init is not None) != (args.model == "mesh-confidence"):
+        raise CLIError("--model mesh-confidence trains the confidence predictor of a trained mesh-baseline: pass that "
+                       "checkpoint as --init FILE (and --init only with mesh-confidence)")
     seed = D.seed_everything(args.seed)
-    try:
-        model = build_model(args.model, config)
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"--model {args.model} with --config {args.config}: {e}") from e
-    recipe = recipe_for(args.model, getattr(config, "estimator", "cpm"))
+    if args.model == "mesh-confidence":  # the baseline's last recipe stage, on its trained weights
+        from handops_models.train.checkpoint import load_checkpoint
+        from handops_models.train.evaluate import resolve_checkpoint
+
+        model = load_checkpoint(resolve_checkpoint(args.init), expect_model="mesh-baseline")["model"]
+        config = model.config
+        recipe = recipe_for("mesh-baseline")[-1:]
+    else:
+        config = resolve_config(args.model, args.config, args.heads)
+        try:
+            model = build_model(args.model, config)
+        except (TypeError, ValueError) as e:
+            raise CLIError(f"--model {args.model} with --config {args.config}: {e}") from e
+        recipe = recipe_for(args.model, getattr(config, "estimator", "cpm"))
     if args.total_epochs is not None:
         if args.epochs_scale != 1.0:
             raise CLIError("--total-epochs and --epochs-scale both set the epochs: pass one of them")
@@ -389,8 +405,8 @@ def _train(args, ctx) -> int:
         best = ", ".join(f"{k} {v:.4f}" for k, v in result["best"].items())
         steps = f"{args.max_steps} step{'s' if args.max_steps != 1 else ''}"
         log(f"{'done' if complete else f'stopped after {steps}'} in "
-            f"{time.perf_counter() - started:.1f} s; best validation score per stage (mPCK; minus MPVPE in mm for the "
-            f"mesh networks; a stage's own selection metric where it names one): {best or 'none'}; wrote {path}")
+            f"{time.perf_counter() - started:.1f} s; best validation score per stage (mPCK, or minus MPVPE "
+            f"in mm, or the stage's selection metric): {best or 'none'}; wrote {path}")
     return 0
 
 
@@ -398,17 +414,27 @@ def _train(args, ctx) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from handops_models.train.checkpoint import load_checkpoint
     from handops_models.train.evaluate import evaluate_checkpoints, resolve_checkpoint
     from handops_models.train.loop import Settings
+    from handops_models.train.mesh_cli import MESH_MODELS, evaluate_mesh_checkpoint
 
     if args.data != "synthetic" and args.root is None:
         raise CLIError(f"--data {args.data} reads a dataset you downloaded: pass its folder as --root DIR")
+    if load_checkpoint(resolve_checkpoint(args.checkpoint), build=False)["network"]["model"] in MESH_MODELS:
+        return evaluate_mesh_checkpoint(args, _device(args.device), _log)
     paths = [args.checkpoint] + list(args.compare)
     out = args.out if args.out is not None else resolve_checkpoint(args.checkpoint).parent
     settings = Settings(batch_size=args.batch_size, workers=args.workers, device=_device(args.device), progress=False)
     evaluate_checkpoints(paths, args.data, args.root, args.split, out, settings=settings, size=args.size,
                          expect_model=args.model, labels=args.labels, data_options=_data_options(args), log=_log)
     return 0
+
+
+def cmd_personalize(args) -> int:
+    from handops_models.train.mesh_cli import cmd_personalize as personalize
+
+    return personalize(args, _device(args.device), _log)
 
 
 # ------------------------------------------------------------------------------------------------ predict

@@ -96,6 +96,8 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="synthetic: cache rendered images here (uint8 shards)")
     p.add_argument("--dexycb-setup", default="s0", choices=("s0", "s1", "s2", "s3"), help="DexYCB's split setup")
     p.add_argument("--mhp-protocol", default="ch5", choices=("ch3", "ch4", "ch5"), help="MHP's thesis split")
+    p.add_argument("--num-subjects", type=_positive_int, default=50,
+                   help="synthetic: subjects in all splits (80/10/10; each has its own hand shape)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +199,8 @@ def _device(name: str | None) -> str:
 
 
 def _data_options(args) -> dict:
-    return {"cache_dir": args.cache_dir, "dexycb_setup": args.dexycb_setup, "mhp_protocol": args.mhp_protocol}
+    return {"cache_dir": args.cache_dir, "dexycb_setup": args.dexycb_setup, "mhp_protocol": args.mhp_protocol,
+            "num_subjects": args.num_subjects}
 
 
 # ------------------------------------------------------------------------------------------------ train

@@ -55,7 +55,6 @@ def add_mesh_evaluate_arguments(e, positive_int) -> None:
     g.add_argument("--no-attention", action="store_true", help="calibrate with w_i = 1/K")
     g.add_argument("--detector", default=None, help="a detector2d checkpoint: also evaluate with optimisation (Eq. 6.4)")
     g.add_argument("--solver", default="adam", choices=("adam", "lm"), help="the optimisation's solver")
-    g.add_argument("--num-subjects", type=positive_int, default=50, help="synthetic: subjects in all splits")
 
 
 def _load(path, model: str | None, device: str):

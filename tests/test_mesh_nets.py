@@ -316,7 +316,8 @@ def test_refinement_moves_a_perturbed_prediction_towards_the_detected_keypoints(
 def test_cli_trains_personalizes_and_evaluates_every_mesh_target(tmp_path):
     """A --max-steps smoke run of each chapter-6 train target (mesh-baseline with its confidence stage,
     mesh-confidence on that baseline, mesh-identity, detector2d) through the CLI, then personalize on the
-    baseline and evaluate the identity-aware net with calibrated shapes and optimisation. Checks what each
+    baseline, evaluate the identity-aware net with calibrated shapes and optimisation, and predict a mesh file
+    and an overlay with the calibrated shape. Checks what each
     writes: the per-stage batch size (128 for the confidence stage, capped here by --train-size), the shape
     JSON with K weights summing to 1, and an evaluation JSON with errors with and without optimisation."""
     import json
@@ -352,3 +353,20 @@ def test_cli_trains_personalizes_and_evaluates_every_mesh_target(tmp_path):
     rc, out, err = run_cli("evaluate", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", "--data", "synthetic",
                            "--size", 16, "--shape", "calibrated")
     assert rc == 2 and "--baseline" in err
+    from PIL import Image
+
+    Image.new("RGB", (80, 50), (120, 90, 60)).save(tmp_path / "hand.png")  # not square: padded, then resized
+    rc, out, err = run_cli("predict", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", tmp_path / "hand.png",
+                           "--out", tmp_path / "pred", "--shape", tmp_path / "s48.json",
+                           "--detector", tmp_path / "detector2d" / "final.pt")
+    assert rc == 0, err
+    obj = (tmp_path / "pred" / "hand_mesh.obj").read_text().splitlines()
+    net = MeshNet(MeshConfig(**SMALL))
+    assert sum(l.startswith("v ") for l in obj) == net.mano.model.num_vertices
+    assert sum(l.startswith("f ") for l in obj) == len(net.faces)
+    record = json.loads((tmp_path / "pred" / "hand_mesh.json").read_text())
+    assert record["betas"] == pytest.approx(shape["betas"], abs=1e-6) and len(record["transl"]) == 3
+    assert Image.open(tmp_path / "pred" / "hand_overlay.png").size == (128, 128)  # the 64-pixel crop, drawn at x2
+    rc, out, err = run_cli("predict", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", tmp_path / "hand.png",
+                           "--out", tmp_path / "pred2")
+    assert rc == 2 and "--shape FILE" in err

@@ -101,7 +101,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from handops_models.train.mesh_cli import add_mesh_evaluate_arguments, add_personalize_parser
+    from handops_models.train.mesh_cli import add_mesh_evaluate_arguments, add_mesh_predict_arguments, add_personalize_parser
     from handops_models.train.predict import DECODERS
 
     parser = argparse.ArgumentParser(prog="python -m handops_models",
@@ -161,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="argmax per keypoint, or map: handops.tree_map's joint configuration (agmn, rmgmn)")
     r.add_argument("--model", choices=MODELS, default=None, help="refuse checkpoints of another network")
     r.add_argument("--device", default=None)
+    add_mesh_predict_arguments(r)
     add_personalize_parser(sub, _data_arguments, _positive_int)
     return parser
 
@@ -447,9 +448,17 @@ def cmd_predict(args) -> int:
     from handops_models.train.evaluate import load_network, resolve_checkpoint
     from handops_models.train.predict import check_map_decodable, predict_files
 
+    from handops_models.train.mesh_cli import MESH_MODELS, predict_mesh_files
+
     device = _device(args.device)
     path = resolve_checkpoint(args.checkpoint)
-    network, _ = load_network(path, args.model, device)
+    network, checkpoint = load_network(path, args.model, device)
+    if checkpoint["network"]["model"] in MESH_MODELS:
+        records = predict_mesh_files(network, args, device, _log)
+        _log(f"{len(records)} image{'s' if len(records) != 1 else ''}: meshes in {args.out}")
+        return 0
+    if args.shape is not None or args.detector is not None:
+        raise CLIError("--shape and --detector apply to the mesh networks (mesh-baseline, mesh-identity)")
     if args.decode == "map":
         check_map_decodable(network)
     records = predict_files(network, args.inputs, args.out, args.decode, device=device, checkpoint=str(path), log=_log)

@@ -1,4 +1,4 @@
-"""The command line's chapter-6 parts: ``personalize`` and ``evaluate`` of the mesh networks.
+"""The command line's chapter-6 parts: ``personalize``, and ``evaluate`` and ``predict`` of the mesh networks.
 
     python -m handops_models personalize --checkpoint runs/base/final.pt --data synthetic --subject 48 --out s48.json
     python -m handops_models personalize --checkpoint runs/base/final.pt --images crops/ --out me.json
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["add_personalize_parser", "add_mesh_evaluate_arguments", "cmd_personalize", "evaluate_mesh_checkpoint",
-           "MESH_MODELS"]
+__all__ = ["add_personalize_parser", "add_mesh_evaluate_arguments", "add_mesh_predict_arguments", "cmd_personalize",
+           "evaluate_mesh_checkpoint", "predict_mesh_files", "MESH_MODELS", "DEFAULT_FOCAL"]
 
 MESH_MODELS = ("mesh-baseline", "mesh-identity")
 
@@ -159,3 +159,65 @@ def evaluate_mesh_checkpoint(args, device: str, log) -> int:
     target.write_text(json.dumps(report, indent=1))
     log(f"wrote {target}")
     return 0
+
+
+DEFAULT_FOCAL = 1.5  # focal length in crop sides for images without intrinsics (SyntheticHands' crops: 1.1-1.8)
+
+
+def add_mesh_predict_arguments(r) -> None:
+    g = r.add_argument_group("mesh networks (chapter 6)")
+    g.add_argument("--shape", default=None, help="mesh-identity: the subject's shape JSON (from personalize)")
+    g.add_argument("--detector", default=None,
+                   help="a detector2d checkpoint: fit Eq. 6.4 and draw the mesh over the image (an assumed camera)")
+    g.add_argument("--solver", default="adam", choices=("adam", "lm"))
+
+
+def predict_mesh_files(network, args, device: str, log) -> list[dict]:
+    """For each image: ``<stem>_mesh.obj`` (the MANO-frame mesh, metres), ``<stem>_mesh.json`` (shape, pose,
+    3-D keypoints; with a detector also the fitted translation and the 2-D keypoints) and, with a detector,
+    ``<stem>_overlay.png`` (the fitted mesh drawn over the crop). Images are taken as hand crops; their camera
+    is assumed: focal length ``DEFAULT_FOCAL`` crop sides, principal point at the centre."""
+    from handops_models.nets.mesh_inference import load_shape, refine_with_keypoints
+    from handops_models.train.cli import CLIError
+    from handops_models.train.predict import find_images, load_image, to_input
+    from handops_models.viz import draw_mesh, save_png
+
+    if network.identity_aware and args.shape is None:
+        raise CLIError("a mesh-identity network takes the subject's shape: pass --shape FILE (from personalize)")
+    if not network.identity_aware and args.shape is not None:
+        raise CLIError("--shape applies to mesh-identity checkpoints (the baseline regresses the shape)")
+    betas = load_shape(args.shape)[None].to(device) if args.shape else None
+    detector = _load(args.detector, "detector2d", device)[0] if args.detector else None
+    size = network.input_size
+    K = torch.tensor([[DEFAULT_FOCAL * size, 0, (size - 1) / 2], [0, DEFAULT_FOCAL * size, (size - 1) / 2], [0, 0, 1.0]])
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    faces = network.faces.cpu()
+    records = []
+    for path in find_images(args.inputs):
+        image = to_input(load_image(path), size)
+        x = image[None].to(device)
+        record = {"image": str(path), "model": getattr(network, "model_name", None), "checkpoint": str(args.checkpoint)}
+        if detector is not None:
+            out = refine_with_keypoints(network, x, K[None].to(device), detector, betas, solver=args.solver)
+            record.update(transl=out["transl"][0].tolist(), keypoints2d=out["detected_keypoints2d"][0].tolist(),
+                          camera_K=K.tolist(), reprojection_error_px=float(out["reprojection_error"][0]))
+        else:
+            out = network.predict(x, betas)
+        vertices = out["vertices"][0].cpu()
+        record.update(betas=out["betas"][0].tolist(), pose=out["pose"][0].tolist(),
+                      keypoints3d=out["keypoints3d"][0].tolist())
+        stem = path.stem
+        obj = out_dir / f"{stem}_mesh.obj"
+        obj.write_text("".join(f"v {a:.6f} {b:.6f} {c:.6f}\n" for a, b, c in vertices.tolist())
+                       + "".join(f"f {i + 1} {j + 1} {k + 1}\n" for i, j, k in faces.tolist()))
+        (out_dir / f"{stem}_mesh.json").write_text(json.dumps(record, indent=1))
+        written = [obj.name, f"{stem}_mesh.json"]
+        if detector is not None:
+            camera = vertices + out["transl"][0].cpu()
+            png = out_dir / f"{stem}_overlay.png"
+            save_png(draw_mesh(image, camera, faces, K, scale=2), png)
+            written.append(png.name)
+        records.append(record)
+        log(f"{path}: {', '.join(written)}")
+    return records

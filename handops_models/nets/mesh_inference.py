@@ -34,15 +34,23 @@ def refine_with_keypoints(mesh_net, images: torch.Tensor, camera_K: torch.Tensor
                           solver: str = "adam", iterations=None, use_confidence: bool = True) -> dict[str, torch.Tensor]:
     """Eq. 6.4 for a batch: the regressor's prediction refined to the detector's 2-D keypoints.
 
-    Args: images [B, 3, S, S] in [0, 1] (one crop size for both networks); camera_K [B, 3, 3] the crops'
-    intrinsics; detector: a 2-D network (``predict`` -> keypoints2d [B, 21, 2] in input pixels, confidence
-    [B, 21]); betas [B, 10] for an identity-aware ``mesh_net`` (None for the baseline).
+    Args: images [B, 3, S, S] in [0, 1] at the mesh network's input size (the detector gets them resized to its
+    own, and its keypoints are scaled back: ``x_S = (x_D + 0.5) S / D - 0.5`` for pixel centres at integers);
+    camera_K [B, 3, 3] the crops' intrinsics; detector: a 2-D network (``predict`` -> keypoints2d [B, 21, 2] in
+    input pixels, confidence [B, 21]); betas [B, 10] for an identity-aware ``mesh_net`` (None for the baseline).
     Returns the regressor's outputs (``before_*``) and the refined vertices [B, V, 3], keypoints3d [B, 21, 3]
     (MANO frame, as the regressor's: the fitted translation removed), pose [B, 48], transl [B, 3] (camera frame)
     and the final reprojection error [B] (pixels).
     """
     predicted = mesh_net.predict(images, betas)
-    detected = detector.predict(images)
+    size, detector_size = images.shape[-1], getattr(detector, "input_size", images.shape[-1])
+    if detector_size != size:
+        resized = torch.nn.functional.interpolate(images, size=(detector_size, detector_size), mode="bilinear",
+                                                  align_corners=False, antialias=detector_size < size).clamp(0, 1)
+        detected = detector.predict(resized)
+        detected = dict(detected, keypoints2d=(detected["keypoints2d"] + 0.5) * (size / detector_size) - 0.5)
+    else:
+        detected = detector.predict(images)
     layer = mesh_net.mano
     rotations = rotation_6d_to_matrix(predicted["pose6d"][:, -1])
     hand_pose = matrix_to_axis_angle(rotations[:, 1:]).flatten(1)  # flat_hand_mean: no mean pose to remove

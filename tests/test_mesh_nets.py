@@ -370,3 +370,27 @@ def test_cli_trains_personalizes_and_evaluates_every_mesh_target(tmp_path):
     rc, out, err = run_cli("predict", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", tmp_path / "hand.png",
                            "--out", tmp_path / "pred2")
     assert rc == 2 and "--shape FILE" in err
+
+
+def test_refinement_feeds_the_detector_at_its_own_size_and_scales_its_keypoints_back():
+    """A detector with input_size 128 for 64-pixel crops gets the images resized to 128 and its keypoints come
+    back as ``(x + 0.5) * 64 / 128 - 0.5`` (pixel centres at integers: the detector's 1.5 is the crop's 0.5).
+    Rules out unscaled keypoints and a scale without the half-pixel shift."""
+    from handops_models.nets.mesh_inference import refine_with_keypoints
+
+    seen = {}
+
+    class Detector:
+        input_size = 128
+
+        def predict(self, images):
+            seen["size"] = images.shape[-1]
+            keypoints = torch.full((len(images), 21, 2), 1.5, dtype=torch.float64)
+            return {"keypoints2d": keypoints, "confidence": torch.ones(len(images), 21, dtype=torch.float64)}
+
+    net = build_model("mesh-baseline", MeshConfig(shape_source="regressed", **SMALL)).double()
+    images = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    K = torch.tensor([[96.0, 0, 31.5], [0, 96.0, 31.5], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    out = refine_with_keypoints(net, images, K, Detector(), iterations=(1, 1))
+    assert seen["size"] == 128
+    assert torch.allclose(out["detected_keypoints2d"], torch.full((2, 21, 2), 0.5, dtype=torch.float64))

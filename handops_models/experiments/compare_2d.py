@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from handops_models.experiments.runs import train_run
+from handops_models.experiments.runs import train_run, write_outputs
 
 __all__ = ["Entry", "ENTRIES", "CLAIMS", "main"]
 
@@ -134,17 +133,8 @@ def main(argv=None) -> int:
     results = _evaluate(entries, args, out, cache)
     results["train_seconds"] = timings
     results["study_seconds_this_call"] = time.perf_counter() - started
-    report = _report(results, args)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "tables.md").write_text(report)
-    print(report)
-    _plots(results, out)
-    if args.docs:
-        docs = Path(args.docs)
-        docs.mkdir(parents=True, exist_ok=True)
-        for name in ("tables.md", "pck_curves.png", "claims.png"):
-            shutil.copyfile(out / name, docs / f"compare_2d_{name}")
-        print(f"copied tables.md and the PNGs to {docs}")
+    write_outputs(out, results, _report(results, args), _plots, ("tables.md", "pck_curves.png", "claims.png"),
+                  args.docs, "compare_2d_")
     return 0
 
 

@@ -24,14 +24,12 @@ Written to OUT: results.json, tables.md, hand_length.png, calibration_k.png (``-
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from handops_models.experiments.runs import train_run
+from handops_models.experiments.runs import train_run, write_outputs
 
 __all__ = ["main", "K_VALUES"]
 
@@ -80,16 +78,8 @@ def main(argv=None) -> int:
     results = _evaluate(args, out, cache)
     results["train_seconds"] = timings
     results["seconds_this_call"] = time.perf_counter() - started
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    report = _report(results, args)
-    (out / "tables.md").write_text(report)
-    print(report)
-    _plots(results, out)
-    if args.docs:
-        docs = Path(args.docs)
-        docs.mkdir(parents=True, exist_ok=True)
-        for name in ("tables.md", "hand_length.png", "calibration_k.png"):
-            shutil.copyfile(out / name, docs / f"compare_mesh_{name}")
+    write_outputs(out, results, _report(results, args), _plots, ("tables.md", "hand_length.png", "calibration_k.png"),
+                  args.docs, "compare_mesh_")
     return 0
 
 

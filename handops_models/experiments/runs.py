@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-__all__ = ["train_run", "run_complete"]
+__all__ = ["train_run", "run_complete", "write_outputs"]
 
 
 def run_complete(final: Path) -> bool:
@@ -38,3 +40,18 @@ def train_run(arguments: list[str], run: Path, smoke: bool = False) -> float | N
     if code != 0:
         raise RuntimeError(f"training in {run} failed with exit status {code}: see {run / 'train.log'}")
     return time.perf_counter() - begin
+
+
+def write_outputs(out: Path, results: dict, report: str, plots, files: tuple[str, ...], docs=None, prefix: str = "") -> None:
+    """A study's outputs: ``results.json``, ``tables.md`` (``report``, also printed), the PNGs that ``plots(results,
+    out)`` draws, and with ``docs`` a copy of ``files`` there, each named ``prefix + name``."""
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "tables.md").write_text(report)
+    print(report)
+    plots(results, out)
+    if docs:
+        docs = Path(docs)
+        docs.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copyfile(out / name, docs / f"{prefix}{name}")
+        print(f"copied {', '.join(files)} to {docs}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from handops_models.metrics import root_relative_errors
 from handops_models.train.loop import collate

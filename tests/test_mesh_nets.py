@@ -394,3 +394,18 @@ def test_refinement_feeds_the_detector_at_its_own_size_and_scales_its_keypoints_
     out = refine_with_keypoints(net, images, K, Detector(), iterations=(1, 1))
     assert seen["size"] == 128
     assert torch.allclose(out["detected_keypoints2d"], torch.full((2, 21, 2), 0.5, dtype=torch.float64))
+
+
+def test_ground_truth_meshes_are_syntheticHands_meshes_up_to_the_root_translation():
+    """``MeshNet.targets`` rebuilds each SyntheticHands sample's mesh and keypoints from its betas and pose alone:
+    equal to the sample's camera-frame ones after one translation per hand. Rules out a layer with the mean
+    pose added (flat_hand_mean=False), the PCA pose space, or a hand model of another seed."""
+    from handops_models.data.synthetic import SyntheticHands
+    from handops_models.train.loop import collate
+
+    data = SyntheticHands(3, image_size=64, progress=False)
+    batch = collate([data[i] for i in range(3)])
+    truth = MeshNet(MeshConfig(**SMALL)).targets(batch)
+    offset = batch["keypoints3d"][:, :1] - truth["keypoints3d"][:, :1]
+    assert (truth["vertices"] + offset - batch["vertices"]).abs().max() < 1e-6
+    assert (truth["keypoints3d"] + offset - batch["keypoints3d"]).abs().max() < 1e-6

@@ -47,15 +47,16 @@ def make_mano_layer(spec: str) -> handops.ManoLayer:
     """``"synthetic:<seed>"`` -> the procedural hand of that seed; otherwise a MANO file's path. Full axis-angle
     poses with no mean added (``use_pca=False, flat_hand_mean=True``): a pose is the absolute joint rotations,
     as SyntheticHands' ``pose`` is."""
-    if spec.startswith("synthetic:"):
-        from handops.mano.synthetic import synthetic_model
+    with torch.device("cpu"):  # the model is data, built on the CPU even under a meta / cuda default device
+        if spec.startswith("synthetic:"):
+            from handops.mano.synthetic import synthetic_model
 
-        try:
-            seed = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"MeshConfig.mano {spec!r}: expected 'synthetic:<integer seed>'") from None
-        return handops.ManoLayer(synthetic_model(seed), use_pca=False, flat_hand_mean=True)
-    return handops.ManoLayer(spec, use_pca=False, flat_hand_mean=True)
+            try:
+                seed = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"MeshConfig.mano {spec!r}: expected 'synthetic:<integer seed>'") from None
+            return handops.ManoLayer(synthetic_model(seed), use_pca=False, flat_hand_mean=True)
+        return handops.ManoLayer(spec, use_pca=False, flat_hand_mean=True)
 
 
 def compose_6d(delta: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:

@@ -346,12 +346,18 @@ def config_from_dict(data: dict):
     return _build(_TYPES_BY_NAME[data["type"]], {k: v for k, v in data.items() if k != "type"})
 
 
+# Fields added after checkpoints were first written, with the value that rebuilds what such a checkpoint held
+# (a stored config without them is from before they existed); every other field must be stored.
+ADDED_FIELDS: dict[str, dict[str, object]] = {"HourglassConfig": {"heatmap_loss": "mse"}}
+
+
 def _build(cls, data: dict):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}; its fields are {sorted(names)}")
+    data = {**ADDED_FIELDS.get(cls.__name__, {}), **data}
     missing = sorted(names - set(data))
     if missing:  # a default here could silently rebuild another network (a tiny model at paper size)
         raise ValueError(f"{cls.__name__} is missing fields {missing}: a stored config must hold every field")

@@ -243,6 +243,25 @@ def _recipe_record(recipe) -> list[dict]:
     return _plain([dataclasses.asdict(s) for s in recipe])
 
 
+def _with_added_fields(stored: dict) -> dict:
+    """A config.json written before the recipe's per-stage ``batch_size`` / ``selection``, the data's
+    ``num_subjects`` or a config's ADDED_FIELDS existed, with the values that reproduce such a run."""
+    from handops_models.nets.configs import config_from_dict, config_to_dict
+    from handops_models.train.recipes import Stage
+
+    out = dict(stored)
+    defaults = {f.name: f.default for f in dataclasses.fields(Stage) if f.default is not dataclasses.MISSING}
+    if isinstance(out.get("recipe"), list):
+        out["recipe"] = [{**defaults, **stage} if isinstance(stage, dict) else stage for stage in out["recipe"]]
+    if isinstance(out.get("data"), dict):
+        out["data"] = {"num_subjects": 50, **out["data"]}  # SyntheticHands' subjects were 50 before the option
+    try:  # rebuilt through config_from_dict, which fills ADDED_FIELDS at every level
+        out["config"] = _plain(config_to_dict(config_from_dict(out.get("config"))))
+    except (ValueError, TypeError):
+        pass  # not a config: the comparison reports it
+    return out
+
+
 def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     """The stored config.json when resuming (it must describe the same model, config and recipe)."""
     stored_path = out / "config.json"
@@ -253,9 +272,10 @@ def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     if not stored_path.is_file():
         return None
     stored = json.loads(stored_path.read_text())
+    comparable = _with_added_fields(stored)
     for key, what in (("model", "model"), ("config", "config"), ("recipe", "recipe (--epochs-scale, --lr-scale)"),
                       ("data", "data")):
-        if stored.get(key) != record[key]:
+        if comparable.get(key) != record[key]:
             raise CLIError(f"--resume: {stored_path} was written for another {what}: {stored.get(key)!r} there, "
                            f"{record[key]!r} now; resume with the run's own arguments")
     return stored

@@ -114,12 +114,15 @@ def pck_per_image(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS) -> torch.Te
     return (dist[:, None, :] <= t[None, :, None] * size[:, None, None]).double().mean(dim=2)
 
 
-def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float = 0.95, seed: int = 0):
+def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float = 0.95, seed: int = 0, groups=None):
     """Percentile bootstrap over images of a mean score, or of a paired difference of two.
 
     ``scores`` [N] (one value per test image, e.g. a row mean of :func:`pck_per_image`); with ``baseline``
     [N] (the same images scored by another model) the statistic is ``mean(scores - baseline)`` and both are
     resampled with the same image indices (a paired bootstrap: the images' difficulty cancels).
+    ``groups`` [N] (e.g. subject ids): a cluster bootstrap, resampling whole groups with replacement (the
+    statistic is the mean over the drawn groups' images), for images that are not independent (a subject's
+    images share its shape: the effective sample size is nearer the number of subjects).
     Returns (estimate, low, high): the statistic on all images and the ``(1 -+ level) / 2`` percentiles of
     ``samples`` resampled statistics.
     """
@@ -135,6 +138,21 @@ def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float 
         raise ValueError(f"need 0 < level < 1 and samples >= 10, got level={level}, samples={samples}")
     generator = torch.Generator().manual_seed(seed)
     stats = torch.empty(samples, dtype=torch.float64)
+    if groups is not None:
+        labels = torch.as_tensor(groups).reshape(-1)
+        if labels.numel() != x.numel():
+            raise ValueError(f"groups must label every score: {labels.numel()} labels for {x.numel()} scores")
+        _, index = torch.unique(labels, return_inverse=True)
+        count = int(index.max()) + 1
+        if count < 2:
+            raise ValueError("a cluster bootstrap needs at least 2 groups")
+        sums = torch.zeros(count, dtype=torch.float64).index_add_(0, index, x)
+        sizes = torch.zeros(count, dtype=torch.float64).index_add_(0, index, torch.ones_like(x))
+        for s in range(samples):
+            drawn = torch.randint(0, count, (count,), generator=generator)
+            stats[s] = sums[drawn].sum() / sizes[drawn].sum()
+        low, high = torch.quantile(stats, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+        return float(x.mean()), low, high
     for start in range(0, samples, 256):  # chunks bound the index matrix's memory
         n = min(256, samples - start)
         idx = torch.randint(0, x.numel(), (n, x.numel()), generator=generator)

@@ -185,9 +185,20 @@ class MeshNet(ImageModel):
         if pose.dim() != 2 or pose.shape[1] != NUM_JOINTS * 3 or betas.shape != (len(pose), self.num_betas):
             raise ValueError(f"{self.name}: targets need pose [B, 48] and betas [B, {self.num_betas}], got "
                              f"{list(pose.shape)} and {list(betas.shape)}")
+        if "is_left" in targets and bool(torch.as_tensor(targets["is_left"]).any()):
+            raise ValueError(f"{self.name}: the batch holds left hands; this network's hand model ({self.config.mano}) is a "
+                             f"right hand (mirror left crops and their poses first)")
         with torch.no_grad():
             rotations = axis_angle_to_matrix(pose.view(-1, NUM_JOINTS, 3))
             mano = self.mano(betas, rotations[:, 0], rotations[:, 1:])
+            if "keypoints3d" in targets:  # the data's own keypoints: its hand model must be this network's
+                given = torch.as_tensor(targets["keypoints3d"]).to(mano.joints)
+                moved = mano.joints + (given[:, :1] - mano.joints[:, :1])
+                if len(given) and float((moved - given).abs().max()) > 1e-4:
+                    raise ValueError(f"{self.name}: the samples' keypoints3d are not this network's hand model "
+                                     f"({self.config.mano}) at the samples' betas and pose (off by "
+                                     f"{float((moved - given).abs().max()) * 1000:.1f} mm after the root translation): "
+                                     f"build the network with the data's MANO model (MeshConfig.mano)")
         return {"pose6d": matrix_to_rotation_6d(rotations), "betas": betas, "vertices": mano.vertices,
                 "keypoints3d": mano.joints}
 

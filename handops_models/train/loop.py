@@ -156,14 +156,15 @@ def evaluate_model(model, dataset: Dataset, settings: Settings, limit: int | Non
 
 def evaluate_mesh(model, dataset: Dataset, settings: Settings, limit: int | None = None) -> dict:
     """A mesh network's root-relative MPJPE and MPVPE in mm (thesis Sec. 6.4.1) on ``dataset`` (first ``limit``
-    images), with the true shape given to an identity-aware network, and the baseline's shape error."""
+    images), with the true shape given to an identity-aware network; for the baseline its shape error and its
+    confidence's rank accuracy within each subject (``rank_accuracy`` with the samples' ``subject``)."""
     from handops_models.metrics import betas_mse, mpjpe, mpvpe
 
     network = model.module if hasattr(model, "module") else model
     indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
     loader = DataLoader(Subset(dataset, list(indices)), batch_size=settings.batch_size, collate_fn=collate,
                         num_workers=settings.workers)
-    joints, vertices, true_joints, true_vertices, betas, true_betas, confidence = [], [], [], [], [], [], []
+    joints, vertices, true_joints, true_vertices, betas, true_betas, confidence, subjects = [], [], [], [], [], [], [], []
     for batch in loader:
         batch = {k: v.to(settings.device) for k, v in batch.items()}
         out = network.predict(*network.batch_inputs(batch))
@@ -176,6 +177,8 @@ def evaluate_mesh(model, dataset: Dataset, settings: Settings, limit: int | None
         true_betas.append(truth["betas"].cpu())
         if "confidence" in out:
             confidence.append(out["confidence"].cpu())
+        if "subject" in batch:
+            subjects.append(batch["subject"].cpu())
     joints, true_joints = torch.cat(joints), torch.cat(true_joints)
     result = {
         "mpjpe_mm": mpjpe(joints, true_joints),
@@ -186,17 +189,31 @@ def evaluate_mesh(model, dataset: Dataset, settings: Settings, limit: int | None
         betas, true_betas = torch.cat(betas), torch.cat(true_betas)
         result["betas_mse"] = betas_mse(betas, true_betas)
         if confidence and len(betas) >= 2:
-            result["rank_accuracy"] = rank_accuracy(torch.cat(confidence), (betas - true_betas).abs().mean(1))
+            groups = torch.cat(subjects) if len(subjects) == len(confidence) else None
+            result["rank_accuracy"] = rank_accuracy(torch.cat(confidence), (betas - true_betas).abs().mean(1), groups)
     return result
 
 
-def rank_accuracy(confidence: torch.Tensor, error: torch.Tensor) -> float:
+def rank_accuracy(confidence: torch.Tensor, error: torch.Tensor, groups: torch.Tensor | None = None) -> float:
     """The share of image pairs with different errors whose confidences are ordered the other way round (the
-    smaller error has the larger confidence): what the margin ranking loss trains (0.5 is chance)."""
-    i, j = torch.triu_indices(len(error), len(error), offset=1)
-    y = torch.sign(error[j] - error[i])
-    keep = y != 0
-    return float(((confidence[i] - confidence[j]) * y > 0)[keep].double().mean()) if bool(keep.any()) else float("nan")
+    smaller error has the larger confidence): what the margin ranking loss trains (0.5 is chance).
+
+    With ``groups`` [N] (subject ids) only pairs within a group count: Eq. 6.6 weighs one subject's images
+    against each other (a per-subject offset in the confidences changes nothing), so that is what matters for
+    personalisation. Memory is the largest group's pairs (or all N^2 pairs without groups)."""
+    groups = torch.zeros(len(error), dtype=torch.long) if groups is None else groups
+    right, counted = 0, 0
+    for g in torch.unique(groups):
+        members = (groups == g).nonzero()[:, 0]
+        if len(members) < 2:
+            continue
+        c, e = confidence[members], error[members]
+        i, j = torch.triu_indices(len(members), len(members), offset=1)
+        y = torch.sign(e[j] - e[i])
+        keep = y != 0
+        right += int(((c[i] - c[j]) * y > 0)[keep].sum())
+        counted += int(keep.sum())
+    return right / counted if counted else float("nan")
 
 
 def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset, out_dir, settings: Settings,
@@ -208,6 +225,11 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
     rank, world = _rank_world()
     if settings.batch_size % world:
         raise ValueError(f"batch size {settings.batch_size} must be divisible by the number of processes {world}")
+    for stage in recipe:  # before any training: a stage whose batch does not fit would fail only when reached
+        size = len(settings.stage_data.get(stage.name, (train_set,))[0])
+        if size < (stage.batch_size or settings.batch_size):
+            raise ValueError(f"the training set of stage {stage.name} ({size} images) is smaller than one batch "
+                             f"({stage.batch_size or settings.batch_size})")
     network = model
     network.to(settings.device)
     position = {"stage": 0, "epoch": 0, "batch": 0, "step": 0}

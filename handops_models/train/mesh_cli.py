@@ -69,7 +69,7 @@ def cmd_personalize(args, device: str, log) -> int:
     from handops_models.nets.mesh_inference import personalize, save_shape
     from handops_models.train.cli import CLIError
     from handops_models.train.data import make_split
-    from handops_models.train.mesh_eval import subject_indices
+    from handops_models.train.mesh_eval import choose_images, subject_indices
     from handops_models.train.predict import find_images, load_image, to_input
 
     if (args.images is None) == (args.data is None):
@@ -88,9 +88,7 @@ def cmd_personalize(args, device: str, log) -> int:
         by_subject = subject_indices(dataset)
         if args.subject not in by_subject:
             raise CLIError(f"subject {args.subject} has no images in the {args.split} split; its subjects are {sorted(by_subject)}")
-        indices = by_subject[args.subject]
-        generator = torch.Generator().manual_seed(args.seed)
-        chosen = sorted(indices[i] for i in torch.randperm(len(indices), generator=generator)[:args.k].tolist())
+        chosen = choose_images(by_subject[args.subject], args.k, args.seed, args.subject)
         images = torch.stack([dataset[i]["image"] for i in chosen])
         truth = dataset[chosen[0]]["betas"]
         source = {"data": args.data, "split": args.split, "subject": args.subject, "indices": chosen}

@@ -11,9 +11,10 @@ With a ``detector`` every batch is also refined by Eq. 6.4 (``nets.mesh_inferenc
 Errors are root-relative (each hand's own wrist), per image, so a bootstrap over test images can compare two
 rows image by image (``metrics.bootstrap_interval``).
 
-``calibrate_subjects`` picks ``k`` images of each subject (seeded; a subject with fewer images uses them all) and
-calibrates one shape per subject (Eq. 6.6-6.7). As in the author's protocol the images come from the split being
-evaluated (their labels are not used); ``exclude`` returns the indices used, so a study can leave them out.
+``calibrate_subjects`` picks ``k`` images of each subject (``choose_images``: seeded by (seed, subject); a subject
+with fewer images uses them all) and calibrates one shape per subject (Eq. 6.6-6.7). As in the author's protocol the
+images come from the split being evaluated (their labels are not used) and are evaluated too; the result's
+"images" lists them per subject.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from handops_models.metrics import root_relative_errors
 from handops_models.train.loop import collate
 
-__all__ = ["subject_indices", "calibrate_subjects", "mesh_errors"]
+__all__ = ["subject_indices", "choose_images", "calibrate_subjects", "mesh_errors"]
 
 
 def subject_indices(dataset: Dataset) -> dict[int, list[int]]:
@@ -34,6 +35,13 @@ def subject_indices(dataset: Dataset) -> dict[int, list[int]]:
     for i in range(len(dataset)):
         out.setdefault(int(dataset[i]["subject"]), []).append(i)
     return out
+
+
+def choose_images(indices: list[int], k: int, seed: int, subject: int) -> list[int]:
+    """``k`` of one subject's image ``indices`` (all of them if fewer), drawn by a generator seeded by (seed,
+    subject): ``personalize --data`` and ``evaluate --shape calibrated`` pick the same images."""
+    rng = np.random.default_rng([seed, subject])
+    return sorted(rng.choice(indices, size=min(k, len(indices)), replace=False).tolist())
 
 
 def calibrate_subjects(baseline, dataset: Dataset, k: int = 20, seed: int = 0, attention: bool = True,
@@ -45,8 +53,7 @@ def calibrate_subjects(baseline, dataset: Dataset, k: int = 20, seed: int = 0, a
         raise ValueError(f"k (images per subject) must be at least 1, got {k}")
     result = {"betas": {}, "images": {}, "weights": {}}
     for subject, indices in sorted(subject_indices(dataset).items()):
-        rng = np.random.default_rng([seed, subject])
-        chosen = sorted(rng.choice(indices, size=min(k, len(indices)), replace=False).tolist())
+        chosen = choose_images(indices, k, seed, subject)
         images = torch.stack([dataset[i]["image"] for i in chosen]).to(device)
         shape = personalize(baseline, images, attention=attention)
         result["betas"][subject] = shape["betas"].cpu()

@@ -11,7 +11,7 @@ starts from it, as the thesis does.
 Chapter 6 (Sec. 6.4.1): the mesh networks train 15 epochs with Adam at 1e-4, the rate times 0.1 at epoch 10
 (HUMBI's schedule); the baseline with Eq. 6.9 (the confidence predictor excluded), then the confidence
 predictor alone on the frozen baseline at batch 128 with the margin ranking loss, its best checkpoint picked by
-the validation rank accuracy; the identity-aware network with Eq. 6.10; the 2-D detector (a Stacked Hourglass
+the validation rank accuracy within subjects (what Eq. 6.6's per-subject softmax uses); the identity-aware network with Eq. 6.10; the 2-D detector (a Stacked Hourglass
 with the BCE heatmap loss) on its own, at the thesis' Hourglass rate 7.5e-4 (chapter 6 gives none).
 
 Sources: R-MGMN Sec. 3.4-3.5 (Adam, lr 1e-4, rotation net 6 epochs, unary branch and classifier 100,

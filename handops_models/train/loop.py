@@ -343,9 +343,10 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
                 D.barrier()  # the files are written when run_recipe returns, on every rank
                 return {"history": history + [record], "best": best, "stopped": True}
             history.append(record)
-            improved = metrics["score"] >= best.get(stage.name, -math.inf)
+            score = -math.inf if math.isnan(metrics["score"]) else metrics["score"]  # NaN (no valid pair) ranks last
+            improved = score >= best.get(stage.name, -math.inf)
             if improved:  # on every rank, so every rank returns the same ``best``
-                best[stage.name] = metrics["score"]
+                best[stage.name] = score
             rngs = D.all_gather_objects(capture_rng_state()) if world > 1 else None
             if rank == 0:
                 log(f"{stage.name} epoch {record['epoch']:.4g}: loss {record['train'].get('loss', float('nan')):.4g}  "

@@ -35,6 +35,7 @@ BENCHMARKS = {
     "mano": "benchmarks.bench_mano",
     "synthetic_data": "benchmarks.bench_synthetic_data",
     "training_step": "benchmarks.bench_training_step",
+    "mesh_pipeline": "benchmarks.bench_mesh_pipeline",
 }
 
 

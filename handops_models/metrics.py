@@ -25,7 +25,7 @@ import torch
 __all__ = [
     "THESIS_THRESHOLDS", "keypoint_distances", "pck", "mpck", "auc", "pck_auc", "epe", "mpjpe", "mpvpe",
     "procrustes_align", "pa_mpjpe", "betas_mse", "hand_width_length", "shape_errors", "results_table",
-    "plot_pck_curves", "pck_per_image", "bootstrap_interval",
+    "plot_pck_curves", "pck_per_image", "bootstrap_interval", "root_relative_errors",
 ]
 
 THESIS_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06)
@@ -114,12 +114,15 @@ def pck_per_image(pred, gt, bbox_size, thresholds=THESIS_THRESHOLDS) -> torch.Te
     return (dist[:, None, :] <= t[None, :, None] * size[:, None, None]).double().mean(dim=2)
 
 
-def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float = 0.95, seed: int = 0):
+def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float = 0.95, seed: int = 0, groups=None):
     """Percentile bootstrap over images of a mean score, or of a paired difference of two.
 
     ``scores`` [N] (one value per test image, e.g. a row mean of :func:`pck_per_image`); with ``baseline``
     [N] (the same images scored by another model) the statistic is ``mean(scores - baseline)`` and both are
     resampled with the same image indices (a paired bootstrap: the images' difficulty cancels).
+    ``groups`` [N] (e.g. subject ids): a cluster bootstrap, resampling whole groups with replacement (the
+    statistic is the mean over the drawn groups' images), for images that are not independent (a subject's
+    images share its shape: the effective sample size is nearer the number of subjects).
     Returns (estimate, low, high): the statistic on all images and the ``(1 -+ level) / 2`` percentiles of
     ``samples`` resampled statistics.
     """
@@ -135,6 +138,21 @@ def bootstrap_interval(scores, baseline=None, samples: int = 2000, level: float 
         raise ValueError(f"need 0 < level < 1 and samples >= 10, got level={level}, samples={samples}")
     generator = torch.Generator().manual_seed(seed)
     stats = torch.empty(samples, dtype=torch.float64)
+    if groups is not None:
+        labels = torch.as_tensor(groups).reshape(-1)
+        if labels.numel() != x.numel():
+            raise ValueError(f"groups must label every score: {labels.numel()} labels for {x.numel()} scores")
+        _, index = torch.unique(labels, return_inverse=True)
+        count = int(index.max()) + 1
+        if count < 2:
+            raise ValueError("a cluster bootstrap needs at least 2 groups")
+        sums = torch.zeros(count, dtype=torch.float64).index_add_(0, index, x)
+        sizes = torch.zeros(count, dtype=torch.float64).index_add_(0, index, torch.ones_like(x))
+        for s in range(samples):
+            drawn = torch.randint(0, count, (count,), generator=generator)
+            stats[s] = sums[drawn].sum() / sizes[drawn].sum()
+        low, high = torch.quantile(stats, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)).tolist()
+        return float(x.mean()), low, high
     for start in range(0, samples, 256):  # chunks bound the index matrix's memory
         n = min(256, samples - start)
         idx = torch.randint(0, x.numel(), (n, x.numel()), generator=generator)
@@ -181,10 +199,16 @@ def epe(pred, gt, visible=None) -> float:
     return float(dist.mean() if vis is None else dist[vis].mean())
 
 
-def _root_relative_error(pred, gt, pred_root, gt_root) -> float:
+def root_relative_errors(pred, gt, pred_root, gt_root) -> torch.Tensor:
+    """[N] float64, mm: each hand's mean ``|(p_i - p_root) - (g_i - g_root)|`` over its points [N, P, 3] (metres),
+    roots [N, 3]: the per-image MPJPE / MPVPE that a bootstrap over test images resamples."""
     pred_root = torch.as_tensor(pred_root, dtype=pred.dtype).reshape(pred.shape[0], 1, 3)
     gt_root = torch.as_tensor(gt_root, dtype=gt.dtype).reshape(gt.shape[0], 1, 3)
-    return float(((pred - pred_root) - (gt - gt_root)).double().norm(dim=-1).mean() * 1000)
+    return ((pred - pred_root) - (gt - gt_root)).double().norm(dim=-1).mean(dim=1) * 1000
+
+
+def _root_relative_error(pred, gt, pred_root, gt_root) -> float:
+    return float(root_relative_errors(pred, gt, pred_root, gt_root).mean())
 
 
 def mpjpe(pred, gt, root: int = 0) -> float:

@@ -506,3 +506,28 @@ def test_total_epochs_shares_the_budget_in_the_thesis_proportions(tmp_path):
     assert rc == 2 and "pass one of them" in err
     rc, _, err = train(tmp_path / "x", "rmgmn", "--total-epochs", 3)
     assert rc == 2 and "--total-epochs 3 for rmgmn" in err
+
+
+def test_runs_and_checkpoints_from_before_the_chapter_6_fields_still_resume_and_load(tmp_path):
+    """A run folder written before the recipe's per-stage batch_size / selection, the data's num_subjects and
+    HourglassConfig.heatmap_loss existed still resumes, and such a config still rebuilds (with the values that
+    reproduce it: the run's batch size, the network's own selection, 50 subjects, the MSE loss). Rules out
+    refusing every older run as "another recipe" and filling a missing field other than those."""
+    from handops_models.nets.configs import HourglassConfig, config_from_dict
+
+    rc, _, err = train(tmp_path, "hourglass", "--train-size", 8, "--val-size", 4, "--max-steps", 1)
+    assert rc == 0, err
+    path = tmp_path / "run" / "config.json"
+    stored = json.loads(path.read_text())
+    for stage in stored["recipe"]:
+        del stage["batch_size"], stage["selection"]
+    del stored["data"]["num_subjects"], stored["config"]["heatmap_loss"]
+    path.write_text(json.dumps(stored))
+    rc, _, err = train(tmp_path, "hourglass", "--train-size", 8, "--val-size", 4, "--max-steps", 2, "--resume")
+    assert rc == 0, err
+    assert config_from_dict(stored["config"]).heatmap_loss == "mse"
+    old = dict(stored["config"])
+    del old["sigma"]
+    with pytest.raises(ValueError, match="missing fields"):
+        config_from_dict(old)
+    assert isinstance(config_from_dict(stored["config"]), HourglassConfig)

@@ -211,3 +211,255 @@ def test_config_round_trip_state_and_presets():
         MeshConfig(shape_source="given")
     with pytest.raises(ValueError, match="synthetic:<integer seed>"):
         MeshNet(MeshConfig(mano="synthetic:x", **SMALL))
+
+
+# ------------------------------------------------------------------------------------------------ inference
+
+
+class StubBaseline(torch.nn.Module):
+    """predict() returns fixed per-image shapes, poses and confidences (a baseline whose outputs we choose)."""
+
+    identity_aware = False
+
+    def __init__(self, betas, poses, confidence):
+        super().__init__()
+        from handops_models.nets.mesh import make_mano_layer
+
+        self.mano = make_mano_layer("synthetic:0").double()
+        self.out = {"betas": betas, "pose": poses, "confidence": confidence}
+
+    def predict(self, images, betas=None):
+        index = images[:, 0, 0, 0].long()  # image i carries its index in a pixel
+        return {k: v[index] for k, v in self.out.items()}
+
+
+def _subject(good: int, bad: int, seed: int = 0):
+    """``good`` images predicting the true shape up to noise 0.02 with confidence 2, ``bad`` ones off by +1.5 on
+    every beta with confidence 0; random poses."""
+    g = torch.Generator().manual_seed(seed)
+    k = good + bad
+    truth = torch.randn(10, generator=g, dtype=torch.float64)
+    betas = truth + 0.02 * torch.randn(k, 10, generator=g, dtype=torch.float64)
+    betas[good:] += 1.5
+    poses = 0.3 * torch.randn(k, 48, generator=g, dtype=torch.float64)
+    confidence = torch.cat([torch.full((good,), 2.0), torch.full((bad,), 0.0)]).double()
+    images = torch.arange(k, dtype=torch.float64).view(k, 1, 1, 1).expand(k, 3, 8, 8)
+    return truth, StubBaseline(betas, poses, confidence), images
+
+
+def test_personalize_recovers_a_known_shape_and_attention_downweights_bad_images():
+    """Eq. 6.7 minimises a sum of *unsquared* norms, a geometric median: with 15 good and 5 bad images even
+    uniform weights stay within 0.05 of the truth (the weighted mean of the squared norms, the plausible wrong
+    implementation, moves a quarter of the way to the bad images: 0.375). With 2 good and 18 bad images the
+    median follows the bad majority, and only the attention weights softmax(c / 0.33) keep the truth (the bad
+    images' share 18 e^-6 / (2 + 18 e^-6) = 2%); softmax(c) without the temperature (T = 1: 71%) would not
+    (measured: 0.022 vs 1.50 off)."""
+    from handops_models.nets.mesh_inference import personalize
+
+    truth, baseline, images = _subject(15, 5)
+    uniform = personalize(baseline, images, attention=False)
+    assert (uniform["betas"] - truth).abs().max() < 0.05
+    assert torch.allclose(uniform["weights"], torch.full((20,), 0.05).double())
+
+    truth, baseline, images = _subject(2, 18, seed=1)
+    attended = personalize(baseline, images)
+    assert (attended["betas"] - truth).abs().max() < 0.05
+    for wrong in (personalize(baseline, images, temperature=1.0), personalize(baseline, images, attention=False)):
+        assert (wrong["betas"] - truth).abs().mean() > 1.0
+    assert float(attended["weights"][2:].sum()) < 0.03
+
+
+@pytest.mark.parametrize("SOLVER, OFFSET", [("adam", 0.05), ("lm", 0.15)])
+def test_refinement_moves_a_perturbed_prediction_towards_the_detected_keypoints(SOLVER, OFFSET):
+    """A regressor prediction OFFSET rad off the true pose in every axis-angle component and exact 2-D keypoints
+    from the true pose, translation and camera: Eq. 6.4 brings the root-relative joint error down by more than
+    half (measured: Adam with the thesis' schedule 9.2 -> 2.0 mm at 0.05 rad, but only 27 -> 16 mm at 0.15:
+    60 steps at 1e-3 move an angle by at most 0.06 rad; Levenberg-Marquardt 27 -> 2.5 mm at 0.15 rad, to a
+    reprojection error under 0.01 px). Rules out a fit that starts from the neutral pose instead of the
+    prediction, or one that returns the start unchanged."""
+    from handops.geometry import axis_angle_to_matrix, matrix_to_rotation_6d, project
+    from handops_models.metrics import mpjpe
+    from handops_models.nets.mesh import make_mano_layer
+    from handops_models.nets.mesh_inference import refine_with_keypoints
+
+    layer = make_mano_layer("synthetic:0").double()
+    g = torch.Generator().manual_seed(2)
+    B = 4
+    betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
+    pose = 0.4 * torch.randn(B, 48, generator=g, dtype=torch.float64)
+    transl = torch.tensor([0.0, 0.0, 0.5], dtype=torch.float64).expand(B, 3)
+    K = torch.tensor([[300.0, 0, 64], [0, 300.0, 64], [0, 0, 1]], dtype=torch.float64).expand(B, 3, 3)
+    truth = layer(betas, pose[:, :3], pose[:, 3:].view(B, 15, 3))
+    keypoints2d = project(truth.joints + transl[:, None], K)
+    start = pose + OFFSET * torch.sign(torch.randn(B, 48, generator=g, dtype=torch.float64))
+    start_out = layer(betas, start[:, :3], start[:, 3:].view(B, 15, 3))
+
+    class Regressor:
+        mano = layer
+
+        def predict(self, images, betas_in=None):
+            d6 = matrix_to_rotation_6d(axis_angle_to_matrix(start.view(B, 16, 3)))
+            return {"pose6d": d6[:, None], "betas": betas, "vertices": start_out.vertices, "keypoints3d": start_out.joints}
+
+    class Detector:
+        def predict(self, images):
+            return {"keypoints2d": keypoints2d, "confidence": torch.ones(B, 21, dtype=torch.float64)}
+
+    out = refine_with_keypoints(Regressor(), torch.zeros(B, 3, 8, 8), K, Detector(), betas, solver=SOLVER)
+    before, after = mpjpe(out["before_keypoints3d"], truth.joints), mpjpe(out["keypoints3d"], truth.joints)
+    assert after < 0.5 * before, (before, after)
+    assert float(out["reprojection_error"].max()) < (1.0 if SOLVER == "adam" else 0.01)
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+
+def test_cli_trains_personalizes_and_evaluates_every_mesh_target(tmp_path):
+    """A --max-steps smoke run of each chapter-6 train target (mesh-baseline, mesh-identity, detector2d) through
+    the CLI; mesh-confidence refused without --init and, with 16 training images, refused before training for
+    its stage's own batch of 128; then personalize on the baseline, evaluate the identity-aware net with
+    calibrated shapes and optimisation, and predict a mesh file and an overlay with the calibrated shape. Checks
+    the shape JSON (K weights summing to 1), the evaluation JSON (errors with and without optimisation) and the
+    mesh files. (The confidence stage itself: test_confidence_stage_trains_only_the_confidence_predictor.)"""
+    import json
+
+    from tests.test_cli import run_cli
+
+    small = {"mesh-baseline": MeshConfig(shape_source="regressed", **SMALL), "mesh-identity": MeshConfig(**SMALL),
+             "detector2d": __import__("handops_models.nets.configs", fromlist=["HourglassConfig"]).HourglassConfig(
+                 input_size=64, num_stacks=1, channels=16, depth=2, heatmap_loss="bce")}
+    common = ["--data", "synthetic", "--train-size", "16", "--val-size", "8", "--batch-size", "8", "--no-progress"]
+    for model, config in small.items():
+        path = tmp_path / f"{model}.json"
+        path.write_text(json.dumps(config_to_dict(config)))
+        sizes = ["--train-size", "128"] if model == "mesh-baseline" else []  # its confidence stage's batch is 128
+        rc, out, err = run_cli("train", "--model", model, "--config", path, "--out", tmp_path / model, "--max-steps", 2,
+                               *common, *sizes)
+        assert rc == 0, err
+    rc, out, err = run_cli("train", "--model", "mesh-baseline", "--config", tmp_path / "mesh-baseline.json",
+                           "--out", tmp_path / "too-small", *common)
+    assert rc == 2 and "smaller than one batch (128)" in err  # refused before any training
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--init", tmp_path / "mesh-baseline" / "final.pt",
+                           "--out", tmp_path / "confidence", "--epochs-scale", 0.01, *common[:-3], "--no-progress")
+    assert rc == 2 and "smaller than one batch (128)" in err  # the confidence stage's own batch size
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--out", tmp_path / "c2", *common)
+    assert rc == 2 and "--init FILE" in err
+    rc, out, err = run_cli("personalize", "--checkpoint", tmp_path / "mesh-baseline" / "final.pt", "--data", "synthetic",
+                           "--split", "test", "--size", 40, "--subject", 48, "--k", 3, "--out", tmp_path / "s48.json")
+    assert rc == 0, err
+    shape = json.loads((tmp_path / "s48.json").read_text())
+    assert len(shape["betas"]) == 10 and len(shape["weights"]) == 3 and sum(shape["weights"]) == pytest.approx(1, abs=1e-5)
+    assert "W-error" in out and shape["subject"] == 48
+    rc, out, err = run_cli("evaluate", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", "--data", "synthetic",
+                           "--size", 16, "--shape", "calibrated", "--baseline", tmp_path / "mesh-baseline" / "final.pt",
+                           "--k", 2, "--detector", tmp_path / "detector2d" / "final.pt", "--solver", "lm")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "mesh-identity" / "eval_mesh_synthetic_test.json").read_text())
+    assert report["shape"] == "calibrated" and {"mpjpe", "mpvpe", "mpjpe_opt", "mpvpe_opt", "calibration"} <= set(report)
+    rc, out, err = run_cli("evaluate", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", "--data", "synthetic",
+                           "--size", 16, "--shape", "calibrated")
+    assert rc == 2 and "--baseline" in err
+    from PIL import Image
+
+    Image.new("RGB", (80, 50), (120, 90, 60)).save(tmp_path / "hand.png")  # not square: padded, then resized
+    rc, out, err = run_cli("predict", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", tmp_path / "hand.png",
+                           "--out", tmp_path / "pred", "--shape", tmp_path / "s48.json",
+                           "--detector", tmp_path / "detector2d" / "final.pt")
+    assert rc == 0, err
+    obj = (tmp_path / "pred" / "hand_mesh.obj").read_text().splitlines()
+    net = MeshNet(MeshConfig(**SMALL))
+    assert sum(l.startswith("v ") for l in obj) == net.mano.model.num_vertices
+    assert sum(l.startswith("f ") for l in obj) == len(net.faces)
+    record = json.loads((tmp_path / "pred" / "hand_mesh.json").read_text())
+    assert record["betas"] == pytest.approx(shape["betas"], abs=1e-6) and len(record["transl"]) == 3
+    assert Image.open(tmp_path / "pred" / "hand_overlay.png").size == (128, 128)  # the 64-pixel crop, drawn at x2
+    rc, out, err = run_cli("predict", "--checkpoint", tmp_path / "mesh-identity" / "final.pt", tmp_path / "hand.png",
+                           "--out", tmp_path / "pred2")
+    assert rc == 2 and "--shape FILE" in err
+
+
+def test_refinement_feeds_the_detector_at_its_own_size_and_scales_its_keypoints_back():
+    """A detector with input_size 128 for 64-pixel crops gets the images resized to 128 and its keypoints come
+    back as ``(x + 0.5) * 64 / 128 - 0.5`` (pixel centres at integers: the detector's 1.5 is the crop's 0.5).
+    Rules out unscaled keypoints and a scale without the half-pixel shift."""
+    from handops_models.nets.mesh_inference import refine_with_keypoints
+
+    seen = {}
+
+    class Detector:
+        input_size = 128
+
+        def predict(self, images):
+            seen["size"] = images.shape[-1]
+            keypoints = torch.full((len(images), 21, 2), 1.5, dtype=torch.float64)
+            return {"keypoints2d": keypoints, "confidence": torch.ones(len(images), 21, dtype=torch.float64)}
+
+    net = build_model("mesh-baseline", MeshConfig(shape_source="regressed", **SMALL)).double()
+    images = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    K = torch.tensor([[96.0, 0, 31.5], [0, 96.0, 31.5], [0, 0, 1]], dtype=torch.float64).expand(2, 3, 3)
+    out = refine_with_keypoints(net, images, K, Detector(), iterations=(1, 1))
+    assert seen["size"] == 128
+    assert torch.allclose(out["detected_keypoints2d"], torch.full((2, 21, 2), 0.5, dtype=torch.float64))
+
+
+def test_ground_truth_meshes_are_syntheticHands_meshes_up_to_the_root_translation():
+    """``MeshNet.targets`` rebuilds each SyntheticHands sample's mesh and keypoints from its betas and pose alone:
+    equal to the sample's camera-frame ones after one translation per hand (rules out a hand model of another
+    seed, a pose read in another order); and the network's layer fed the *axis-angle* pose (what the fitting and
+    the calibration feed it) gives the same mesh (rules out a layer that adds the mean pose, flat_hand_mean=False:
+    3.8 cm off). A batch from another hand model is refused, as are left hands."""
+    from handops_models.data.synthetic import SyntheticHands
+    from handops_models.train.loop import collate
+
+    data = SyntheticHands(3, image_size=64, progress=False)
+    batch = collate([data[i] for i in range(3)])
+    truth = MeshNet(MeshConfig(**SMALL)).targets(batch)
+    offset = batch["keypoints3d"][:, :1] - truth["keypoints3d"][:, :1]
+    assert (truth["vertices"] + offset - batch["vertices"]).abs().max() < 1e-6
+    assert (truth["keypoints3d"] + offset - batch["keypoints3d"]).abs().max() < 1e-6
+    net = MeshNet(MeshConfig(**SMALL))
+    axis_angle = net.mano(batch["betas"], batch["pose"][:, :3], batch["pose"][:, 3:].view(-1, 15, 3))
+    assert (axis_angle.vertices - truth["vertices"]).abs().max() < 1e-6
+    with pytest.raises(ValueError, match="not this network's hand model"):
+        MeshNet(MeshConfig(mano="synthetic:3", **SMALL)).targets(batch)
+    with pytest.raises(ValueError, match="left hands"):
+        net.targets(dict(batch, is_left=torch.tensor([False, True, False])))
+
+
+def test_confidence_stage_trains_only_the_confidence_predictor(tmp_path):
+    """The baseline recipe's confidence stage (at batch 4 here instead of 128) changes the confidence predictor's
+    weight and nothing else: the rest is frozen and the ranking loss reads detached features; even the
+    predictor's bias keeps its value, since a ranking loss depends on differences c_i - c_j only. It picks its
+    best.pt by the within-subject rank accuracy, which its metrics record."""
+    import dataclasses
+    import json
+
+    from handops_models.data.synthetic import SyntheticHands
+    from handops_models.train.loop import Settings, run_recipe
+    from handops_models.train.recipes import recipe_for
+
+    torch.manual_seed(0)
+    net = build_model("mesh-baseline", MeshConfig(shape_source="regressed", **SMALL))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    stage = dataclasses.replace(recipe_for("mesh-baseline")[-1], epochs=1, batch_size=4, lr=1e-2)
+    train = SyntheticHands(8, image_size=64, progress=False)
+    val = SyntheticHands(8, image_size=64, split="val", progress=False)
+    result = run_recipe(net, [stage], train, val, tmp_path, Settings(batch_size=32, progress=False), log=lambda m: None)
+    changed = {k for k, v in net.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"confidence.weight"}
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["best"]["confidence"] == record["val"]["rank_accuracy"] == record["val"]["score"]
+    assert (tmp_path / "confidence" / "best.pt").is_file()
+
+
+def test_rank_accuracy_counts_pairs_within_subjects():
+    """Confidences that order every subject's images backwards but put the subject with the larger errors lower
+    score 0 within subjects; pooled over all pairs they score 2/3 (a "useless for Eq. 6.6" head that the pooled
+    metric would prefer to chance). Rules out pooling across subjects when subjects are given."""
+    from handops_models.train.loop import rank_accuracy
+
+    error = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    subject = torch.tensor([0, 0, 1, 1])
+    confidence = torch.tensor([1.0, 2.0, -2.0, -1.0])  # within each subject the larger error has the larger c
+    assert rank_accuracy(confidence, error, subject) == 0.0
+    assert rank_accuracy(confidence, error) == pytest.approx(4 / 6)

@@ -267,3 +267,17 @@ def test_bootstrap_interval_paired_and_coverage():
         M.bootstrap_interval(torch.rand(5), torch.rand(4))
     with pytest.raises(ValueError, match="finite"):
         M.bootstrap_interval(torch.tensor([0.1, float("nan")]))
+
+
+def test_cluster_bootstrap_resamples_groups():
+    """Two subjects of 50 images each, every image of subject 0 scoring 0 and of subject 1 scoring 1: resampling
+    images gives a narrow interval around 0.5 (as if 100 independent draws), resampling the 2 subjects gives
+    0 to 1 (the truth: 2 independent draws). Rules out a ``groups`` argument that is ignored."""
+    scores = torch.cat([torch.zeros(50), torch.ones(50)])
+    groups = torch.cat([torch.zeros(50), torch.ones(50)]).long()
+    _, low, high = M.bootstrap_interval(scores)
+    assert high - low < 0.25
+    est, low, high = M.bootstrap_interval(scores, groups=groups)
+    assert est == 0.5 and (low, high) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="label every score"):
+        M.bootstrap_interval(scores, groups=groups[:10])

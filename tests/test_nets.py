@@ -363,7 +363,8 @@ def test_parameter_table_command(capsys):
     with torch.device("meta"):
         cpm = count_parameters(build_model("cpm", "paper"))
     assert f"| CPM | {cpm:,} | 368 -> 46 |" in out
-    assert out.count("\n") == 2 + 11
+    assert out.count("\n") == 2 + 14
+    assert "| Mesh estimator, identity-aware (ch. 6) |" in out and "224 -> mesh" in out
 
 
 # ------------------------------------------------------------------------------------------ found by a new-user probe

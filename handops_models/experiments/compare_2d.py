@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from handops_models.experiments.runs import train_run, write_outputs
 
 __all__ = ["Entry", "ENTRIES", "CLAIMS", "main"]
 
@@ -134,17 +133,8 @@ def main(argv=None) -> int:
     results = _evaluate(entries, args, out, cache)
     results["train_seconds"] = timings
     results["study_seconds_this_call"] = time.perf_counter() - started
-    report = _report(results, args)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "tables.md").write_text(report)
-    print(report)
-    _plots(results, out)
-    if args.docs:
-        docs = Path(args.docs)
-        docs.mkdir(parents=True, exist_ok=True)
-        for name in ("tables.md", "pck_curves.png", "claims.png"):
-            shutil.copyfile(out / name, docs / f"compare_2d_{name}")
-        print(f"copied tables.md and the PNGs to {docs}")
+    write_outputs(out, results, _report(results, args), _plots, ("tables.md", "pck_curves.png", "claims.png"),
+                  args.docs, "compare_2d_")
     return 0
 
 
@@ -154,35 +144,15 @@ def _load_json(path: Path) -> dict:
 
 def _train(entry: Entry, seed: int, args, run: Path, cache: Path) -> float | None:
     """Train one network in its own process; None when its run had finished already."""
-    final = run / "final.pt"
-    if final.is_file() and (args.smoke or _complete(final)):  # a smoke run stops early by design
-        return None
-    command = [sys.executable, "-m", "handops_models", "train", "--model", entry.model, "--config", args.config,
-               "--data", "synthetic", "--cache-dir", str(cache), "--out", str(run), "--seed", str(seed),
-               "--train-size", str(args.train_size), "--val-size", str(args.val_size),
-               "--lr-scale", str(args.lr_scale if entry.scales_lr else 1.0), "--no-progress"]
-    command += ["--heads", str(entry.heads)] if entry.heads is not None else []
+    arguments = ["--model", entry.model, "--config", args.config, "--data", "synthetic", "--cache-dir", str(cache),
+                 "--seed", str(seed), "--train-size", str(args.train_size), "--val-size", str(args.val_size),
+                 "--lr-scale", str(args.lr_scale if entry.scales_lr else 1.0), "--no-progress"]
+    arguments += ["--heads", str(entry.heads)] if entry.heads is not None else []
     if args.smoke:
-        command += ["--epochs-scale", "0.01", "--max-steps", "2", "--batch-size", "8"]
+        arguments += ["--epochs-scale", "0.01", "--max-steps", "2", "--batch-size", "8"]
     else:
-        command += ["--total-epochs", str(args.total_epochs), "--batch-size", str(args.batch_size)]
-    if (run / "last.pt").is_file():
-        command.append("--resume")
-    run.mkdir(parents=True, exist_ok=True)
-    begin = time.perf_counter()
-    with open(run / "train.log", "a") as log:
-        log.write(f"$ {' '.join(command)}\n")
-        log.flush()
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT)
-    if code != 0:
-        raise RuntimeError(f"training {entry.name} (seed {seed}) failed with exit status {code}: see {run / 'train.log'}")
-    return time.perf_counter() - begin
-
-
-def _complete(path: Path) -> bool:
-    from handops_models.train.checkpoint import load_checkpoint
-
-    return bool(load_checkpoint(path, build=False).get("extra", {}).get("complete", False))
+        arguments += ["--total-epochs", str(args.total_epochs), "--batch-size", str(args.batch_size)]
+    return train_run(arguments, run, smoke=args.smoke)
 
 
 def _evaluate(entries, args, out: Path, cache: Path) -> dict:

@@ -33,11 +33,12 @@ __all__ = [
 ]
 
 # registry name -> network class (SharedWeight GCN and R-SiaPose are SiaPose configs; the mesh baseline and the
-# identity-aware mesh estimator are MeshNet configs)
+# identity-aware mesh estimator are MeshNet configs; chapter 6's 2-D detector a
+# StackedHourglass config)
 MODELS: dict[str, type[nn.Module]] = {
     "cpm": CPM, "hourglass": StackedHourglass, "agmn": AGMN, "rmgmn": RMGMN,
     "siapose": SiaPose, "sharedgcn": SiaPose, "rsiapose": SiaPose,
-    "mesh-identity": MeshNet, "mesh-baseline": MeshNet,
+    "mesh-identity": MeshNet, "mesh-baseline": MeshNet, "detector2d": StackedHourglass,
 }
 
 

@@ -26,6 +26,9 @@ ROWS = [
     ("siapose", "SiaPose 10-head (Hourglass)", {"heads": 10, "estimator": "hourglass"}),
     ("sharedgcn", "SharedWeight GCN (CPM)", {}),
     ("rsiapose", "R-SiaPose 10-head (CPM)", {}),
+    ("mesh-identity", "Mesh estimator, identity-aware (ch. 6)", {}),
+    ("mesh-baseline", "Mesh baseline + confidence (ch. 6)", {}),
+    ("detector2d", "2-D detector, Hourglass + BCE (ch. 6)", {}),
 ]
 
 
@@ -40,7 +43,8 @@ def parameter_table() -> list[dict]:
                 model = build_model(name, config, **overrides)
             row[config] = count_parameters(model)
             kernel = getattr(model.config, "kernel_size", None)
-            row[f"{config}_sizes"] = f"{model.input_size} -> {model.map_size}" + (f", k {kernel}" if kernel else "")
+            output = getattr(model, "map_size", "mesh")
+            row[f"{config}_sizes"] = f"{model.input_size} -> {output}" + (f", k {kernel}" if kernel else "")
         rows.append(row)
     return rows
 

@@ -95,6 +95,10 @@ class ImageModel(nn.Module):
             total = term if total is None else total + term
         return total
 
+    def batch_inputs(self, batch: dict) -> tuple:
+        """The arguments of ``forward`` (and ``predict``) from a collated batch: the images."""
+        return (batch["image"],)
+
     @contextlib.contextmanager
     def inference(self):
         """A context for prediction: eval mode and no gradients; on exit every submodule gets its own mode back

@@ -114,7 +114,9 @@ class CPMConfig:
 @dataclass(frozen=True)
 class HourglassConfig:
     """Stacked Hourglass (thesis 2.2.2; Newell et al.): stride-4 stem, ``num_stacks`` hourglasses of
-    ``depth`` levels and ``channels`` features, intermediate supervision, merges between stacks."""
+    ``depth`` levels and ``channels`` features, intermediate supervision, merges between stacks.
+    ``heatmap_loss``: "mse" (chapter 5's sum of squares) or "bce" (chapter 6's 2-D detector: the maps are
+    logits, trained with binary cross-entropy against the Gaussian targets)."""
 
     input_size: int = 256
     num_stacks: int = 8
@@ -122,8 +124,10 @@ class HourglassConfig:
     depth: int = 4
     num_keypoints: int = 21
     sigma: float = 1.0
+    heatmap_loss: str = "mse"
 
     def __post_init__(self):
+        _require(self, self.heatmap_loss in ("mse", "bce"), "heatmap_loss", "'mse' or 'bce'")
         _check_ints(self, ("input_size", "num_stacks", "channels", "depth", "num_keypoints"))
         _require(self, _is_number(self.sigma) and self.sigma > 0, "sigma", "a positive number (map pixels)")
 
@@ -262,7 +266,7 @@ class MeshConfig:
 CONFIG_TYPES: dict[str, type] = {
     "cpm": CPMConfig, "hourglass": HourglassConfig, "agmn": AGMNConfig, "rmgmn": RMGMNConfig,
     "siapose": SiaPoseConfig, "sharedgcn": SiaPoseConfig, "rsiapose": SiaPoseConfig,
-    "mesh-identity": MeshConfig, "mesh-baseline": MeshConfig,
+    "mesh-identity": MeshConfig, "mesh-baseline": MeshConfig, "detector2d": HourglassConfig,
 }
 
 _TINY_CPM = CPMConfig(input_size=128, width=0.25, num_stages=3, sigma=2.0)
@@ -281,6 +285,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "rsiapose": SiaPoseConfig(rotation=RotationConfig()),
         "mesh-identity": MeshConfig(),
         "mesh-baseline": MeshConfig(shape_source="regressed"),
+        "detector2d": HourglassConfig(heatmap_loss="bce"),
     },
     "tiny": {
         "cpm": _TINY_CPM,
@@ -294,6 +299,7 @@ PRESETS: dict[str, dict[str, object]] = {
                                   rotation=_TINY_ROTATION),
         "mesh-identity": MeshConfig(input_size=128, backbone=_TINY_RESNET, hidden=(256, 128)),
         "mesh-baseline": MeshConfig(shape_source="regressed", input_size=128, backbone=_TINY_RESNET, hidden=(256, 128)),
+        "detector2d": dataclasses.replace(_TINY_HOURGLASS, heatmap_loss="bce"),
     },
 }
 
@@ -340,12 +346,18 @@ def config_from_dict(data: dict):
     return _build(_TYPES_BY_NAME[data["type"]], {k: v for k, v in data.items() if k != "type"})
 
 
+# Fields added after checkpoints were first written, with the value that rebuilds what such a checkpoint held
+# (a stored config without them is from before they existed); every other field must be stored.
+ADDED_FIELDS: dict[str, dict[str, object]] = {"HourglassConfig": {"heatmap_loss": "mse"}}
+
+
 def _build(cls, data: dict):
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{cls.__name__} has no fields {unknown}; its fields are {sorted(names)}")
+    data = {**ADDED_FIELDS.get(cls.__name__, {}), **data}
     missing = sorted(names - set(data))
     if missing:  # a default here could silently rebuild another network (a tiny model at paper size)
         raise ValueError(f"{cls.__name__} is missing fields {missing}: a stored config must hold every field")

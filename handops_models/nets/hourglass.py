@@ -132,9 +132,21 @@ class StackedHourglass(HandPoseNet):
         return {"stages": stages, "heatmaps": stages[:, -1]}
 
     def loss(self, outputs: dict, targets: dict, weights: dict[str, float] | None = None):
-        """Intermediate supervision, Eq. 5.4's L_1: ``L_unary = sum_t sum_k ||S_k^t - S_k^*||_F^2`` (one term,
-        "unary", as the CPM's)."""
+        """Intermediate supervision, one term "unary" (as the CPM's): Eq. 5.4's L_1 ``sum_t sum_k ||S_k^t -
+        S_k^*||_F^2`` averaged over the batch, or with ``config.heatmap_loss == "bce"`` chapter 6's detector loss
+        ``BCE(sigmoid(S^t), S^*)``, the mean over stages, keypoints and map pixels (the maps are logits)."""
         self._check_batch(outputs, targets)
-        target = self.heatmap_targets(targets)
-        terms = {"unary": squared_error(outputs["stages"], target[:, None])}
+        target = self.heatmap_targets(targets)[:, None].expand_as(outputs["stages"])
+        if self.config.heatmap_loss == "bce":
+            unary = F.binary_cross_entropy_with_logits(outputs["stages"], target)
+        else:
+            unary = squared_error(outputs["stages"], target)
+        terms = {"unary": unary}
         return self._total(terms, weights, {"unary": 1.0}), terms
+
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`HandPoseNet.predict`; with the BCE loss the confidence is the sigmoid of the peak logit (in [0, 1])."""
+        out = super().predict(images)
+        if self.config.heatmap_loss == "bce":
+            out["confidence"] = torch.sigmoid(out["confidence"])
+        return out

@@ -47,15 +47,16 @@ def make_mano_layer(spec: str) -> handops.ManoLayer:
     """``"synthetic:<seed>"`` -> the procedural hand of that seed; otherwise a MANO file's path. Full axis-angle
     poses with no mean added (``use_pca=False, flat_hand_mean=True``): a pose is the absolute joint rotations,
     as SyntheticHands' ``pose`` is."""
-    if spec.startswith("synthetic:"):
-        from handops.mano.synthetic import synthetic_model
+    with torch.device("cpu"):  # the model is data, built on the CPU even under a meta / cuda default device
+        if spec.startswith("synthetic:"):
+            from handops.mano.synthetic import synthetic_model
 
-        try:
-            seed = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"MeshConfig.mano {spec!r}: expected 'synthetic:<integer seed>'") from None
-        return handops.ManoLayer(synthetic_model(seed), use_pca=False, flat_hand_mean=True)
-    return handops.ManoLayer(spec, use_pca=False, flat_hand_mean=True)
+            try:
+                seed = int(spec.split(":", 1)[1])
+            except ValueError:
+                raise ValueError(f"MeshConfig.mano {spec!r}: expected 'synthetic:<integer seed>'") from None
+            return handops.ManoLayer(synthetic_model(seed), use_pca=False, flat_hand_mean=True)
+        return handops.ManoLayer(spec, use_pca=False, flat_hand_mean=True)
 
 
 def compose_6d(delta: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -118,6 +119,7 @@ class MeshNet(ImageModel):
     """
 
     name = "mesh net"
+    validation = "mesh"  # the training loop validates by MPVPE (train.loop.evaluate_mesh)
 
     def __init__(self, config: MeshConfig | None = None):
         config = config or MeshConfig()
@@ -166,6 +168,10 @@ class MeshNet(ImageModel):
         out.update(pose6d=pose6d, betas=betas, vertices=mano.vertices, keypoints3d=mano.joints)
         return out
 
+    def batch_inputs(self, batch: dict) -> tuple:
+        """(images, true betas) for the identity-aware network (the subject's shape is given), (images,) else."""
+        return (batch["image"], batch["betas"]) if self.identity_aware else (batch["image"],)
+
     # ----------------------------------------------------------------------------------- loss
     def targets(self, targets: dict) -> dict[str, torch.Tensor]:
         """The ground truth in the outputs' terms: pose6d [B, 16, 6], vertices and keypoints3d (MANO frame)."""
@@ -179,9 +185,20 @@ class MeshNet(ImageModel):
         if pose.dim() != 2 or pose.shape[1] != NUM_JOINTS * 3 or betas.shape != (len(pose), self.num_betas):
             raise ValueError(f"{self.name}: targets need pose [B, 48] and betas [B, {self.num_betas}], got "
                              f"{list(pose.shape)} and {list(betas.shape)}")
+        if "is_left" in targets and bool(torch.as_tensor(targets["is_left"]).any()):
+            raise ValueError(f"{self.name}: the batch holds left hands; this network's hand model ({self.config.mano}) is a "
+                             f"right hand (mirror left crops and their poses first)")
         with torch.no_grad():
             rotations = axis_angle_to_matrix(pose.view(-1, NUM_JOINTS, 3))
             mano = self.mano(betas, rotations[:, 0], rotations[:, 1:])
+            if "keypoints3d" in targets:  # the data's own keypoints: its hand model must be this network's
+                given = torch.as_tensor(targets["keypoints3d"]).to(mano.joints)
+                moved = mano.joints + (given[:, :1] - mano.joints[:, :1])
+                if len(given) and float((moved - given).abs().max()) > 1e-4:
+                    raise ValueError(f"{self.name}: the samples' keypoints3d are not this network's hand model "
+                                     f"({self.config.mano}) at the samples' betas and pose (off by "
+                                     f"{float((moved - given).abs().max()) * 1000:.1f} mm after the root translation): "
+                                     f"build the network with the data's MANO model (MeshConfig.mano)")
         return {"pose6d": matrix_to_rotation_6d(rotations), "betas": betas, "vertices": mano.vertices,
                 "keypoints3d": mano.joints}
 

@@ -41,7 +41,9 @@ from torch.utils.data import Subset
 
 __all__ = ["main", "build_parser", "resolve_config", "CLIError"]
 
-MODELS = ("cpm", "hourglass", "agmn", "rmgmn", "siapose", "rsiapose", "sharedgcn")
+MODELS = ("cpm", "hourglass", "agmn", "rmgmn", "siapose", "rsiapose", "sharedgcn", "mesh-baseline", "mesh-identity",
+          "detector2d")
+TRAIN_TARGETS = MODELS + ("mesh-confidence",)  # mesh-confidence: the confidence stage alone on a trained mesh-baseline
 SIAPOSE_MODELS = ("siapose", "rsiapose", "sharedgcn")
 
 
@@ -94,18 +96,22 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="synthetic: cache rendered images here (uint8 shards)")
     p.add_argument("--dexycb-setup", default="s0", choices=("s0", "s1", "s2", "s3"), help="DexYCB's split setup")
     p.add_argument("--mhp-protocol", default="ch5", choices=("ch3", "ch4", "ch5"), help="MHP's thesis split")
+    p.add_argument("--num-subjects", type=_positive_int, default=50,
+                   help="synthetic: subjects in all splits (80/10/10; each has its own hand shape)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from handops_models.train.mesh_cli import add_mesh_evaluate_arguments, add_mesh_predict_arguments, add_personalize_parser
     from handops_models.train.predict import DECODERS
 
     parser = argparse.ArgumentParser(prog="python -m handops_models",
                                      description="Train, evaluate and run the thesis' 2-D hand pose networks.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict,personalize}")
 
     t = sub.add_parser("train", help="run a network's thesis recipe, stage by stage",
                        description="Run a network's thesis training recipe stage by stage (handops_models.train.recipes).")
-    t.add_argument("--model", required=True, choices=MODELS)
+    t.add_argument("--model", required=True, choices=TRAIN_TARGETS)
+    t.add_argument("--init", default=None, help="mesh-confidence: the trained mesh-baseline checkpoint to start from")
     t.add_argument("--config", default="tiny", help="'tiny', 'paper' or a JSON file of nets.configs.config_to_dict")
     _data_arguments(t)
     t.add_argument("--out", required=True, help="the run's folder")
@@ -144,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=_positive_int, default=32)
     e.add_argument("--workers", type=_non_negative_int, default=0)
     e.add_argument("--device", default=None)
+    add_mesh_evaluate_arguments(e, _positive_int)
 
     r = sub.add_parser("predict", help="keypoints of image files (JSON + overlay PNG each)",
                        description="Keypoints of images taken as already-cropped hands (handops_models.train.predict).")
@@ -154,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="argmax per keypoint, or map: handops.tree_map's joint configuration (agmn, rmgmn)")
     r.add_argument("--model", choices=MODELS, default=None, help="refuse checkpoints of another network")
     r.add_argument("--device", default=None)
+    add_mesh_predict_arguments(r)
+    add_personalize_parser(sub, _data_arguments, _positive_int)
     return parser
 
 
@@ -164,7 +173,7 @@ def main(argv=None) -> int:
     except SystemExit as e:  # argparse printed the usage error (or --help)
         return int(e.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "personalize": cmd_personalize}
     from handops_models.data.formats._common import FormatError
     from handops_models.train.checkpoint import CheckpointError
 
@@ -191,7 +200,8 @@ def _device(name: str | None) -> str:
 
 
 def _data_options(args) -> dict:
-    return {"cache_dir": args.cache_dir, "dexycb_setup": args.dexycb_setup, "mhp_protocol": args.mhp_protocol}
+    return {"cache_dir": args.cache_dir, "dexycb_setup": args.dexycb_setup, "mhp_protocol": args.mhp_protocol,
+            "num_subjects": args.num_subjects}
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -233,6 +243,25 @@ def _recipe_record(recipe) -> list[dict]:
     return _plain([dataclasses.asdict(s) for s in recipe])
 
 
+def _with_added_fields(stored: dict) -> dict:
+    """A config.json written before the recipe's per-stage ``batch_size`` / ``selection``, the data's
+    ``num_subjects`` or a config's ADDED_FIELDS existed, with the values that reproduce such a run."""
+    from handops_models.nets.configs import config_from_dict, config_to_dict
+    from handops_models.train.recipes import Stage
+
+    out = dict(stored)
+    defaults = {f.name: f.default for f in dataclasses.fields(Stage) if f.default is not dataclasses.MISSING}
+    if isinstance(out.get("recipe"), list):
+        out["recipe"] = [{**defaults, **stage} if isinstance(stage, dict) else stage for stage in out["recipe"]]
+    if isinstance(out.get("data"), dict):
+        out["data"] = {"num_subjects": 50, **out["data"]}  # SyntheticHands' subjects were 50 before the option
+    try:  # rebuilt through config_from_dict, which fills ADDED_FIELDS at every level
+        out["config"] = _plain(config_to_dict(config_from_dict(out.get("config"))))
+    except (ValueError, TypeError):
+        pass  # not a config: the comparison reports it
+    return out
+
+
 def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     """The stored config.json when resuming (it must describe the same model, config and recipe)."""
     stored_path = out / "config.json"
@@ -243,9 +272,10 @@ def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     if not stored_path.is_file():
         return None
     stored = json.loads(stored_path.read_text())
+    comparable = _with_added_fields(stored)
     for key, what in (("model", "model"), ("config", "config"), ("recipe", "recipe (--epochs-scale, --lr-scale)"),
                       ("data", "data")):
-        if stored.get(key) != record[key]:
+        if comparable.get(key) != record[key]:
             raise CLIError(f"--resume: {stored_path} was written for another {what}: {stored.get(key)!r} there, "
                            f"{record[key]!r} now; resume with the run's own arguments")
     return stored
@@ -299,15 +329,26 @@ def _train(args, ctx) -> int:
     from handops_models.train.recipes import recipe_for, scaled, with_total_epochs
 
     log = _log if ctx.is_main else (lambda message: None)
-    config = resolve_config(args.model, args.config, args.heads)
     if args.data != "synthetic" and args.root is None:
         raise CLIError(f"--data {args.data} reads a dataset you downloaded: pass its folder as --root DIR")
+    if (args.init is not None) != (args.model == "mesh-confidence"):
+        raise CLIError("--model mesh-confidence trains the confidence predictor of a trained mesh-baseline: pass that "
+                       "checkpoint as --init FILE (and --init only with mesh-confidence)")
     seed = D.seed_everything(args.seed)
-    try:
-        model = build_model(args.model, config)
-    except (TypeError, ValueError) as e:
-        raise CLIError(f"--model {args.model} with --config {args.config}: {e}") from e
-    recipe = recipe_for(args.model, getattr(config, "estimator", "cpm"))
+    if args.model == "mesh-confidence":  # the baseline's last recipe stage, on its trained weights
+        from handops_models.train.checkpoint import load_checkpoint
+        from handops_models.train.evaluate import resolve_checkpoint
+
+        model = load_checkpoint(resolve_checkpoint(args.init), expect_model="mesh-baseline")["model"]
+        config = model.config
+        recipe = recipe_for("mesh-baseline")[-1:]
+    else:
+        config = resolve_config(args.model, args.config, args.heads)
+        try:
+            model = build_model(args.model, config)
+        except (TypeError, ValueError) as e:
+            raise CLIError(f"--model {args.model} with --config {args.config}: {e}") from e
+        recipe = recipe_for(args.model, getattr(config, "estimator", "cpm"))
     if args.total_epochs is not None:
         if args.epochs_scale != 1.0:
             raise CLIError("--total-epochs and --epochs-scale both set the epochs: pass one of them")
@@ -388,7 +429,8 @@ def _train(args, ctx) -> int:
         best = ", ".join(f"{k} {v:.4f}" for k, v in result["best"].items())
         steps = f"{args.max_steps} step{'s' if args.max_steps != 1 else ''}"
         log(f"{'done' if complete else f'stopped after {steps}'} in "
-            f"{time.perf_counter() - started:.1f} s; best validation mPCK per stage: {best or 'none'}; wrote {path}")
+            f"{time.perf_counter() - started:.1f} s; best validation score per stage (mPCK, or minus MPVPE "
+            f"in mm, or the stage's selection metric): {best or 'none'}; wrote {path}")
     return 0
 
 
@@ -396,17 +438,27 @@ def _train(args, ctx) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    from handops_models.train.checkpoint import load_checkpoint
     from handops_models.train.evaluate import evaluate_checkpoints, resolve_checkpoint
     from handops_models.train.loop import Settings
+    from handops_models.train.mesh_cli import MESH_MODELS, evaluate_mesh_checkpoint
 
     if args.data != "synthetic" and args.root is None:
         raise CLIError(f"--data {args.data} reads a dataset you downloaded: pass its folder as --root DIR")
+    if load_checkpoint(resolve_checkpoint(args.checkpoint), build=False)["network"]["model"] in MESH_MODELS:
+        return evaluate_mesh_checkpoint(args, _device(args.device), _log)
     paths = [args.checkpoint] + list(args.compare)
     out = args.out if args.out is not None else resolve_checkpoint(args.checkpoint).parent
     settings = Settings(batch_size=args.batch_size, workers=args.workers, device=_device(args.device), progress=False)
     evaluate_checkpoints(paths, args.data, args.root, args.split, out, settings=settings, size=args.size,
                          expect_model=args.model, labels=args.labels, data_options=_data_options(args), log=_log)
     return 0
+
+
+def cmd_personalize(args) -> int:
+    from handops_models.train.mesh_cli import cmd_personalize as personalize
+
+    return personalize(args, _device(args.device), _log)
 
 
 # ------------------------------------------------------------------------------------------------ predict
@@ -416,9 +468,17 @@ def cmd_predict(args) -> int:
     from handops_models.train.evaluate import load_network, resolve_checkpoint
     from handops_models.train.predict import check_map_decodable, predict_files
 
+    from handops_models.train.mesh_cli import MESH_MODELS, predict_mesh_files
+
     device = _device(args.device)
     path = resolve_checkpoint(args.checkpoint)
-    network, _ = load_network(path, args.model, device)
+    network, checkpoint = load_network(path, args.model, device)
+    if checkpoint["network"]["model"] in MESH_MODELS:
+        records = predict_mesh_files(network, args, device, _log)
+        _log(f"{len(records)} image{'s' if len(records) != 1 else ''}: meshes in {args.out}")
+        return 0
+    if args.shape is not None or args.detector is not None:
+        raise CLIError("--shape and --detector apply to the mesh networks (mesh-baseline, mesh-identity)")
     if args.decode == "map":
         check_map_decodable(network)
     records = predict_files(network, args.inputs, args.out, args.decode, device=device, checkpoint=str(path), log=_log)

@@ -4,8 +4,10 @@
 
 For each stage of the recipe (``recipes.Stage``): freeze everything but the stage's modules, build Adam
 and a step-wise MultiStepLR from the stage's milestones, train the stage's epochs with the stage's
-loss weights, validate after every epoch (mPCK at the thesis' thresholds), keep ``DIR/<stage>/best.pt``
-(the best validation mPCK) and ``DIR/last.pt``, and start the next stage from the best weights.
+loss weights, validate after every epoch, keep ``DIR/<stage>/best.pt`` (the best validation score: mPCK at
+the thesis' thresholds for the 2-D networks, minus MPVPE for the mesh networks (``evaluate_mesh``), or the
+stage's own ``selection`` metric) and ``DIR/last.pt``, and start the next stage from the best weights.
+Each stage trains at its own ``batch_size`` where it names one (chapter 6's confidence predictor: 128).
 
 Exact resume. The data order of epoch e of stage s is a permutation drawn from a generator seeded by
 (seed, s, e); a resumed run skips the batches already seen. ``last.pt`` holds the model, optimizer,
@@ -39,7 +41,7 @@ from handops_models.train import distributed as D
 from handops_models.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from handops_models.train.recipes import Stage
 
-__all__ = ["Settings", "run_recipe", "evaluate_model", "collate", "set_trainable"]
+__all__ = ["Settings", "run_recipe", "evaluate_model", "evaluate_mesh", "rank_accuracy", "collate", "set_trainable"]
 
 TINY_THRESHOLDS = (0.05, 0.1, 0.15, 0.2)  # meaningful at 8-pixel cells on a 128-pixel crop
 
@@ -63,10 +65,17 @@ class Settings:
 
 
 def collate(samples: list[dict]) -> dict:
-    """Stack the keys every network needs (image, keypoints2d, visibility; cluster when present)."""
-    batch = {key: torch.stack([s[key] for s in samples]) for key in ("image", "keypoints2d", "visibility")}
-    if "cluster" in samples[0]:
-        batch["cluster"] = torch.tensor([int(s["cluster"]) for s in samples], dtype=torch.long)
+    """Stack every key the samples share that is a tensor or a number (image, keypoints2d, visibility, and the
+    3-D keys betas, pose, vertices, K, subject, ... where a data set has them); R-MGMN's cluster as long."""
+    batch = {}
+    for key in samples[0]:
+        values = [s.get(key) for s in samples]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            batch[key] = torch.stack(values)
+        elif all(isinstance(v, (bool, int, float)) for v in values):
+            batch[key] = torch.tensor(values)
+    if "cluster" in batch:
+        batch["cluster"] = batch["cluster"].long()
     return batch
 
 
@@ -145,6 +154,68 @@ def evaluate_model(model, dataset: Dataset, settings: Settings, limit: int | Non
     }
 
 
+def evaluate_mesh(model, dataset: Dataset, settings: Settings, limit: int | None = None) -> dict:
+    """A mesh network's root-relative MPJPE and MPVPE in mm (thesis Sec. 6.4.1) on ``dataset`` (first ``limit``
+    images), with the true shape given to an identity-aware network; for the baseline its shape error and its
+    confidence's rank accuracy within each subject (``rank_accuracy`` with the samples' ``subject``)."""
+    from handops_models.metrics import betas_mse, mpjpe, mpvpe
+
+    network = model.module if hasattr(model, "module") else model
+    indices = range(len(dataset) if limit is None else min(limit, len(dataset)))
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=settings.batch_size, collate_fn=collate,
+                        num_workers=settings.workers)
+    joints, vertices, true_joints, true_vertices, betas, true_betas, confidence, subjects = [], [], [], [], [], [], [], []
+    for batch in loader:
+        batch = {k: v.to(settings.device) for k, v in batch.items()}
+        out = network.predict(*network.batch_inputs(batch))
+        truth = network.targets(batch)
+        joints.append(out["keypoints3d"].cpu())
+        vertices.append(out["vertices"].cpu())
+        true_joints.append(truth["keypoints3d"].cpu())
+        true_vertices.append(truth["vertices"].cpu())
+        betas.append(out["betas"].cpu())
+        true_betas.append(truth["betas"].cpu())
+        if "confidence" in out:
+            confidence.append(out["confidence"].cpu())
+        if "subject" in batch:
+            subjects.append(batch["subject"].cpu())
+    joints, true_joints = torch.cat(joints), torch.cat(true_joints)
+    result = {
+        "mpjpe_mm": mpjpe(joints, true_joints),
+        "mpvpe_mm": mpvpe(torch.cat(vertices), torch.cat(true_vertices), joints[:, 0], true_joints[:, 0]),
+        "num_images": len(joints),
+    }
+    if not getattr(network, "identity_aware", True):
+        betas, true_betas = torch.cat(betas), torch.cat(true_betas)
+        result["betas_mse"] = betas_mse(betas, true_betas)
+        if confidence and len(betas) >= 2:
+            groups = torch.cat(subjects) if len(subjects) == len(confidence) else None
+            result["rank_accuracy"] = rank_accuracy(torch.cat(confidence), (betas - true_betas).abs().mean(1), groups)
+    return result
+
+
+def rank_accuracy(confidence: torch.Tensor, error: torch.Tensor, groups: torch.Tensor | None = None) -> float:
+    """The share of image pairs with different errors whose confidences are ordered the other way round (the
+    smaller error has the larger confidence): what the margin ranking loss trains (0.5 is chance).
+
+    With ``groups`` [N] (subject ids) only pairs within a group count: Eq. 6.6 weighs one subject's images
+    against each other (a per-subject offset in the confidences changes nothing), so that is what matters for
+    personalisation. Memory is the largest group's pairs (or all N^2 pairs without groups)."""
+    groups = torch.zeros(len(error), dtype=torch.long) if groups is None else groups
+    right, counted = 0, 0
+    for g in torch.unique(groups):
+        members = (groups == g).nonzero()[:, 0]
+        if len(members) < 2:
+            continue
+        c, e = confidence[members], error[members]
+        i, j = torch.triu_indices(len(members), len(members), offset=1)
+        y = torch.sign(e[j] - e[i])
+        keep = y != 0
+        right += int(((c[i] - c[j]) * y > 0)[keep].sum())
+        counted += int(keep.sum())
+    return right / counted if counted else float("nan")
+
+
 def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset, out_dir, settings: Settings,
                resume: bool = False, log=print) -> dict:
     """Train ``model`` through ``recipe`` (module docstring); returns the history (per epoch metrics)."""
@@ -154,6 +225,11 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
     rank, world = _rank_world()
     if settings.batch_size % world:
         raise ValueError(f"batch size {settings.batch_size} must be divisible by the number of processes {world}")
+    for stage in recipe:  # before any training: a stage whose batch does not fit would fail only when reached
+        size = len(settings.stage_data.get(stage.name, (train_set,))[0])
+        if size < (stage.batch_size or settings.batch_size):
+            raise ValueError(f"the training set of stage {stage.name} ({size} images) is smaller than one batch "
+                             f"({stage.batch_size or settings.batch_size})")
     network = model
     network.to(settings.device)
     position = {"stage": 0, "epoch": 0, "batch": 0, "step": 0}
@@ -188,9 +264,12 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
         if world > 1:
             ddp = torch.nn.parallel.DistributedDataParallel(network, find_unused_parameters=True)
         optimizer = torch.optim.Adam(trainable, lr=stage.lr)
-        steps_per_epoch = len(stage_train) // settings.batch_size
+        batch_size = stage.batch_size or settings.batch_size
+        if batch_size % world:
+            raise ValueError(f"stage {stage.name}'s batch size {batch_size} must be divisible by the number of processes {world}")
+        steps_per_epoch = len(stage_train) // batch_size
         if steps_per_epoch == 0:
-            raise ValueError(f"the training set of stage {stage.name} ({len(stage_train)} images) is smaller than one batch ({settings.batch_size})")
+            raise ValueError(f"the training set of stage {stage.name} ({len(stage_train)} images) is smaller than one batch ({batch_size})")
         milestones = [round(m * stage.epochs * steps_per_epoch) for m in stage.milestones]
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=stage.gamma)
         if resume_state is not None and stage_index == position["stage"]:
@@ -202,7 +281,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
             if stage.alpha_drop is not None and epoch >= stage.alpha_drop[0] * stage.epochs:
                 weights["estimator"] = stage.alpha_drop[1]
             order = _epoch_order(len(stage_train), settings.seed, stage_index, epoch)
-            batches = _batches(order, settings.batch_size, rank, world)
+            batches = _batches(order, batch_size, rank, world)
             start = position["batch"] if (stage_index, epoch) == (position["stage"], position["epoch"]) else 0
             network.train()
             _keep_frozen_batchnorm_still(network)
@@ -219,7 +298,7 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
                 batch = next(stream)
                 waiting += time.perf_counter() - t_wait
                 batch = {k: v.to(settings.device) for k, v in batch.items()}
-                outputs = ddp(batch["image"])
+                outputs = ddp(*network.batch_inputs(batch))
                 total, terms = network.loss(outputs, batch, weights)
                 if not math.isfinite(total.item()):
                     raise FloatingPointError(f"stage {stage.name}, epoch {epoch}, batch {b}: the loss is {total.item()} "
@@ -249,29 +328,29 @@ def run_recipe(model, recipe: list[Stage], train_set: Dataset, val_set: Dataset,
                 rngs = D.all_gather_objects(capture_rng_state()) if world > 1 else None
                 if rank == 0:
                     _save_last(last, network, optimizer, scheduler, stage, position, history, best, rngs)
-            metrics = _validate(network, stage_val, settings)
+            metrics = _validate(network, stage_val, settings, stage)
             record = {"stage": stage.name, "epoch": epoch + 1 if finished_epoch else epoch + position["batch"] / len(batches),
                       "step": position["step"], "seconds": round(time.perf_counter() - t0, 2),
-                      "images_per_s": round(seen * settings.batch_size / max(time.perf_counter() - t0, 1e-9), 1),
+                      "images_per_s": round(seen * batch_size / max(time.perf_counter() - t0, 1e-9), 1),
                       "data_wait_share": round(waiting / max(time.perf_counter() - t0, 1e-9), 4),
                       "train": dict(zip(totals, D.all_reduce_mean([v / max(seen, 1) for v in totals.values()]))),
                       "val": {k: v for k, v in metrics.items() if k != "predictions"}}
             if partial:
                 if rank == 0:
                     log(f"{stage.name}: stopped at step {position['step']} (max_steps), epoch {record['epoch']:.4g}: "
-                        f"loss {record['train'].get('loss', float('nan')):.4g}  val mPCK {metrics['mpck']:.4f}")
+                        f"loss {record['train'].get('loss', float('nan')):.4g}  val {_summary(metrics)}")
                     _append_jsonl(out_dir / "metrics.jsonl", dict(record, partial=True))
                 D.barrier()  # the files are written when run_recipe returns, on every rank
                 return {"history": history + [record], "best": best, "stopped": True}
             history.append(record)
-            improved = metrics["mpck"] >= best.get(stage.name, -1.0)
+            score = -math.inf if math.isnan(metrics["score"]) else metrics["score"]  # NaN (no valid pair) ranks last
+            improved = score >= best.get(stage.name, -math.inf)
             if improved:  # on every rank, so every rank returns the same ``best``
-                best[stage.name] = metrics["mpck"]
+                best[stage.name] = score
             rngs = D.all_gather_objects(capture_rng_state()) if world > 1 else None
             if rank == 0:
                 log(f"{stage.name} epoch {record['epoch']:.4g}: loss {record['train'].get('loss', float('nan')):.4g}  "
-                    f"val mPCK {metrics['mpck']:.4f}  PCK@0.2 {metrics['pck_coarse'].get('0.2', float('nan')):.3f}  "
-                    f"{record['images_per_s']} img/s")
+                    f"val {_summary(metrics)}  {record['images_per_s']} img/s")
                 _append_jsonl(out_dir / "metrics.jsonl", record)
                 if improved:
                     save_checkpoint(stage_dir / "best.pt", network, stage=stage_index, stage_name=stage.name,
@@ -368,8 +447,30 @@ def _own_rng(resume_state: dict, rank: int, world: int) -> dict:
     return resume_state["rng"]
 
 
-def _validate(network, val_set, settings: Settings) -> dict:
-    return evaluate_model(network, val_set, settings, limit=settings.val_limit)
+def _validate(network, val_set, settings: Settings, stage: Stage) -> dict:
+    """The network's validation metrics with "score" (higher is better) that picks a stage's best checkpoint:
+    the stage's ``selection`` metric, else mPCK for the 2-D networks and minus MPVPE (mm) for the mesh networks
+    (``validation == "mesh"``)."""
+    net = network.module if hasattr(network, "module") else network
+    if getattr(net, "validation", "pck") == "mesh":
+        metrics = evaluate_mesh(net, val_set, settings, limit=settings.val_limit)
+        default = -metrics["mpvpe_mm"]
+    else:
+        metrics = evaluate_model(network, val_set, settings, limit=settings.val_limit)
+        default = metrics["mpck"]
+    if stage.selection is None:
+        return dict(metrics, score=default)
+    if stage.selection not in metrics:
+        raise ValueError(f"stage {stage.name} selects its best checkpoint by {stage.selection!r}, which the validation "
+                         f"does not report (it has {sorted(k for k in metrics if k != 'predictions')})")
+    return dict(metrics, score=metrics[stage.selection])
+
+
+def _summary(metrics: dict) -> str:
+    if "mpvpe_mm" in metrics:
+        ranks = f"  rank accuracy {metrics['rank_accuracy']:.3f}" if "rank_accuracy" in metrics else ""
+        return f"MPJPE {metrics['mpjpe_mm']:.2f} mm  MPVPE {metrics['mpvpe_mm']:.2f} mm{ranks}"
+    return f"mPCK {metrics['mpck']:.4f}  PCK@0.2 {metrics['pck_coarse'].get('0.2', float('nan')):.3f}"
 
 
 def _save_last(path, network, optimizer, scheduler, stage, position, history, best, rngs=None) -> None:
@@ -396,9 +497,14 @@ def _plot_history(history: list[dict], path: Path) -> None:
     x = list(range(1, len(history) + 1))
     ax1.plot(x, [h["train"].get("loss", float("nan")) for h in history], marker="o")
     ax1.set(xlabel="epoch (all stages)", ylabel="training loss", yscale="log", title="loss")
-    ax2.plot(x, [h["val"]["mpck"] for h in history], marker="o", label="mPCK (0.01-0.06)")
-    ax2.plot(x, [h["val"]["pck_coarse"].get("0.2", float("nan")) for h in history], marker="s", label="PCK@0.2")
-    ax2.set(xlabel="epoch (all stages)", ylabel="validation", ylim=(0, 1), title="validation")
+    if "mpvpe_mm" in history[0]["val"]:
+        ax2.plot(x, [h["val"]["mpjpe_mm"] for h in history], marker="o", label="MPJPE (mm)")
+        ax2.plot(x, [h["val"]["mpvpe_mm"] for h in history], marker="s", label="MPVPE (mm)")
+        ax2.set(xlabel="epoch (all stages)", ylabel="validation error (mm)", title="validation")
+    else:
+        ax2.plot(x, [h["val"]["mpck"] for h in history], marker="o", label="mPCK (0.01-0.06)")
+        ax2.plot(x, [h["val"]["pck_coarse"].get("0.2", float("nan")) for h in history], marker="s", label="PCK@0.2")
+        ax2.set(xlabel="epoch (all stages)", ylabel="validation", ylim=(0, 1), title="validation")
     ax2.legend()
     for i, h in enumerate(history[1:], 1):
         if h["stage"] != history[i - 1]["stage"]:

@@ -8,6 +8,12 @@ Epoch counts are the thesis' (the ``paper`` recipes); ``scaled(recipe, factor)``
 budget. Every stage keeps the checkpoint that is best on the validation split (mPCK) and the next stage
 starts from it, as the thesis does.
 
+Chapter 6 (Sec. 6.4.1): the mesh networks train 15 epochs with Adam at 1e-4, the rate times 0.1 at epoch 10
+(HUMBI's schedule); the baseline with Eq. 6.9 (the confidence predictor excluded), then the confidence
+predictor alone on the frozen baseline at batch 128 with the margin ranking loss, its best checkpoint picked by
+the validation rank accuracy within subjects (what Eq. 6.6's per-subject softmax uses); the identity-aware network with Eq. 6.10; the 2-D detector (a Stacked Hourglass
+with the BCE heatmap loss) on its own, at the thesis' Hourglass rate 7.5e-4 (chapter 6 gives none).
+
 Sources: R-MGMN Sec. 3.4-3.5 (Adam, lr 1e-4, rotation net 6 epochs, unary branch and classifier 100,
 pool 40, joint 150); AGMN Sec. 4.4-4.5 (unary, then pairwise with the unary frozen, then fine-tuning
 with alpha = 1, 0.1, 0.1 at lr 1e-5; the epoch counts are not given: 100, 100, 40 here); SiaPose
@@ -34,6 +40,11 @@ class Stage:
     gamma: float = 0.5
     alpha_drop: tuple[float, float] | None = None
     needs_clusters: bool = False  # R-MGMN's classifier stage: targets["cluster"] from K-means on the training split
+    batch_size: int | None = None  # None: the run's batch size (the confidence predictor trains at 128)
+    selection: str | None = None  # the validation metric (higher is better) that picks best.pt; None: the network's
+
+
+_MESH_LOSS = (("mesh", 1.0), ("normal", 0.1), ("edge", 1.0), ("pose", 1.0))  # Eq. 6.10 (6.9 adds the shape)
 
 
 def _siapose(lr: float) -> list[Stage]:
@@ -58,6 +69,14 @@ RECIPES: dict[str, list[Stage]] = {
     "siapose": _siapose(1e-4),
     "sharedgcn": _siapose(1e-4),
     "rsiapose": [Stage("rotation", ("rotation_net",), (("rotation", 1.0),), 1e-4, 6)] + _siapose(1e-4),
+    "mesh-identity": [Stage("regressor", ("",), _MESH_LOSS, 1e-4, 15, (2 / 3,), gamma=0.1)],
+    "mesh-baseline": [
+        Stage("regressor", ("backbone", "regressor", "shape_regressor"), _MESH_LOSS + (("shape", 1.0),), 1e-4, 15,
+              (2 / 3,), gamma=0.1),
+        Stage("confidence", ("confidence",), (("ranking", 1.0),), 1e-4, 15, (2 / 3,), gamma=0.1, batch_size=128,
+              selection="rank_accuracy"),
+    ],
+    "detector2d": [Stage("detector", ("",), (("unary", 1.0),), 7.5e-4, 15, (2 / 3,), gamma=0.1)],
 }
 
 

@@ -122,7 +122,7 @@ def test_loss_is_sum_over_stacks_of_squared_frobenius_norms():
     outputs = {"stages": stages, "heatmaps": stages[:, -1]}
     total, terms = model.loss(outputs, {"keypoints2d": keypoints})
     assert set(terms) == {"unary"}
-    target = keypoint_heatmaps(keypoints, size=32, stride=4, sigma=1.0)
+    target = keypoint_heatmaps(keypoints, size=32, stride=4, sigma=model.sigma)
     expected = sum(((stages[:, t] - target) ** 2).sum() for t in range(2)) / 2
     torch.testing.assert_close(terms["unary"], expected)
     torch.testing.assert_close(total, expected)
@@ -130,6 +130,25 @@ def test_loss_is_sum_over_stacks_of_squared_frobenius_norms():
     torch.testing.assert_close(half, expected / 2)
     with pytest.raises(ValueError, match="outputs are for 2 images but targets hold 3"):
         model.loss(outputs, {"keypoints2d": _keypoints(3, 128)})
+
+
+def test_detector_loss_is_bce_on_logits_and_its_confidence_a_probability():
+    """Chapter 6's detector (``heatmap_loss="bce"``): the term is the mean binary cross-entropy of every stage's
+    logits against the Gaussian targets, computed here by hand from its definition (rules out MSE, or BCE on
+    the last stage only); predict's confidence is the sigmoid of the peak logit, in (0, 1)."""
+    import dataclasses
+
+    model = StackedHourglass(dataclasses.replace(_tiny().config, heatmap_loss="bce"))
+    keypoints = _keypoints(2, 128)
+    stages = torch.randn(2, 2, 21, 32, 32, dtype=torch.float64)
+    model = model.double()
+    _, terms = model.loss({"stages": stages, "heatmaps": stages[:, -1]}, {"keypoints2d": keypoints})
+    y = keypoint_heatmaps(keypoints, size=32, stride=4, sigma=model.sigma).double()[:, None]
+    p = torch.sigmoid(stages)
+    expected = -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    torch.testing.assert_close(terms["unary"], expected)
+    confidence = model.predict(torch.rand(2, 3, 128, 128, dtype=torch.float64))["confidence"]
+    assert bool(((confidence > 0) & (confidence < 1)).all())
 
 
 def test_loss_decreases_on_a_fixed_batch():

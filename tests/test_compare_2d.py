@@ -62,3 +62,22 @@ def test_smoke_run_writes_tables_plots_and_reuses_finished_runs(tmp_path):
     stamps = {p: p.stat().st_mtime for p in (out / "runs").glob("*/final.pt")}
     assert study.main(argv) == 0
     assert {p: p.stat().st_mtime for p in (out / "runs").glob("*/final.pt")} == stamps
+
+
+def test_compare_mesh_smoke_run_writes_its_tables_and_figures(tmp_path):
+    """Chapter 6's study end to end on a few images (two steps per network): Table 6.1's six rows, Tables
+    6.3 / 6.4, the K sweep, every claim with a verdict, and both figures. Says nothing about the claims."""
+    import json
+
+    from handops_models.experiments import compare_mesh
+
+    out = tmp_path / "mesh"
+    assert compare_mesh.main(["--out", str(out), "--smoke"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["table61"]) == {"baseline", "true", "calibrated"}
+    assert all(set(v) == {"mpjpe", "mpvpe", "mpjpe_opt", "mpvpe_opt"} for v in results["table61"].values())
+    assert [int(k) for k in results["k_sweep"]] == list(compare_mesh.K_VALUES)
+    assert len(results["claims"]) == 12 and all(c["verdict"] for c in results["claims"])
+    for name in ("hand_length.png", "calibration_k.png"):
+        assert (out / name).stat().st_size > 1000
+    assert "Table 6.1 layout" in (out / "tables.md").read_text()

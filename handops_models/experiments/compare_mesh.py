@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     cache = str(Path(args.cache_dir) if args.cache_dir else out / "cache")
     if args.smoke:
-        args.train_size, args.val_size, args.test_size, args.bootstrap, args.num_subjects = 64, 16, 60, 200, 50
+        # 128 training images: the confidence stage's batch (run_recipe refuses a smaller split up front)
+        args.train_size, args.val_size, args.test_size, args.bootstrap, args.num_subjects = 128, 16, 60, 200, 50
     started = time.perf_counter()
     common = ["--config", "tiny", "--data", "synthetic", "--cache-dir", cache, "--num-subjects", str(args.num_subjects),
               "--train-size", str(args.train_size), "--val-size", str(args.val_size), "--no-progress"]

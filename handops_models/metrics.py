@@ -24,7 +24,8 @@ import torch
 
 __all__ = [
     "THESIS_THRESHOLDS", "keypoint_distances", "pck", "mpck", "auc", "pck_auc", "epe", "mpjpe", "mpvpe",
-    "procrustes_align", "pa_mpjpe", "betas_mse", "hand_width_length", "shape_errors", "results_table",
+    "procrustes_align", "pa_mpjpe", "betas_mse", "hand_width_length", "shape_errors", "scale_direction",
+    "without_scale", "results_table",
     "plot_pck_curves", "pck_per_image", "bootstrap_interval", "root_relative_errors",
 ]
 
@@ -288,6 +289,37 @@ def shape_errors(layer, pred_betas, gt_betas) -> dict[str, float]:
         "w_error_mm": float((wp - wg).abs().double().mean() * 1000),
         "l_error_mm": float((lp - lg).abs().double().mean() * 1000),
     }
+
+
+def scale_direction(layer) -> tuple[torch.Tensor, float]:
+    """The shape direction that only scales the hand: (u [S] unit float64, relative residual).
+
+    ``u`` minimises ``|(S d - J0(S d)) - (T - J0(T))| / |T - J0(T)|`` over betas directions d (S the shape
+    blend shapes [V*3, S], T the template, J0 the wrist regressor), i.e. the betas change closest to a uniform
+    scaling of the rest hand about its wrist, normalised; the residual is that fit's relative error (0: an
+    exact scaling). Under a pinhole camera a hand scaled by s and seen from s times the distance projects to
+    the same picture, so crops whose camera distance follows the hand's size (SyntheticHands frames every hand
+    to fill a random fraction of the crop) show nothing of a shape's component along ``u``.
+    """
+    model = layer.model
+    shapedirs = model.shapedirs.double()  # [V, 3, S]
+    regressor0 = model.J_regressor.double()[0]  # [V]: the wrist (MANO joint 0)
+    template = model.v_template.double()
+    centred_dirs = (shapedirs - torch.einsum("v,vcs->cs", regressor0, shapedirs)).reshape(-1, shapedirs.shape[-1])
+    centred_template = (template - regressor0 @ template).reshape(-1, 1)
+    d = torch.linalg.lstsq(centred_dirs, centred_template).solution[:, 0]
+    residual = float((centred_dirs @ d - centred_template[:, 0]).norm() / centred_template.norm())
+    return d / d.norm(), residual
+
+
+def without_scale(betas, direction) -> torch.Tensor:
+    """``betas - (betas . u) u`` [N, S]: the shape with its component along the unit ``direction`` u
+    (:func:`scale_direction`) at the population mean 0 (SyntheticHands draws betas ~ N(0, I))."""
+    betas = torch.as_tensor(betas)
+    u = torch.as_tensor(direction).to(betas)
+    if betas.dim() != 2 or u.shape != betas.shape[1:]:
+        raise ValueError(f"betas must be [N, S] and the direction [S], got {list(betas.shape)} and {list(u.shape)}")
+    return betas - (betas @ u)[:, None] * u
 
 
 def _format(v: float) -> str:

@@ -75,9 +75,20 @@ def test_compare_mesh_smoke_run_writes_its_tables_and_figures(tmp_path):
     assert compare_mesh.main(["--out", str(out), "--smoke"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["table61"]) == {"baseline", "true", "calibrated"}
-    assert all(set(v) == {"mpjpe", "mpvpe", "mpjpe_opt", "mpvpe_opt"} for v in results["table61"].values())
+    rows = {"mpjpe", "mpvpe", "mpjpe_opt", "mpvpe_opt"}
+    assert set(results["table61"]["baseline"]) == rows | {"mpjpe_true_shape"}
+    assert all(set(results["table61"][k]) == rows for k in ("true", "calibrated"))
     assert [int(k) for k in results["k_sweep"]] == list(compare_mesh.K_VALUES)
     assert len(results["claims"]) == 12 and all(c["verdict"] for c in results["claims"])
     for name in ("hand_length.png", "calibration_k.png"):
         assert (out / name).stat().st_size > 1000
     assert "Table 6.1 layout" in (out / "tables.md").read_text()
+    # the scale-blind ideal: the procedural hand's first beta is its scale; without it W and L are off
+    assert results["scale_direction"]["relative_residual"] < 1e-9
+    assert results["scale_blind"]["l_error_mm"]["value"] > 1.0 and results["scale_blind"]["mse_betas_scale_free"]["value"] < 1e-12
+    # the size-cue variant reuses that detector (no detector run of its own) and writes its own docs names
+    cue, docs = tmp_path / "cue", tmp_path / "docs"
+    detector = out / "runs" / "detector2d" / "final.pt"
+    assert compare_mesh.main(["--out", str(cue), "--smoke", "--size-cue", "--detector", str(detector), "--docs", str(docs)]) == 0
+    assert not (cue / "runs" / "detector2d").exists()
+    assert (docs / "compare_mesh_size_cue_tables.md").is_file() and "size cue" in (cue / "tables.md").read_text()

@@ -222,6 +222,37 @@ def test_occlusion_knob_only_hides_keypoints():
     assert (changed > 0.004).all()  # every sample has a visible occluder (>= 16 pixels)
 
 
+def test_size_cue_makes_a_hands_picture_size_follow_its_length():
+    """Without the cue a hand's box fills a drawn share of the picture whatever its size (the pinned samples);
+    with it the same draws give each box side times the subject's hand length over the mean hand's, so a
+    bigger hand looks bigger. Dividing by the ratio, or scaling by a ratio of another hand (the mean's, or a
+    neighbour's), fails the ratio check."""
+    from handops_models.data.synthetic.dataset import _hand_length_ratio
+    from handops_models.metrics import hand_width_length
+    from handops_models.nets.mesh import make_mano_layer
+
+    kwargs = dict(num_samples=64, image_size=64, seed=5, num_subjects=40, occlusion=0.0, truncation=0.0, progress=False)
+    plain, cued = SyntheticHands(**kwargs), SyntheticHands(size_cue=True, **kwargs)
+    a, b = plain.generate(range(64)), cued.generate(range(64))
+    np.testing.assert_array_equal(a["pose"], b["pose"])  # the same draws: only the camera distance differs
+    np.testing.assert_array_equal(a["subject"], b["subject"])
+    # the ratio is the subject's hand length over the mean shape's (metrics.hand_width_length, independently)
+    layer = make_mano_layer("synthetic:0")
+    lengths = hand_width_length(layer, torch.as_tensor(plain.subject_betas, dtype=torch.float64))[1]
+    mean_length = hand_width_length(layer, torch.zeros(1, 10, dtype=torch.float64))[1]
+    ratio = (lengths / mean_length).numpy()
+    np.testing.assert_allclose(_hand_length_ratio(0, plain.subject_betas), ratio, rtol=1e-9)
+    assert ratio.std() > 0.05  # the subjects differ in size
+    # box side in the picture: the depth scales by 1 / ratio unless a near-camera floor holds it
+    side = lambda x: (x["bbox"][:, 2:] - x["bbox"][:, :2]).max(1)  # noqa: E731
+    measured = side(b) / side(a)
+    expected = ratio[a["subject"]]
+    close = np.abs(measured / expected - 1) < 0.03
+    assert close.mean() > 0.8, (measured, expected)
+    assert np.corrcoef(side(b), ratio[b["subject"]])[0, 1] > np.corrcoef(side(a), ratio[a["subject"]])[0, 1] + 0.2
+    assert plain.cache_key() != cued.cache_key() and "size_cue" not in plain.config()
+
+
 def test_subject_splits_never_share_a_subject():
     parts = split_subjects(20, seed=4)
     assert sorted(sum(parts.values(), ())) == list(range(20))
@@ -318,6 +349,7 @@ def test_left_hands_and_pca_poses():
     (dict(num_samples=4, fill=(0.9, 0.2)), "fill"), (dict(num_samples=4, truncation=-0.1), "truncation"),
     (dict(num_samples=4, self_occlusion_scale=float("nan")), "self_occlusion_scale must be a finite number >= 0"),
     (dict(num_samples=4, self_occlusion_tolerance=float("inf")), "self_occlusion_tolerance must be a finite number"),
+    (dict(num_samples=4, size_cue="yes"), "size_cue must be True or False"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, word):
     with pytest.raises(ValueError, match=word):

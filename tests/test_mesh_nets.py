@@ -485,3 +485,28 @@ def test_loss_decreases_on_a_fixed_batch(name, source):
         optimizer.step()
         losses.append(float(total.detach()))
     assert losses[-1] < 0.9 * losses[0], losses
+
+
+def test_mesh_errors_reports_the_baseline_pose_under_the_true_shape():
+    """``mpjpe_true_shape``: the baseline's own pose fed to MANO with the true betas. A baseline whose shape MLP
+    outputs the truth scores the same there as in ``mpjpe``; one whose shape is off differs in ``mpjpe`` only
+    (rules out posing with the predicted shape again, or comparing with the predicted keypoints)."""
+    from handops_models.data.synthetic import SyntheticHands
+    from handops_models.train.mesh_eval import mesh_errors
+
+    data = SyntheticHands(6, image_size=64, num_subjects=6, progress=False)
+    torch.manual_seed(0)
+    baseline = MeshNet(MeshConfig(shape_source="regressed", **SMALL)).eval()
+    truth = torch.stack([data[i]["betas"] for i in range(6)])
+    last = baseline.shape_regressor[-1]
+    with torch.no_grad():  # a shape MLP that outputs this subject's betas whatever the image: weights 0, bias the betas
+        last.weight.zero_()
+        last.bias.copy_(truth[0])
+    same = mesh_errors(baseline, torch.utils.data.Subset(data, [i for i in range(6) if torch.equal(truth[i], truth[0])]))
+    torch.testing.assert_close(same["mpjpe_true_shape"], same["mpjpe"], atol=1e-4, rtol=0)
+    with torch.no_grad():
+        last.bias.copy_(truth[0] + 2.0)  # every hand 2 std too big
+    off = mesh_errors(baseline, data)
+    assert (off["mpjpe"] - off["mpjpe_true_shape"]).abs().max() > 1.0
+    identity_aware = mesh_errors(MeshNet(MeshConfig(**SMALL)).eval(), data)
+    assert "mpjpe_true_shape" not in identity_aware

@@ -281,3 +281,36 @@ def test_cluster_bootstrap_resamples_groups():
     assert est == 0.5 and (low, high) == (0.0, 1.0)
     with pytest.raises(ValueError, match="label every score"):
         M.bootstrap_interval(scores, groups=groups[:10])
+
+
+def test_scale_direction_of_the_synthetic_hand_is_its_first_beta_and_scales_about_the_wrist():
+    from handops_models.nets.mesh import make_mano_layer
+
+    layer = make_mano_layer("synthetic:0")
+    u, residual = M.scale_direction(layer)
+    assert residual < 1e-9  # the procedural hand's first shape component is an exact scaling
+    assert abs(float(u[0])) == pytest.approx(1.0) and float(u[1:].abs().max()) < 1e-9
+    # moving along u scales every root-relative joint by one factor (a wrong centring, about the origin
+    # instead of the wrist, would not: the wrist itself moves with the shape)
+    eye = torch.eye(3, dtype=torch.float64)
+    joints = lambda b: layer(b, eye.expand(len(b), 3, 3), eye.expand(len(b), 15, 3, 3), with_vertices=False).joints
+    rest = joints(torch.zeros(1, 10, dtype=torch.float64))
+    moved = joints(0.5 * u[None])
+    rel_rest, rel_moved = rest - rest[:, :1], moved - moved[:, :1]
+    factor = rel_moved.norm() / rel_rest.norm()
+    assert float(factor) != pytest.approx(1.0, abs=1e-3)
+    torch.testing.assert_close(rel_moved, factor * rel_rest, atol=1e-9, rtol=0)
+    # widths and lengths scale by that factor too
+    w0, l0 = M.hand_width_length(layer, torch.zeros(1, 10, dtype=torch.float64))
+    w1, l1 = M.hand_width_length(layer, 0.5 * u[None])
+    assert float(l1 / l0) == pytest.approx(float(factor)) and float(w1 / w0) == pytest.approx(float(factor))
+
+
+def test_without_scale_projects_out_the_direction_only():
+    u = torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64)
+    b = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, -1.0]], dtype=torch.float64)
+    out = M.without_scale(b, u)
+    torch.testing.assert_close(out, torch.tensor([[1 - 0.6 * 2.2, 2 - 0.8 * 2.2, 3.0], [0.0, 0.0, -1.0]], dtype=torch.float64))
+    assert float((out @ u).abs().max()) < 1e-12
+    with pytest.raises(ValueError, match=r"\[N, S\]"):
+        M.without_scale(b, u[:2])

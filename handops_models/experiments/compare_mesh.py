@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=int, default=4000)
     p.add_argument("--val-size", type=int, default=200)
     p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--epochs", type=float, default=5, help="epochs of each stage (the thesis: 15)")
+    p.add_argument("--epochs", type=float, default=20, help="epochs of each mesh network stage (the thesis: 15)")
+    p.add_argument("--detector-epochs", type=float, default=5,
+                   help="epochs of the 2-D detector (the slowest network here: about 2.5 min per epoch of 4,000 images)")
     p.add_argument("--lr-scale", type=float, default=10.0,
                    help="multiply the mesh networks' thesis rates (tiny nets from scratch); the detector keeps 7.5e-4")
     p.add_argument("--batch-size", type=int, default=32)
@@ -53,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", default="adam", choices=("adam", "lm"), help="Eq. 6.4's solver")
     p.add_argument("--bootstrap", type=int, default=2000)
     p.add_argument("--cache-dir", default=None)
+    p.add_argument("--size-cue", action="store_true",
+                   help="SyntheticHands with a hand's size visible in its picture (a camera at a fixed distance); "
+                        "by default every hand fills a random share of its crop, so no picture shows the scale")
+    p.add_argument("--detector", default=None,
+                   help="a trained detector2d checkpoint to use instead of training one (e.g. the default study's)")
     p.add_argument("--docs", default=None)
     p.add_argument("--smoke", action="store_true")
     return p
@@ -68,16 +75,18 @@ def main(argv=None) -> int:
         args.train_size, args.val_size, args.test_size, args.bootstrap, args.num_subjects = 128, 16, 60, 200, 50
     started = time.perf_counter()
     common = ["--config", "tiny", "--data", "synthetic", "--cache-dir", cache, "--num-subjects", str(args.num_subjects),
-              "--train-size", str(args.train_size), "--val-size", str(args.val_size), "--no-progress"]
+              "--train-size", str(args.train_size), "--val-size", str(args.val_size), "--no-progress",
+              *(["--size-cue"] if args.size_cue else [])]
     schedule = (["--epochs-scale", "0.01", "--max-steps", "2", "--batch-size", "8"] if args.smoke else
                 ["--epochs-scale", str(args.epochs / 15), "--lr-scale", str(args.lr_scale), "--batch-size", str(args.batch_size)])
     timings = {}
     from tqdm import tqdm
 
-    for model in tqdm(("mesh-baseline", "mesh-identity", "detector2d"), desc="compare_mesh: training", unit="network"):
+    models = ("mesh-baseline", "mesh-identity") + (() if args.detector else ("detector2d",))
+    for model in tqdm(models, desc="compare_mesh: training", unit="network"):
         own = schedule
         if model == "detector2d" and not args.smoke:  # the Hourglass keeps its thesis rate 7.5e-4 (x10 diverges easily)
-            own = [a if i == 0 or schedule[i - 1] != "--lr-scale" else "1" for i, a in enumerate(schedule)]
+            own = ["--epochs-scale", str(args.detector_epochs / 15), "--lr-scale", "1", "--batch-size", str(args.batch_size)]
         seconds = train_run(["--model", model, *common, *own], out / "runs" / model, smoke=args.smoke)
         if seconds is not None:
             timings[model] = seconds
@@ -85,21 +94,21 @@ def main(argv=None) -> int:
     results["train_seconds"] = timings
     results["seconds_this_call"] = time.perf_counter() - started
     write_outputs(out, results, _report(results, args), _plots, ("tables.md", "hand_length.png", "calibration_k.png"),
-                  args.docs, "compare_mesh_")
+                  args.docs, "compare_mesh_size_cue_" if args.size_cue else "compare_mesh_")
     return 0
 
 
 def _evaluate(args, out: Path, cache: str) -> dict:
-    from handops_models.metrics import bootstrap_interval, hand_width_length, shape_errors
+    from handops_models.metrics import bootstrap_interval, hand_width_length, scale_direction, without_scale
     from handops_models.train.data import make_split
     from handops_models.train.evaluate import load_network
     from handops_models.train.mesh_eval import calibrate_subjects, mesh_errors, subject_indices
 
     baseline = load_network(out / "runs" / "mesh-baseline" / "final.pt", "mesh-baseline")[0]
     identity = load_network(out / "runs" / "mesh-identity" / "final.pt", "mesh-identity")[0]
-    detector = load_network(out / "runs" / "detector2d" / "final.pt", "detector2d")[0]
+    detector = load_network(args.detector or out / "runs" / "detector2d" / "final.pt", "detector2d")[0]
     test = make_split("synthetic", None, identity.input_size, "test", args.test_size, cache_dir=cache,
-                      num_subjects=args.num_subjects)
+                      num_subjects=args.num_subjects, size_cue=args.size_cue)
     truth = {s: test[idx[0]]["betas"].double() for s, idx in subject_indices(test).items()}
     subjects = sorted(truth)
     layer = identity.mano
@@ -112,13 +121,16 @@ def _evaluate(args, out: Path, cache: str) -> dict:
                                   progress=True),
     }
 
+    scale, scale_residual = scale_direction(layer)
+
     def per_subject(betas: dict) -> dict[str, torch.Tensor]:  # [S] errors of one shape per subject
         pred = torch.stack([betas[s].double() for s in subjects])
         gt = torch.stack([truth[s] for s in subjects])
         wp, lp = hand_width_length(layer, pred)
         wg, lg = hand_width_length(layer, gt)
         return {"mse_betas": ((pred - gt) ** 2).mean(1), "w_error_mm": (wp - wg).abs() * 1000,
-                "l_error_mm": (lp - lg).abs() * 1000}
+                "l_error_mm": (lp - lg).abs() * 1000,
+                "mse_betas_scale_free": (without_scale(pred - gt, scale) ** 2).mean(1)}
 
     def interval(scores, base=None, groups=None):
         est, lo, hi = bootstrap_interval(scores, base, samples=args.bootstrap, groups=groups)
@@ -131,8 +143,18 @@ def _evaluate(args, out: Path, cache: str) -> dict:
 
     table61 = {name: {metric: per_image(name, metric) for metric in ("mpjpe", "mpvpe", "mpjpe_opt", "mpvpe_opt")}
                for name in rows}
+    # the baseline's pose under the true shape: how much of "ours < baseline" is the shape, how much the pose
+    table61["baseline"]["mpjpe_true_shape"] = per_image("baseline", "mpjpe_true_shape")
+    pose_only = {"baseline pose, true shape - baseline": per_image("baseline", "mpjpe_true_shape", "baseline"),
+                 "ours, true shape - baseline pose, true shape": interval(rows["true"]["mpjpe"],
+                                                                       rows["baseline"]["mpjpe_true_shape"],
+                                                                       image_subjects)}
     attention, no_attention = per_subject(calibrated["betas"]), per_subject(uniform["betas"])
     table63 = {m: interval(v) for m, v in attention.items()}
+    # what an estimator that knows everything but the scale would score: the truth at the mean scale (a crop
+    # framed to a random fill shows no scale, metrics.scale_direction)
+    scale_blind = {m: interval(v) for m, v in per_subject({s: without_scale(truth[s][None], scale)[0]
+                                                          for s in subjects}).items()}
     table64 = {"attention": table63, "no_attention": {m: interval(v) for m, v in no_attention.items()},
                "difference": {m: interval(attention[m], no_attention[m]) for m in attention}}
     sweep = {}
@@ -174,10 +196,22 @@ def _evaluate(args, out: Path, cache: str) -> dict:
         "truth": (hand_width_length(layer, torch.stack([truth[s] for s in subjects]))[1] * 1000).tolist(),
     }
     return {"table61": table61, "table63": table63, "table64": table64, "k_sweep": sweep, "claims": verdicts,
+            "scale_blind": scale_blind, "pose_only": pose_only, "scale_direction": {"u": scale.tolist(), "relative_residual": scale_residual},
             "hand_length": lengths, "num_test_images": len(test), "num_test_subjects": len(subjects),
-            "baseline_shape_errors": shape_errors(layer, rows["baseline"]["betas"].double(),
-                                                  torch.stack([truth[int(s)] for s in rows["baseline"]["subject"]])),
+            "baseline_shape_errors": _per_image_shape_errors(layer, rows["baseline"]["betas"].double(),
+                                                             torch.stack([truth[int(s)] for s in rows["baseline"]["subject"]]),
+                                                             scale),
             "settings": {k: v for k, v in vars(args).items() if k != "docs"}}
+
+
+def _per_image_shape_errors(layer, pred, gt, scale) -> dict:
+    """The baseline's per-image shapes against the truth, and what the mean shape (betas 0) would score."""
+    from handops_models.metrics import shape_errors, without_scale
+
+    out = {"baseline": shape_errors(layer, pred, gt), "mean_shape": shape_errors(layer, torch.zeros_like(gt), gt)}
+    out["baseline"]["mse_betas_scale_free"] = float((without_scale(pred - gt, scale) ** 2).mean())
+    out["mean_shape"]["mse_betas_scale_free"] = float((without_scale(gt, scale) ** 2).mean())
+    return out
 
 
 def _fmt(entry: dict, digits: int = 2) -> str:
@@ -188,8 +222,9 @@ def _fmt(entry: dict, digits: int = 2) -> str:
 def _report(results: dict, args) -> str:
     t = results["table61"]
     lines = ["# Chapter 6 on SyntheticHands: identity-aware mesh estimation and personalisation", "",
-             f"Tiny networks; {args.num_subjects} subjects, {args.train_size} training images, {args.epochs:g} epochs per "
-             f"stage; test: {results['num_test_images']} images of {results['num_test_subjects']} unseen subjects; "
+             f"Tiny networks; {args.num_subjects} subjects, {args.train_size} training images, {args.epochs:g} epochs per mesh "
+             f"stage; {'the size cue (a hand size shows in its picture)' if args.size_cue else 'every hand fills a random share of its crop (no picture shows its scale)'}; "
+             f"{'the detector: ' + args.detector + '; ' if args.detector else ''}test: {results['num_test_images']} images of {results['num_test_subjects']} unseen subjects; "
              f"calibration with K = {args.k}; Eq. 6.4 with {args.solver}. 95% bootstrap intervals in brackets.", "",
              "**Table 6.1 layout** (mm, root-relative)", "",
              "| | method | MPJPE | MPVPE |", "|---|---|---|---|"]
@@ -197,12 +232,33 @@ def _report(results: dict, args) -> str:
     for suffix, label in (("", "without optimisation"), ("_opt", "with optimisation")):
         for key, name in names.items():
             lines.append(f"| {label} | {name} | {_fmt(t[key]['mpjpe' + suffix])} | {_fmt(t[key]['mpvpe' + suffix])} |")
+    lines += ["", "Where the baseline's deficit comes from (MPJPE, no optimisation): its pose under the true shape "
+              f"scores {_fmt(t['baseline']['mpjpe_true_shape'])} mm."]
+    for label, entry in results["pose_only"].items():
+        lines.append(f"- {label}: {_fmt(entry)} mm")
+    shapes = results["baseline_shape_errors"]
+    lines += ["", "The baseline's per-image shapes (Eq. 6.5) against the mean shape's:", "",
+              "| | MSE of the betas | MSE without the scale component | W-error (mm) | L-error (mm) |",
+              "|---|---|---|---|---|"]
+    for label, key in (("baseline, per image", "baseline"), ("the mean shape (betas 0)", "mean_shape")):
+        e = shapes[key]
+        lines.append(f"| {label} | {e['mse_betas']:.3f} | {e['mse_betas_scale_free']:.3f} | {e['w_error_mm']:.2f} | "
+                     f"{e['l_error_mm']:.2f} |")
     t63, t64 = results["table63"], results["table64"]
     lines += ["", f"**Table 6.3 / 6.4 layout** (calibration with K = {args.k}, over test subjects)", "",
-              "| | MSE of the betas | W-error (mm) | L-error (mm) |", "|---|---|---|---|",
-              f"| no attention (w = 1/K) | {_fmt(t64['no_attention']['mse_betas'], 3)} | {_fmt(t64['no_attention']['w_error_mm'])} | {_fmt(t64['no_attention']['l_error_mm'])} |",
-              f"| with attention | {_fmt(t63['mse_betas'], 3)} | {_fmt(t63['w_error_mm'])} | {_fmt(t63['l_error_mm'])} |",
-              f"| difference | {_fmt(t64['difference']['mse_betas'], 3)} | {_fmt(t64['difference']['w_error_mm'])} | {_fmt(t64['difference']['l_error_mm'])} |",
+              "| | MSE of the betas | MSE without the scale component | W-error (mm) | L-error (mm) |",
+              "|---|---|---|---|---|"]
+    for label, row in (("no attention (w = 1/K)", t64["no_attention"]), ("with attention", t63),
+                       ("difference", t64["difference"]),
+                       ("*scale-blind ideal: the truth at the mean scale*", results["scale_blind"])):
+        lines.append(f"| {label} | {_fmt(row['mse_betas'], 3)} | {_fmt(row['mse_betas_scale_free'], 3)} | "
+                     f"{_fmt(row['w_error_mm'])} | {_fmt(row['l_error_mm'])} |")
+    lines += ["", f"The scale component: the betas direction closest to a uniform scaling about the wrist "
+              f"(`metrics.scale_direction`, relative residual {results['scale_direction']['relative_residual']:.1e}). "
+              + ("With the size cue a picture shows the scale through the fill's noise; the last row is what an estimator "
+                 "exact in everything but the scale would score." if args.size_cue else
+                 "SyntheticHands frames each hand to fill a random fraction of its crop, so no picture shows it; the "
+                 "last row is what an estimator exact in everything else would score."),
               "", "**W- and L-error against K** (Fig. 6.4)", "", "| K | W-error (mm) | L-error (mm) |", "|---|---|---|"]
     for k, v in results["k_sweep"].items():
         lines.append(f"| {k} | {_fmt(v['w_error_mm'])} | {_fmt(v['l_error_mm'])} |")
@@ -242,6 +298,8 @@ def _plots(results: dict, out: Path) -> None:
         ax.errorbar(ks, [v["value"] for v in values],
                     yerr=[[v["value"] - v["interval"][0] for v in values], [v["interval"][1] - v["value"] for v in values]],
                     marker="o", capsize=3, label=label)
+        floor = results["scale_blind"][metric]["value"]
+        ax.axhline(floor, linestyle=":", color=ax.lines[-1].get_color(), label=f"{label}, scale-blind ideal")
     ax.set(xscale="log", xlabel="K (images per subject)", ylabel="error (mm)", title="Calibration error against K (Fig. 6.4)")
     ax.legend()
     fig.tight_layout()

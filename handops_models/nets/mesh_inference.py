@@ -38,7 +38,7 @@ def refine_with_keypoints(mesh_net, images: torch.Tensor, camera_K: torch.Tensor
     own, and its keypoints are scaled back: ``x_S = (x_D + 0.5) S / D - 0.5`` for pixel centres at integers);
     camera_K [B, 3, 3] the crops' intrinsics; detector: a 2-D network (``predict`` -> keypoints2d [B, 21, 2] in
     input pixels, confidence [B, 21]); betas [B, 10] for an identity-aware ``mesh_net`` (None for the baseline).
-    Returns the regressor's outputs (``before_*``) and the refined vertices [B, V, 3], keypoints3d [B, 21, 3]
+    Returns the regressor's outputs (``before_*``: vertices, keypoints3d, pose [B, 48] axis-angle) and the refined vertices [B, V, 3], keypoints3d [B, 21, 3]
     (MANO frame, as the regressor's: the fitted translation removed), pose [B, 48], transl [B, 3] (camera frame)
     and the final reprojection error [B] (pixels).
     """
@@ -64,7 +64,7 @@ def refine_with_keypoints(mesh_net, images: torch.Tensor, camera_K: torch.Tensor
         refined = layer(predicted["betas"], fit.global_orient, fit.hand_pose.view(-1, 15, 3))
     return {
         "before_vertices": predicted["vertices"], "before_keypoints3d": predicted["keypoints3d"],
-        "vertices": refined.vertices, "keypoints3d": refined.joints, "betas": predicted["betas"],
+        "before_pose": torch.cat([matrix_to_axis_angle(rotations[:, 0]), hand_pose], 1), "vertices": refined.vertices, "keypoints3d": refined.joints, "betas": predicted["betas"],
         "pose": torch.cat([fit.global_orient, fit.hand_pose], 1), "transl": fit.transl,
         "reprojection_error": fit.reprojection_error, "detected_keypoints2d": detected["keypoints2d"],
         **({"confidence": predicted["confidence"]} if "confidence" in predicted else {}),

@@ -98,6 +98,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mhp-protocol", default="ch5", choices=("ch3", "ch4", "ch5"), help="MHP's thesis split")
     p.add_argument("--num-subjects", type=_positive_int, default=50,
                    help="synthetic: subjects in all splits (80/10/10; each has its own hand shape)")
+    p.add_argument("--size-cue", action="store_true", help="synthetic: a hand's size shows in the picture (a camera at a fixed distance; default: every hand fills a random share of the crop)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -201,7 +202,7 @@ def _device(name: str | None) -> str:
 
 def _data_options(args) -> dict:
     return {"cache_dir": args.cache_dir, "dexycb_setup": args.dexycb_setup, "mhp_protocol": args.mhp_protocol,
-            "num_subjects": args.num_subjects}
+            "num_subjects": args.num_subjects, "size_cue": args.size_cue}
 
 
 # ------------------------------------------------------------------------------------------------ train
@@ -245,7 +246,7 @@ def _recipe_record(recipe) -> list[dict]:
 
 def _with_added_fields(stored: dict) -> dict:
     """A config.json written before the recipe's per-stage ``batch_size`` / ``selection``, the data's
-    ``num_subjects`` or a config's ADDED_FIELDS existed, with the values that reproduce such a run."""
+    ``num_subjects`` / ``size_cue`` or a config's ADDED_FIELDS existed, with the values that reproduce such a run."""
     from handops_models.nets.configs import config_from_dict, config_to_dict
     from handops_models.train.recipes import Stage
 
@@ -254,7 +255,8 @@ def _with_added_fields(stored: dict) -> dict:
     if isinstance(out.get("recipe"), list):
         out["recipe"] = [{**defaults, **stage} if isinstance(stage, dict) else stage for stage in out["recipe"]]
     if isinstance(out.get("data"), dict):
-        out["data"] = {"num_subjects": 50, **out["data"]}  # SyntheticHands' subjects were 50 before the option
+        # SyntheticHands' subjects were 50 before the option, and no run had the size cue
+        out["data"] = {"num_subjects": 50, "size_cue": False, **out["data"]}
     try:  # rebuilt through config_from_dict, which fills ADDED_FIELDS at every level
         out["config"] = _plain(config_to_dict(config_from_dict(out.get("config"))))
     except (ValueError, TypeError):

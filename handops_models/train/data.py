@@ -122,10 +122,10 @@ def _check(name: str, root, split: str) -> Path | None:
 
 def make_split(name: str, root, input_size: int, split: str, size: int | None = None, *, cache_dir=None,
                num_subjects: int = 50, occlusion: float = 0.3, dexycb_setup: str = "s0", mhp_protocol: str = "ch5",
-               progress: bool = False) -> Dataset:
+               size_cue: bool = False, progress: bool = False) -> Dataset:
     """One split (``"train"``, ``"val"`` or ``"test"``) of ``name`` as ``input_size`` crops (module docstring).
 
-    ``cache_dir``, ``num_subjects``, ``occlusion``: ``SyntheticHands``' (synthetic only); ``dexycb_setup``:
+    ``cache_dir``, ``num_subjects``, ``occlusion``, ``size_cue``: ``SyntheticHands``' (synthetic only); ``dexycb_setup``:
     DexYCB's setup; ``mhp_protocol``: MHP's thesis protocol.
     """
     root = _check(name, root, split)
@@ -134,9 +134,11 @@ def make_split(name: str, root, input_size: int, split: str, size: int | None = 
 
         n = SYNTHETIC_SIZES[split] if size is None else int(size)
         return SyntheticHands(n, image_size=input_size, num_subjects=num_subjects, split=split, occlusion=occlusion,
-                              cache_dir=cache_dir, progress=progress)
+                              cache_dir=cache_dir, size_cue=size_cue, progress=progress)
     if cache_dir is not None:
         raise ValueError("--cache-dir caches rendered synthetic hands; it does not apply to real data")
+    if size_cue:
+        raise ValueError("--size-cue is SyntheticHands' camera option; it does not apply to real data")
     from handops_models.data.transforms import HandCrop
 
     crop = HandCrop(int(input_size))

@@ -38,6 +38,7 @@ def add_personalize_parser(sub, data_arguments, positive_int) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--size", type=positive_int, default=None, help="images of the split (synthetic: rendered)")
     p.add_argument("--num-subjects", type=positive_int, default=50, help="synthetic: subjects in all splits")
+    p.add_argument("--size-cue", action="store_true", help="synthetic: a hand's size shows in the picture (a camera at a fixed distance; default: every hand fills a random share of the crop)")
     p.add_argument("--subject", type=int, default=None)
     p.add_argument("--k", type=positive_int, default=20, help="images of the subject (the thesis: 20)")
     p.add_argument("--seed", type=int, default=0, help="which images of the subject")
@@ -84,7 +85,7 @@ def cmd_personalize(args, device: str, log) -> int:
         if args.subject is None:
             raise CLIError("--data needs --subject ID (a subject of the split)")
         dataset = make_split(args.data, args.root, baseline.input_size, args.split, args.size, cache_dir=args.cache_dir,
-                             num_subjects=args.num_subjects)
+                             num_subjects=args.num_subjects, size_cue=args.size_cue)
         by_subject = subject_indices(dataset)
         if args.subject not in by_subject:
             raise CLIError(f"subject {args.subject} has no images in the {args.split} split; its subjects are {sorted(by_subject)}")
@@ -117,7 +118,7 @@ def evaluate_mesh_checkpoint(args, device: str, log) -> int:
     path = resolve_checkpoint(args.checkpoint)
     network, checkpoint = _load(path, args.model, device)
     dataset = make_split(args.data, args.root, network.input_size, args.split, args.size, cache_dir=args.cache_dir,
-                         num_subjects=args.num_subjects)
+                         num_subjects=args.num_subjects, size_cue=args.size_cue)
     shapes, calibration = None, None
     if network.identity_aware and args.shape == "calibrated":
         if args.baseline is None:

@@ -66,14 +66,16 @@ def mesh_errors(network, dataset: Dataset, shapes: dict | None = None, detector=
                 batch_size: int = 32, device: str = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:
     """Per-image root-relative errors (mm) of ``network`` on ``dataset``: {"mpjpe", "mpvpe"} [N] without
     optimisation, and with a ``detector`` also {"mpjpe_opt", "mpvpe_opt"}; "subject" [N]; for the baseline
-    "betas" [N, 10] (its regressed shapes) and "confidence" [N]."""
+    "betas" [N, 10] (its regressed shapes), "confidence" [N] and "mpjpe_true_shape" [N] (its pose, without
+    optimisation, under the true shape: its pose error alone)."""
     from tqdm import tqdm
 
+    from handops.geometry import axis_angle_to_matrix
     from handops_models.nets.mesh_inference import refine_with_keypoints
 
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
     keys = ("mpjpe", "mpvpe") + (("mpjpe_opt", "mpvpe_opt") if detector is not None else ())
-    out: dict[str, list] = {key: [] for key in keys + ("subject", "betas", "confidence")}
+    out: dict[str, list] = {key: [] for key in keys + ("subject", "betas", "confidence", "mpjpe_true_shape")}
     for batch in tqdm(loader, desc="mesh evaluation", disable=not progress, leave=False):
         batch = {k: v.to(device) for k, v in batch.items()}
         truth = network.targets(batch)
@@ -84,7 +86,7 @@ def mesh_errors(network, dataset: Dataset, shapes: dict | None = None, detector=
         if detector is not None:
             refined = refine_with_keypoints(network, batch["image"], batch["K"], detector, betas, solver=solver)
             predicted = {"vertices": refined["before_vertices"], "keypoints3d": refined["before_keypoints3d"],
-                         "betas": refined["betas"],
+                         "betas": refined["betas"], "pose": refined["before_pose"],
                          **({"confidence": refined["confidence"]} if "confidence" in refined else {})}
             pairs = [("", predicted), ("_opt", refined)]
         else:
@@ -98,6 +100,10 @@ def mesh_errors(network, dataset: Dataset, shapes: dict | None = None, detector=
             out["subject"].append(batch["subject"].cpu())
         if not network.identity_aware:
             out["betas"].append(predicted["betas"].cpu())
+            rotations = axis_angle_to_matrix(predicted["pose"].view(len(predicted["pose"]), -1, 3))
+            posed = network.mano(truth["betas"], rotations[:, 0], rotations[:, 1:], with_vertices=False).joints
+            out["mpjpe_true_shape"].append(root_relative_errors(posed, truth["keypoints3d"], posed[:, 0],
+                                                                truth["keypoints3d"][:, 0]).cpu())
             if "confidence" in predicted:
                 out["confidence"].append(predicted["confidence"].cpu())
     return {k: torch.cat(v) for k, v in out.items() if v}

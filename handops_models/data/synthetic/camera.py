@@ -35,14 +35,18 @@ class CameraView:
 
 
 def place_camera(U: Cursor, verts: np.ndarray, joints: np.ndarray, image_size: int, fill: tuple[float, float],
-                 truncation: float) -> CameraView:
+                 truncation: float, size_ratio: np.ndarray | None = None) -> CameraView:
     """Draws a camera for each of the B hands ``verts`` [B, V, 3] / ``joints`` [B, 21, 3] (float64, model
     frame) and moves the hands in front of it (see the module docstring). ``fill`` (lo, hi): the range of the hand's box side as a fraction of S;
-    ``truncation``: the probability of pushing the hand towards a border."""
+    ``truncation``: the probability of pushing the hand towards a border; ``size_ratio`` [B] (None: all 1):
+    each hand's size over the mean hand's, multiplying its drawn fill, so that a bigger hand looks bigger (as
+    from a camera at a fixed distance) instead of every hand filling the same range whatever its size."""
     S, batch = image_size, len(verts)
     fov = np.radians(lerp(U.take(), 30.0, 60.0))
     focal = (S / 2.0) / np.tan(fov / 2.0)
     frac = lerp(U.take(), *fill)
+    if size_ratio is not None:
+        frac = frac * size_ratio
     pp = (S - 1) / 2.0 + 0.02 * S * (2 * U.take(2) - 1)
     jitter = 0.08 * S * (2 * U.take(2) - 1)
     trunc = U.take() < truncation

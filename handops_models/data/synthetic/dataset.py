@@ -105,6 +105,11 @@ class SyntheticHands(torch.utils.data.Dataset):
         fill: (lo, hi) range of the hand's (mesh) box side as a fraction of S.
         left_prob: probability in [0, 1] of a left hand (default 0: right hands only).
         uniform_view: probability in [0, 1] of a uniformly random orientation (else a framed view).
+        size_cue: False (default): every hand's box fills a random fraction (``fill``) of the picture whatever
+            its size, so no picture shows a hand's absolute size (a hand scaled by s and seen from s times
+            the distance projects the same). True: the drawn fill is multiplied by the subject's hand length
+            over the mean shape's (at the flat pose), as from a camera at a fixed distance: the picture shows
+            the size, through the fill's noise. The random draws are the same either way.
         model_seed: seed of ``handops.mano.synthetic_model``.
         self_occlusion_scale, self_occlusion_tolerance: the visibility margin (see ``visibility``).
         shard_size: samples per cache shard.
@@ -122,7 +127,7 @@ class SyntheticHands(torch.utils.data.Dataset):
                  split_fractions=(0.8, 0.1, 0.1), pose_mode: str = "anatomical", truncation: float = 0.1,
                  fill=(0.45, 0.85), left_prob: float = 0.0, model_seed: int = 0, self_occlusion_scale: float = 1.25,
                  self_occlusion_tolerance: float = 0.004, shard_size: int = 1000, progress: bool = True,
-                 threads: int | None = 1, uniform_view: float = 0.3):
+                 threads: int | None = 1, uniform_view: float = 0.3, size_cue: bool = False):
         def check_int(name, value, low):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -150,6 +155,9 @@ class SyntheticHands(torch.utils.data.Dataset):
         self.truncation = check_prob("truncation", truncation)
         self.left_prob = check_prob("left_prob", left_prob)
         self.uniform_view = check_prob("uniform_view", uniform_view)
+        if not isinstance(size_cue, (bool, np.bool_)):
+            raise ValueError(f"size_cue must be True or False, got {size_cue!r}")
+        self.size_cue = bool(size_cue)
         if pose_mode not in POSE_MODES:
             raise ValueError(f"pose_mode must be one of {POSE_MODES}, got {pose_mode!r}")
         self.pose_mode = pose_mode
@@ -176,6 +184,7 @@ class SyntheticHands(torch.utils.data.Dataset):
             np.clip(np.random.default_rng([self.seed, 7, s]).standard_normal(10), -2.5, 2.5)
             for s in range(self.num_subjects)])
         self._radii = {right: hand_model(self.model_seed, right).radii(self.subject_betas) for right in (True, False)}
+        self._size_ratio = _hand_length_ratio(self.model_seed, self.subject_betas) if self.size_cue else None
         self._noise_bank = noise_bank(self.seed, self.image_size)
         with _torch_threads(self.threads):  # built here, so that DataLoader workers inherit it
             self._textures = texture_bank(self.seed, self.image_size)
@@ -198,7 +207,7 @@ class SyntheticHands(torch.utils.data.Dataset):
             "left_prob": self.left_prob, "uniform_view": self.uniform_view, "pose_mode": self.pose_mode, "fill": list(self.fill),
             "model_seed": self.model_seed, "self_occlusion_scale": self.self_occlusion_scale,
             "self_occlusion_tolerance": self.self_occlusion_tolerance, "shard_size": self.shard_size,
-            "split_fractions": list(self.split_fractions),
+            "split_fractions": list(self.split_fractions), **({"size_cue": True} if self.size_cue else {}),
         }
 
     def cache_key(self) -> str:
@@ -310,7 +319,8 @@ class SyntheticHands(torch.utils.data.Dataset):
         hand_pose = sample_hand_poses(self.pose_mode, self.model_seed, is_left, U, Z)
         global_orient = sample_global_orient(U, Z, self.uniform_view)
         verts, joints = mano_meshes(self.model_seed, is_left, betas, global_orient, hand_pose)
-        view = place_camera(U, verts, joints, S, self.fill, self.truncation)
+        view = place_camera(U, verts, joints, S, self.fill, self.truncation,
+                            None if self._size_ratio is None else self._size_ratio[subjects])
 
         # appearance: the shaded hand over a background, occluders, the camera's finish
         look = sample_look(U)
@@ -344,6 +354,15 @@ class SyntheticHands(torch.utils.data.Dataset):
         """[B, 21] metres: the self-occlusion margin of each keypoint (its tube radius, scaled, plus the tolerance)."""
         radius = np.where(is_left[:, None], self._radii[False][subjects], self._radii[True][subjects])
         return self.self_occlusion_scale * radius + self.self_occlusion_tolerance
+
+
+def _hand_length_ratio(model_seed: int, betas: np.ndarray) -> np.ndarray:
+    """[N] each shape's hand length (wrist to middle fingertip, flat pose) over the mean shape's (betas 0)."""
+    shapes = np.concatenate([np.zeros((1, betas.shape[1])), betas])
+    flat = np.zeros((len(shapes), 3))
+    _, joints = mano_meshes(model_seed, np.zeros(len(shapes), bool), shapes, flat, np.zeros((len(shapes), 45)))
+    length = np.linalg.norm(joints[:, 12] - joints[:, 0], axis=1)  # OpenPose: 0 wrist, 12 middle fingertip
+    return length[1:] / length[0]
 
 
 def _to_sample(batch: dict[str, np.ndarray], n: int) -> dict:

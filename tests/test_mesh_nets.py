@@ -510,3 +510,26 @@ def test_mesh_errors_reports_the_baseline_pose_under_the_true_shape():
     assert (off["mpjpe"] - off["mpjpe_true_shape"]).abs().max() > 1.0
     identity_aware = mesh_errors(MeshNet(MeshConfig(**SMALL)).eval(), data)
     assert "mpjpe_true_shape" not in identity_aware
+
+
+def test_mesh_confidence_resumes_only_from_the_same_init_checkpoint(tmp_path):
+    """A mesh-confidence run records its --init checkpoint's sha256: --resume with another baseline (a plausible
+    slip: a retrained baseline at the same path) is refused, naming --init; with the same bytes under another
+    path it passes that check."""
+    import shutil
+
+    from handops_models.train.checkpoint import save_checkpoint
+    from tests.test_cli import run_cli
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / f"base{seed}.pt", build_model("mesh-baseline", MeshConfig(shape_source="regressed", **SMALL)))
+    common = ["--data", "synthetic", "--train-size", "128", "--val-size", "8", "--no-progress", "--max-steps", "1",
+              "--epochs-scale", "0.01", "--out", tmp_path / "conf"]
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--init", tmp_path / "base0.pt", *common)
+    assert rc == 0, err
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--init", tmp_path / "base1.pt", *common, "--resume")
+    assert rc == 2 and "--init checkpoint" in err
+    shutil.copyfile(tmp_path / "base0.pt", tmp_path / "moved.pt")
+    rc, out, err = run_cli("train", "--model", "mesh-confidence", "--init", tmp_path / "moved.pt", *common, "--resume")
+    assert rc == 0, err

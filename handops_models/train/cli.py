@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -257,11 +258,22 @@ def _with_added_fields(stored: dict) -> dict:
     if isinstance(out.get("data"), dict):
         # SyntheticHands' subjects were 50 before the option, and no run had the size cue
         out["data"] = {"num_subjects": 50, "size_cue": False, **out["data"]}
+    out.setdefault("init_sha256", None)  # runs from before the record: a mesh-confidence run must start anew
     try:  # rebuilt through config_from_dict, which fills ADDED_FIELDS at every level
         out["config"] = _plain(config_to_dict(config_from_dict(out.get("config"))))
     except (ValueError, TypeError):
         pass  # not a config: the comparison reports it
     return out
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (``--init``'s identity: a resumed mesh-confidence run must start from the same
+    baseline, wherever the file now lies)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
@@ -276,7 +288,7 @@ def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     stored = json.loads(stored_path.read_text())
     comparable = _with_added_fields(stored)
     for key, what in (("model", "model"), ("config", "config"), ("recipe", "recipe (--epochs-scale, --lr-scale)"),
-                      ("data", "data")):
+                      ("data", "data"), ("init_sha256", "--init checkpoint (its sha256)")):
         if comparable.get(key) != record[key]:
             raise CLIError(f"--resume: {stored_path} was written for another {what}: {stored.get(key)!r} there, "
                            f"{record[key]!r} now; resume with the run's own arguments")
@@ -341,10 +353,13 @@ def _train(args, ctx) -> int:
         from handops_models.train.checkpoint import load_checkpoint
         from handops_models.train.evaluate import resolve_checkpoint
 
-        model = load_checkpoint(resolve_checkpoint(args.init), expect_model="mesh-baseline")["model"]
+        init_path = resolve_checkpoint(args.init)
+        model = load_checkpoint(init_path, expect_model="mesh-baseline")["model"]
+        init_digest = _file_digest(init_path)
         config = model.config
         recipe = recipe_for("mesh-baseline")[-1:]
     else:
+        init_digest = None
         config = resolve_config(args.model, args.config, args.heads)
         try:
             model = build_model(args.model, config)
@@ -366,7 +381,7 @@ def _train(args, ctx) -> int:
     data_record = {"name": args.data, "root": root, "input_size": model.input_size, "train_size": args.train_size,
                    "val_size": args.val_size, **{k: v for k, v in options.items() if k != "cache_dir"}}
     record = {"model": args.model, "config": _plain(config_to_dict(config)), "recipe": _recipe_record(recipe),
-              "data": data_record}
+              "data": data_record, "init_sha256": init_digest}
     stored = _check_resume(out, record, args.resume)
 
     if ctx.distributed and not ctx.is_main:

@@ -86,6 +86,11 @@ def test_compare_mesh_smoke_run_writes_its_tables_and_figures(tmp_path):
     # the scale-blind ideal: the procedural hand's first beta is its scale; without it W and L are off
     assert results["scale_direction"]["relative_residual"] < 1e-9
     assert results["scale_blind"]["l_error_mm"]["value"] > 1.0 and results["scale_blind"]["mse_betas_scale_free"]["value"] < 1e-12
+    # the pose-only rows compare two different errors (a row minus itself would be exactly 0)
+    assert results["pose_only"]["baseline pose, true shape - baseline"]["interval"] != [0.0, 0.0]
+    # a rerun in the same folder with other data refuses to reuse the networks trained for the first
+    with pytest.raises(RuntimeError, match="trained with other arguments"):
+        compare_mesh.main(["--out", str(out), "--smoke", "--size-cue"])
     # the size-cue variant reuses that detector (no detector run of its own) and writes its own docs names
     cue, docs = tmp_path / "cue", tmp_path / "docs"
     detector = out / "runs" / "detector2d" / "final.pt"

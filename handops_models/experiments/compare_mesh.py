@@ -1,6 +1,8 @@
 """Chapter 6's tables on SyntheticHands: identity-aware mesh estimation and personalisation.
 
-    python -m handops_models.experiments.compare_mesh --out runs/compare_mesh          (the study, under an hour)
+    python -m handops_models.experiments.compare_mesh --out runs/ch6                    (about 30 min here)
+    python -m handops_models.experiments.compare_mesh --out runs/ch6_cue --size-cue \
+        --detector runs/ch6/runs/detector2d/final.pt                                     (about 20 min: no detector)
     python -m handops_models.experiments.compare_mesh --out /tmp/smoke --smoke          (the pipeline, minutes)
 
 Trains, through ``python -m handops_models train`` (one process each, resumable), the tiny baseline (its
@@ -14,6 +16,13 @@ split:
 - Table 6.4: the same without attention (w = 1/K);
 - Fig. 6.3: hand length per test subject: the baseline's per-image values, the calibrated shape's, the truth;
 - Fig. 6.4: W- and L-error against K (K larger than a subject's test images means all of them).
+
+Beside them, what explains the numbers: the baseline's pose under the true shape (how much of its deficit is
+its shape), its per-image shapes against the mean shape's, and the "scale-blind ideal", the truth with its
+scale component (``metrics.scale_direction``) at the mean, which is the best any estimator can do on pictures
+that do not show a hand's size. By default SyntheticHands frames every hand to a random share of its crop, so
+they do not; ``--size-cue`` renders a hand's size in its picture (``SyntheticHands(size_cue=True)``), and
+``--detector`` reuses a trained detector (its run must have the same subjects).
 
 The calibration images are K images of each test subject drawn with a fixed seed from the test split (their
 labels unused), as in the author's protocol. Intervals: percentile bootstraps over test *subjects* (95%,
@@ -70,6 +79,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cache = str(Path(args.cache_dir) if args.cache_dir else out / "cache")
+    if args.detector:
+        args.detector = str(Path(args.detector).resolve())
     if args.smoke:
         # 128 training images: the confidence stage's batch (run_recipe refuses a smaller split up front)
         args.train_size, args.val_size, args.test_size, args.bootstrap, args.num_subjects = 128, 16, 60, 200, 50
@@ -107,6 +118,8 @@ def _evaluate(args, out: Path, cache: str) -> dict:
     baseline = load_network(out / "runs" / "mesh-baseline" / "final.pt", "mesh-baseline")[0]
     identity = load_network(out / "runs" / "mesh-identity" / "final.pt", "mesh-identity")[0]
     detector = load_network(args.detector or out / "runs" / "detector2d" / "final.pt", "detector2d")[0]
+    if args.detector:
+        _check_detector_subjects(args.detector, args.num_subjects)
     test = make_split("synthetic", None, identity.input_size, "test", args.test_size, cache_dir=cache,
                       num_subjects=args.num_subjects, size_cue=args.size_cue)
     truth = {s: test[idx[0]]["betas"].double() for s, idx in subject_indices(test).items()}
@@ -145,7 +158,8 @@ def _evaluate(args, out: Path, cache: str) -> dict:
                for name in rows}
     # the baseline's pose under the true shape: how much of "ours < baseline" is the shape, how much the pose
     table61["baseline"]["mpjpe_true_shape"] = per_image("baseline", "mpjpe_true_shape")
-    pose_only = {"baseline pose, true shape - baseline": per_image("baseline", "mpjpe_true_shape", "baseline"),
+    pose_only = {"baseline pose, true shape - baseline": interval(rows["baseline"]["mpjpe_true_shape"],
+                                                                   rows["baseline"]["mpjpe"], image_subjects),
                  "ours, true shape - baseline pose, true shape": interval(rows["true"]["mpjpe"],
                                                                        rows["baseline"]["mpjpe_true_shape"],
                                                                        image_subjects)}
@@ -204,6 +218,26 @@ def _evaluate(args, out: Path, cache: str) -> dict:
             "settings": {k: v for k, v in vars(args).items() if k != "docs"}}
 
 
+def _check_detector_subjects(detector: str, num_subjects: int) -> None:
+    """A reused detector must come from a run on the same subjects (the splits depend on ``num_subjects``: with
+    another count it may have trained on this study's test subjects)."""
+    import json
+
+    from handops_models.train.evaluate import resolve_checkpoint
+
+    path = resolve_checkpoint(detector)
+    for folder in (path.parent, path.parent.parent):
+        if (folder / "config.json").is_file():
+            data = json.loads((folder / "config.json").read_text()).get("data", {})
+            if data.get("name") != "synthetic" or data.get("num_subjects") != num_subjects:
+                raise SystemExit(f"--detector {detector}: its run trained on {data.get('name')} with "
+                                 f"{data.get('num_subjects')} subjects, this study has synthetic with {num_subjects}: "
+                                 f"its training subjects may include this study's test subjects")
+            return
+    raise SystemExit(f"--detector {detector}: no config.json of its run next to it, so its training subjects are "
+                     f"unknown; pass a checkpoint inside its run folder")
+
+
 def _per_image_shape_errors(layer, pred, gt, scale) -> dict:
     """The baseline's per-image shapes against the truth, and what the mean shape (betas 0) would score."""
     from handops_models.metrics import shape_errors, without_scale
@@ -221,10 +255,14 @@ def _fmt(entry: dict, digits: int = 2) -> str:
 
 def _report(results: dict, args) -> str:
     t = results["table61"]
+    budget = ("two steps per network (smoke)" if args.smoke else
+              f"{args.epochs:g} epochs per mesh network stage, {args.detector_epochs:g} for the detector")
+    data = ("the size cue (a hand's size shows in its picture)" if args.size_cue else
+            "every hand fills a random share of its crop (no picture shows its size)")
+    detector = f"the detector reused from {args.detector}; " if args.detector else ""
     lines = ["# Chapter 6 on SyntheticHands: identity-aware mesh estimation and personalisation", "",
-             f"Tiny networks; {args.num_subjects} subjects, {args.train_size} training images, {args.epochs:g} epochs per mesh "
-             f"stage; {'the size cue (a hand size shows in its picture)' if args.size_cue else 'every hand fills a random share of its crop (no picture shows its scale)'}; "
-             f"{'the detector: ' + args.detector + '; ' if args.detector else ''}test: {results['num_test_images']} images of {results['num_test_subjects']} unseen subjects; "
+             f"Tiny networks; {args.num_subjects} subjects, {args.train_size} training images, {budget}; {data}; "
+             f"{detector}test: {results['num_test_images']} images of {results['num_test_subjects']} unseen subjects; "
              f"calibration with K = {args.k}; Eq. 6.4 with {args.solver}. 95% bootstrap intervals in brackets.", "",
              "**Table 6.1 layout** (mm, root-relative)", "",
              "| | method | MPJPE | MPVPE |", "|---|---|---|---|"]

@@ -289,6 +289,10 @@ def _check_resume(out: Path, record: dict, resume: bool) -> dict | None:
     comparable = _with_added_fields(stored)
     for key, what in (("model", "model"), ("config", "config"), ("recipe", "recipe (--epochs-scale, --lr-scale)"),
                       ("data", "data"), ("init_sha256", "--init checkpoint (its sha256)")):
+        if key == "init_sha256" and comparable.get(key) is None and record[key] is not None:
+            raise CLIError(f"--resume: {stored_path} is a mesh-confidence run from before runs recorded their --init "
+                           f"checkpoint, so this --init cannot be checked against the baseline it started from; "
+                           f"start it anew in another --out")
         if comparable.get(key) != record[key]:
             raise CLIError(f"--resume: {stored_path} was written for another {what}: {stored.get(key)!r} there, "
                            f"{record[key]!r} now; resume with the run's own arguments")

@@ -109,7 +109,9 @@ class SyntheticHands(torch.utils.data.Dataset):
             its size, so no picture shows a hand's absolute size (a hand scaled by s and seen from s times
             the distance projects the same). True: the drawn fill is multiplied by the subject's hand length
             over the mean shape's (at the flat pose), as from a camera at a fixed distance: the picture shows
-            the size, through the fill's noise. The random draws are the same either way.
+            the size, through the fill's noise; the fill can then reach ``fill[1]`` times the largest ratio
+            (about 1.27 for betas within 2.5 std), so a big hand may overflow the picture a little. The random
+            draws are the same either way.
         model_seed: seed of ``handops.mano.synthetic_model``.
         self_occlusion_scale, self_occlusion_tolerance: the visibility margin (see ``visibility``).
         shard_size: samples per cache shard.

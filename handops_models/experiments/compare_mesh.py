@@ -328,6 +328,7 @@ def _plots(results: dict, out: Path) -> None:
     ax.plot(x, lengths["calibrated"], "o", color="tab:blue", label="ours (calibrated)")
     ax.plot(x, lengths["truth"], "x", color="black", label="truth")
     ax.set(xlabel="test subject", ylabel="hand length (mm)", title="Hand length per test subject (Fig. 6.3)")
+    ax.set_xticks(list(x), [str(s) for s in lengths["subjects"]], fontsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "hand_length.png", dpi=110)
@@ -344,7 +345,8 @@ def _plots(results: dict, out: Path) -> None:
         floor = results["scale_blind"][metric]["value"]
         ax.axhline(floor, linestyle=":", color=ax.lines[-1].get_color(), label=f"{label}, scale-blind ideal")
     ax.set(xscale="log", xlabel="K (images per subject)", ylabel="error (mm)", title="Calibration error against K (Fig. 6.4)")
-    ax.legend()
+    ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the curves
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
     fig.tight_layout()
     fig.savefig(out / "calibration_k.png", dpi=110)
 

@@ -90,7 +90,7 @@ def _fraction(text: str) -> float:
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
-    from handops_models.train.data import DATA_SOURCES
+    from handops_models.train.data import DATA_SOURCES, SIZE_CUE_HELP
 
     p.add_argument("--data", required=True, choices=DATA_SOURCES, help="the data source")
     p.add_argument("--root", default=None, help="the dataset's folder (real data only)")
@@ -99,7 +99,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mhp-protocol", default="ch5", choices=("ch3", "ch4", "ch5"), help="MHP's thesis split")
     p.add_argument("--num-subjects", type=_positive_int, default=50,
                    help="synthetic: subjects in all splits (80/10/10; each has its own hand shape)")
-    p.add_argument("--size-cue", action="store_true", help="synthetic: a hand's size shows in the picture (a camera at a fixed distance; default: every hand fills a random share of the crop)")
+    p.add_argument("--size-cue", action="store_true", help=SIZE_CUE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -120,6 +120,10 @@ def _check(name: str, root, split: str) -> Path | None:
     return root
 
 
+SIZE_CUE_HELP = ("synthetic: a hand's size shows in the picture (a camera at a fixed distance; default: every hand "
+                 "fills a random share of the crop)")  # the --size-cue help of every command that reads data
+
+
 def make_split(name: str, root, input_size: int, split: str, size: int | None = None, *, cache_dir=None,
                num_subjects: int = 50, occlusion: float = 0.3, dexycb_setup: str = "s0", mhp_protocol: str = "ch5",
                size_cue: bool = False, progress: bool = False) -> Dataset:

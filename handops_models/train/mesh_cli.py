@@ -28,6 +28,8 @@ MESH_MODELS = ("mesh-baseline", "mesh-identity")
 
 
 def add_personalize_parser(sub, data_arguments, positive_int) -> None:
+    from handops_models.train.data import SIZE_CUE_HELP
+
     p = sub.add_parser("personalize", help="one subject's MANO shape from unannotated images (Eq. 6.6-6.7)",
                        description="Calibrate one subject's shape from K images with a mesh-baseline checkpoint.")
     p.add_argument("--checkpoint", required=True, help="a mesh-baseline checkpoint (or its run folder)")
@@ -38,7 +40,7 @@ def add_personalize_parser(sub, data_arguments, positive_int) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--size", type=positive_int, default=None, help="images of the split (synthetic: rendered)")
     p.add_argument("--num-subjects", type=positive_int, default=50, help="synthetic: subjects in all splits")
-    p.add_argument("--size-cue", action="store_true", help="synthetic: a hand's size shows in the picture (a camera at a fixed distance; default: every hand fills a random share of the crop)")
+    p.add_argument("--size-cue", action="store_true", help=SIZE_CUE_HELP)
     p.add_argument("--subject", type=int, default=None)
     p.add_argument("--k", type=positive_int, default=20, help="images of the subject (the thesis: 20)")
     p.add_argument("--seed", type=int, default=0, help="which images of the subject")

@@ -302,7 +302,9 @@ def scale_direction(layer) -> tuple[torch.Tensor, float]:
     the hand of shape b by s gives the shape ``s b + (s - 1) |d| u``, which differs from moving along ``u``
     alone by ``(s - 1) b``; for the procedural hand that changes the scale-blind errors by about 0.01 mm.)
     """
-    model = layer.model
+    model = getattr(layer, "model", None)
+    if model is None or not hasattr(model, "shapedirs"):
+        raise ValueError(f"scale_direction takes a handops.ManoLayer (its .model's blend shapes), got {type(layer).__name__}")
     shapedirs = model.shapedirs.double()  # [V, 3, S]
     regressor0 = model.J_regressor.double()[0]  # [V]: the wrist (MANO joint 0)
     template = model.v_template.double()
@@ -316,6 +318,8 @@ def scale_direction(layer) -> tuple[torch.Tensor, float]:
 def without_scale(betas, direction) -> torch.Tensor:
     """``betas - (betas . u) u`` [N, S]: the shape with its component along the unit ``direction`` u
     (:func:`scale_direction`) at the population mean 0 (SyntheticHands draws betas ~ N(0, I))."""
+    if isinstance(direction, tuple):
+        raise ValueError("direction must be the unit [S] tensor u; scale_direction returns (u, residual): pass its [0]")
     betas = torch.as_tensor(betas)
     u = torch.as_tensor(direction).to(betas)
     if betas.dim() != 2 or u.shape != betas.shape[1:]:

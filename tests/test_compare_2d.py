@@ -89,7 +89,7 @@ def test_compare_mesh_smoke_run_writes_its_tables_and_figures(tmp_path):
     # the pose-only rows compare two different errors (a row minus itself would be exactly 0)
     assert results["pose_only"]["baseline pose, true shape - baseline"]["interval"] != [0.0, 0.0]
     # a rerun in the same folder with other data refuses to reuse the networks trained for the first
-    with pytest.raises(RuntimeError, match="trained with other arguments"):
+    with pytest.raises(SystemExit, match="trained with other arguments"):
         compare_mesh.main(["--out", str(out), "--smoke", "--size-cue"])
     # the size-cue variant reuses that detector (no detector run of its own) and writes its own docs names
     cue, docs = tmp_path / "cue", tmp_path / "docs"
@@ -97,3 +97,20 @@ def test_compare_mesh_smoke_run_writes_its_tables_and_figures(tmp_path):
     assert compare_mesh.main(["--out", str(cue), "--smoke", "--size-cue", "--detector", str(detector), "--docs", str(docs)]) == 0
     assert not (cue / "runs" / "detector2d").exists()
     assert (docs / "compare_mesh_size_cue_tables.md").is_file() and "size cue" in (cue / "tables.md").read_text()
+
+
+def test_compare_mesh_checks_a_reused_detector_before_training(tmp_path):
+    """--detector that is missing, or not a detector2d checkpoint, stops the study at once with its reason
+    (no traceback, and no mesh network trained first)."""
+    from handops_models.experiments import compare_mesh
+    from handops_models.nets import build_model
+    from handops_models.nets.configs import preset
+    from handops_models.train.checkpoint import save_checkpoint
+
+    out = tmp_path / "s"
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        compare_mesh.main(["--out", str(out), "--smoke", "--detector", str(tmp_path / "missing.pt")])
+    save_checkpoint(tmp_path / "mesh.pt", build_model("mesh-identity", preset("mesh-identity", "tiny")))
+    with pytest.raises(SystemExit, match="expected 'detector2d'"):
+        compare_mesh.main(["--out", str(out), "--smoke", "--detector", str(tmp_path / "mesh.pt")])
+    assert not (out / "runs").exists()

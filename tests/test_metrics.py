@@ -314,3 +314,12 @@ def test_without_scale_projects_out_the_direction_only():
     assert float((out @ u).abs().max()) < 1e-12
     with pytest.raises(ValueError, match=r"\[N, S\]"):
         M.without_scale(b, u[:2])
+
+
+def test_scale_helpers_explain_wrong_arguments():
+    from handops_models.nets.mesh import make_mano_layer
+
+    with pytest.raises(ValueError, match="handops.ManoLayer"):
+        M.scale_direction("synthetic:0")
+    with pytest.raises(ValueError, match=r"pass its \[0\]"):
+        M.without_scale(torch.zeros(2, 10), M.scale_direction(make_mano_layer("synthetic:0")))

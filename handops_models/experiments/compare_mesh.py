@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     if args.smoke:
         # 128 training images: the confidence stage's batch (run_recipe refuses a smaller split up front)
         args.train_size, args.val_size, args.test_size, args.bootstrap, args.num_subjects = 128, 16, 60, 200, 50
+    if args.detector:  # checked before any training, not after it
+        _check_detector(args.detector, args.num_subjects)
     started = time.perf_counter()
     common = ["--config", "tiny", "--data", "synthetic", "--cache-dir", cache, "--num-subjects", str(args.num_subjects),
               "--train-size", str(args.train_size), "--val-size", str(args.val_size), "--no-progress",
@@ -102,14 +104,17 @@ def main(argv=None) -> int:
         own = schedule
         if model == "detector2d" and not args.smoke:  # the Hourglass keeps its thesis rate 7.5e-4 (x10 diverges easily)
             own = ["--epochs-scale", str(args.detector_epochs / 15), "--lr-scale", "1", "--batch-size", str(args.batch_size)]
-        seconds = train_run(["--model", model, *common, *own], out / "runs" / model, smoke=args.smoke)
+        try:
+            seconds = train_run(["--model", model, *common, *own], out / "runs" / model, smoke=args.smoke)
+        except RuntimeError as e:  # a failed or mismatched run: its message, without a traceback
+            raise SystemExit(f"compare_mesh: {e}") from None
         if seconds is not None:
             timings[model] = seconds
     results = _evaluate(args, out, cache)
     results["train_seconds"] = timings
     results["seconds_this_call"] = time.perf_counter() - started
     write_outputs(out, results, _report(results, args), _plots, ("tables.md", "hand_length.png", "calibration_k.png"),
-                  args.docs, "compare_mesh_size_cue_" if args.size_cue else "compare_mesh_")
+                  args.docs, "compare_mesh_" + ("size_cue_" if args.size_cue else "") + (f"seed{args.seed}_" if args.seed else ""))
     return 0
 
 
@@ -122,8 +127,6 @@ def _evaluate(args, out: Path, cache: str) -> dict:
     baseline = load_network(out / "runs" / "mesh-baseline" / "final.pt", "mesh-baseline")[0]
     identity = load_network(out / "runs" / "mesh-identity" / "final.pt", "mesh-identity")[0]
     detector = load_network(args.detector or out / "runs" / "detector2d" / "final.pt", "detector2d")[0]
-    if args.detector:
-        _check_detector_subjects(args.detector, args.num_subjects)
     test = make_split("synthetic", None, identity.input_size, "test", args.test_size, cache_dir=cache,
                       num_subjects=args.num_subjects, size_cue=args.size_cue)
     truth = {s: test[idx[0]]["betas"].double() for s, idx in subject_indices(test).items()}
@@ -222,14 +225,19 @@ def _evaluate(args, out: Path, cache: str) -> dict:
             "settings": {k: v for k, v in vars(args).items() if k != "docs"}}
 
 
-def _check_detector_subjects(detector: str, num_subjects: int) -> None:
-    """A reused detector must come from a run on the same subjects (the splits depend on ``num_subjects``: with
-    another count it may have trained on this study's test subjects)."""
+def _check_detector(detector: str, num_subjects: int) -> None:
+    """A reused detector must be a detector2d checkpoint from a run on the same subjects (the splits depend on
+    ``num_subjects``: with another count it may have trained on this study's test subjects)."""
     import json
 
+    from handops_models.train.checkpoint import CheckpointError, load_checkpoint
     from handops_models.train.evaluate import resolve_checkpoint
 
-    path = resolve_checkpoint(detector)
+    try:
+        path = resolve_checkpoint(detector)
+        load_checkpoint(path, expect_model="detector2d", build=False)
+    except (FileNotFoundError, CheckpointError) as e:
+        raise SystemExit(f"--detector {detector}: {e}") from None
     for folder in (path.parent, path.parent.parent):
         if (folder / "config.json").is_file():
             data = json.loads((folder / "config.json").read_text()).get("data", {})
@@ -254,7 +262,7 @@ def _per_image_shape_errors(layer, pred, gt, scale) -> dict:
 
 def _fmt(entry: dict, digits: int = 2) -> str:
     lo, hi = entry["interval"]
-    return f"{entry['value']:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+    return f"{entry['value']:.{digits}f} ({lo:.{digits}f} to {hi:.{digits}f})"
 
 
 def _report(results: dict, args) -> str:

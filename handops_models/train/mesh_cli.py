@@ -94,7 +94,8 @@ def cmd_personalize(args, device: str, log) -> int:
         chosen = choose_images(by_subject[args.subject], args.k, args.seed, args.subject)
         images = torch.stack([dataset[i]["image"] for i in chosen])
         truth = dataset[chosen[0]]["betas"]
-        source = {"data": args.data, "split": args.split, "subject": args.subject, "indices": chosen}
+        source = {"data": args.data, "size_cue": args.size_cue, "split": args.split, "subject": args.subject,
+                  "indices": chosen}
     result = personalize(baseline, images.to(device), attention=not args.no_attention)
     info = {"images_used": len(images), "attention": not args.no_attention, "checkpoint": str(args.checkpoint),
             "weights": [round(float(w), 6) for w in result["weights"]], **source}
@@ -133,7 +134,8 @@ def evaluate_mesh_checkpoint(args, device: str, log) -> int:
     detector = _load(args.detector, "detector2d", device)[0] if args.detector else None
     errors = mesh_errors(network, dataset, shapes=shapes, detector=detector, solver=args.solver,
                          batch_size=args.batch_size, device=device, progress=True)
-    report = {"checkpoint": str(path), "model": checkpoint["network"]["model"], "data": args.data, "split": args.split,
+    report = {"checkpoint": str(path), "model": checkpoint["network"]["model"], "data": args.data,
+              "size_cue": args.size_cue, "split": args.split,
               "num_images": len(dataset), "shape": "regressed" if not network.identity_aware else args.shape,
               "solver": args.solver if detector is not None else None,
               **{k: float(v.double().mean()) for k, v in errors.items() if k.startswith("mp")}}
@@ -156,7 +158,7 @@ def evaluate_mesh_checkpoint(args, device: str, log) -> int:
     log(f"{report['model']} on {args.data} {args.split} ({len(dataset)} images, shape: {report['shape']}):\n" + "\n".join(rows))
     out = Path(args.out) if args.out is not None else path.parent
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"eval_mesh_{args.data}_{args.split}.json"
+    target = out / f"eval_mesh_{args.data}{'_size_cue' if args.size_cue else ''}_{args.split}.json"
     target.write_text(json.dumps(report, indent=1))
     log(f"wrote {target}")
     return 0
